@@ -1,0 +1,188 @@
+"""Which heads to remove: `select(scores, ...)` -> a frozen `PruningPlan` that serializes to plan.json.
+
+Pure: no model is touched here. Scores are an L x H matrix, higher = more important; the lowest go first.
+Ties are broken by (layer, head) ascending, so the earlier head of two equal scores is removed first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import InputError
+
+PLAN_FORMAT = "prunehead.plan"
+SCORES_FORMAT = "prunehead.scores"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class PruningPlan:
+    """Heads to remove, by original (layer, head) ids; `pruned_heads` maps layer -> sorted head ids."""
+
+    num_layers: int
+    num_heads: int
+    pruned_heads: dict[int, tuple[int, ...]] = field(default_factory=dict)
+
+    @property
+    def num_pruned(self) -> int:
+        return sum(len(h) for h in self.pruned_heads.values())
+
+    def keep_mask(self) -> torch.Tensor:
+        """(L, H) float mask: 1 = kept, 0 = removed."""
+        mask = torch.ones(self.num_layers, self.num_heads)
+        for layer, heads in self.pruned_heads.items():
+            mask[layer, list(heads)] = 0.0
+        return mask
+
+    def union(self, other: PruningPlan) -> PruningPlan:
+        """The plan that removes the heads of both plans (for pruning an already pruned model)."""
+        merged = {l: tuple(sorted(set(self.pruned_heads.get(l, ())) | set(other.pruned_heads.get(l, ()))))
+                  for l in range(self.num_layers)}
+        return PruningPlan(self.num_layers, self.num_heads, {l: h for l, h in merged.items() if h})
+
+    def to_json(self) -> dict:
+        return {"format": PLAN_FORMAT, "version": VERSION, "num_layers": self.num_layers,
+                "num_heads": self.num_heads,
+                "pruned_heads": {str(l): list(h) for l, h in sorted(self.pruned_heads.items()) if h}}
+
+    @classmethod
+    def from_json(cls, data: dict, source: str = "plan") -> PruningPlan:
+        if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+            raise InputError(f"{source} is not a prunehead plan (expected \"format\": \"{PLAN_FORMAT}\")")
+        L, H = int(data["num_layers"]), int(data["num_heads"])
+        pruned: dict[int, tuple[int, ...]] = {}
+        for layer, heads in data.get("pruned_heads", {}).items():
+            l = int(layer)
+            if not 0 <= l < L or any(not 0 <= int(h) < H for h in heads):
+                raise InputError(f"{source}: head ({layer}, {heads}) is outside the {L} x {H} grid")
+            if heads:
+                pruned[l] = tuple(sorted({int(h) for h in heads}))
+        return cls(L, H, pruned)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> PruningPlan:
+        return cls.from_json(_read_json(path), source=str(path))
+
+    @classmethod
+    def from_mask(cls, keep: torch.Tensor) -> PruningPlan:
+        """The plan that removes every head whose entry in the (L, H) mask is 0."""
+        L, H = keep.shape
+        return cls(L, H, {l: tuple(int(h) for h in torch.nonzero(keep[l] == 0).flatten())
+                          for l in range(L) if (keep[l] == 0).any()})
+
+
+def _read_json(path: str | Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist; pass an existing file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path} is not valid JSON ({err}); pass a file written by prunehead") from None
+
+
+def _order(scores: torch.Tensor, candidates: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Candidates sorted by score ascending, ties by (layer, head) ascending."""
+    return sorted(candidates, key=lambda lh: (float(scores[lh]), lh))
+
+
+def select(scores: torch.Tensor, *, ratio: float | None = None, heads: int | None = None,
+           scope: str = "global", min_heads_per_layer: int = 0,
+           pruned: PruningPlan | None = None) -> PruningPlan:
+    """Choose the lowest-scoring heads to remove.
+
+    Args:
+        scores: (L, H) contributions, higher = more important.
+        ratio: global: remove floor(ratio * L * H) heads overall; per-layer: floor(ratio * H) per layer.
+        heads: per-layer only: remove exactly this many heads in every layer.
+        scope: "global" or "per_layer".
+        min_heads_per_layer: never leave a layer with fewer heads than this.
+        pruned: heads already removed; they count towards the totals and are never chosen again.
+
+    Returns:
+        The plan of all removed heads (including `pruned`).
+    """
+    L, H = validate_scores(scores)
+    if (ratio is None) == (heads is None):
+        raise InputError("give exactly one of --ratio or --heads")
+    if ratio is not None and not 0.0 <= ratio <= 1.0:
+        raise InputError(f"--ratio must be within [0, 1], got {ratio}")
+    if heads is not None and not 0 <= heads < H:
+        raise InputError(f"--heads must be within [0, {H - 1}] (the model has {H} heads per layer), got {heads}")
+    if scope not in ("global", "per_layer"):
+        raise InputError(f"scope must be 'global' or 'per_layer', got {scope!r}")
+    if heads is not None and scope == "global":
+        raise InputError("--heads removes K heads in every layer; use it with --per-layer, or use --ratio")
+    if not 0 <= min_heads_per_layer <= H:
+        raise InputError(f"--min-heads-per-layer must be within [0, {H}], got {min_heads_per_layer}")
+    done = pruned or PruningPlan(L, H)
+    if (done.num_layers, done.num_heads) != (L, H):
+        raise InputError(f"scores are {L} x {H} but the model's plan is {done.num_layers} x {done.num_heads}")
+    removed = {l: set(done.pruned_heads.get(l, ())) for l in range(L)}
+    if scope == "global":
+        _select_global(scores, removed, math.floor(ratio * L * H + 1e-9), min_heads_per_layer)
+    else:
+        per_layer = heads if heads is not None else math.floor(ratio * H + 1e-9)
+        for l in range(L):
+            target = min(per_layer, H - min_heads_per_layer)
+            free = [(l, h) for h in range(H) if h not in removed[l]]
+            for lh in _order(scores, free)[: max(0, target - len(removed[l]))]:
+                removed[l].add(lh[1])
+    return PruningPlan(L, H, {l: tuple(sorted(r)) for l, r in removed.items() if r})
+
+
+def _select_global(scores: torch.Tensor, removed: dict[int, set[int]], total: int, min_heads: int) -> None:
+    L, H = scores.shape
+    free = [(l, h) for l in range(L) for h in range(H) if h not in removed[l]]
+    count = sum(len(r) for r in removed.values())
+    for l, h in _order(scores, free):
+        if count >= total:
+            break
+        if H - len(removed[l]) > min_heads:
+            removed[l].add(h)
+            count += 1
+
+
+def validate_scores(scores: torch.Tensor) -> tuple[int, int]:
+    """(L, H) of a finite 2-D score matrix; InputError otherwise."""
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or 0 in scores.shape:
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise InputError(f"scores must be an L x H matrix, got shape {shape}")
+    if not torch.isfinite(scores).all():
+        raise InputError("scores contain NaN or inf; re-run the scorer or fix the score file")
+    return scores.shape[0], scores.shape[1]
+
+
+def save_scores(path: str | Path, scores: torch.Tensor, scorer: str, model: str, **extra) -> None:
+    """Write a prunehead.scores JSON file (higher = more important)."""
+    L, H = validate_scores(scores)
+    data = {"format": SCORES_FORMAT, "version": VERSION, "scorer": scorer, "model": model,
+            "num_layers": L, "num_heads": H, "scores": scores.double().tolist(), **extra}
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def load_scores(path: str | Path, expect: tuple[int, int] | None = None) -> torch.Tensor:
+    """Read the (L, H) matrix of a prunehead.scores file, checking format, shape and values."""
+    data = _read_json(path)
+    if not isinstance(data, dict) or data.get("format") != SCORES_FORMAT or "scores" not in data:
+        raise InputError(f"{path} is not a prunehead score file (expected \"format\": \"{SCORES_FORMAT}\"); "
+                         "write one with `prunehead score`")
+    try:
+        scores = torch.tensor(data["scores"], dtype=torch.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: \"scores\" must be a list of L lists of H numbers") from None
+    L, H = validate_scores(scores)
+    if (L, H) != (data.get("num_layers"), data.get("num_heads")):
+        raise InputError(f"{path}: scores are {L} x {H} but the file says "
+                         f"{data.get('num_layers')} x {data.get('num_heads')}")
+    if expect is not None and (L, H) != tuple(expect):
+        raise InputError(f"{path} scores a {L} x {H} model but this model has {expect[0]} x {expect[1]} heads; "
+                         "score this model first")
+    return scores

@@ -1,0 +1,192 @@
+"""Physical head removal, the only code that changes a model's structure, and save / load of the result.
+
+`prune_(model, plan)` slices the q/k/v rows and output-projection columns of the removed heads
+(`transformers.pytorch_utils.prune_linear_layer`). A layer that loses every head becomes a bias-only
+block: its attention output is the output projection's bias, exactly what gating all heads to 0 gives.
+The removed heads are recorded in `config.prunehead_pruned_heads`, so `load()` can rebuild the layout.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+import transformers
+from safetensors.torch import load_file
+from torch import nn
+from transformers.pytorch_utils import prune_linear_layer
+
+from .errors import InputError
+from .heads import PRUNED_HEADS_KEY, AttentionSite, head_adapter, pruned_heads_of
+from .plan import PruningPlan
+
+# Files besides weights and config that a model directory may carry (feature extractor, tokenizer, ...).
+PREPROCESSING_FILES = ("preprocessor_config.json", "processor_config.json", "tokenizer.json",
+                       "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
+                       "added_tokens.json", "normalizer.json", "generation_config.json", "vocab.txt")
+
+
+class BiasOnly(nn.Module):
+    """Stands in for an output projection with no inputs left: returns its bias at every position."""
+
+    def __init__(self, bias: torch.Tensor):
+        super().__init__()
+        self.bias = nn.Parameter(bias.detach().clone())
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(*hidden_states.shape[:-1], self.bias.shape[0])  # (B, L, D)
+
+
+class EmptyAttention(nn.Module):
+    """A speech/Whisper attention block with no heads: (out_proj.bias at every frame, no weights)."""
+
+    def __init__(self, bias: torch.Tensor):
+        super().__init__()
+        self.out_proj = BiasOnly(bias)
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, None]:
+        return self.out_proj(hidden_states), None
+
+
+class EmptySelfAttention(nn.Module):
+    """A BERT self-attention with no heads: a zero-width context that the bias-only dense maps to its bias."""
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, None]:
+        return hidden_states[..., :0], None  # (B, L, 0)
+
+
+def _zero_bias(linear: nn.Module) -> torch.Tensor:
+    bias = getattr(linear, "bias", None)
+    return bias if bias is not None else torch.zeros(linear.weight.shape[0])
+
+
+def _empty_site(site: AttentionSite) -> None:
+    bias = _zero_bias(site.out)
+    if site.out_owner is site.module:  # speech / Whisper: one module holds q/k/v and out_proj
+        setattr(site.owner, site.attr, EmptyAttention(bias))
+    else:  # BERT: attention.self and attention.output.dense
+        setattr(site.owner, site.attr, EmptySelfAttention())
+        setattr(site.out_owner, site.out_attr, BiasOnly(bias))
+
+
+def _slice_site(site: AttentionSite, positions: list[int], head_dim: int) -> None:
+    index = torch.cat([torch.arange(p * head_dim, (p + 1) * head_dim) for p in positions])
+    for name in ("q", "k", "v"):
+        linear = getattr(site, name)
+        new = prune_linear_layer(linear, index.to(linear.weight.device), dim=0)
+        setattr(site.module, _attr_name(site.module, linear), new)
+    out = prune_linear_layer(site.out, index.to(site.out.weight.device), dim=1)
+    setattr(site.out_owner, site.out_attr, out)
+    for attr in ("num_heads", "num_attention_heads"):
+        if hasattr(site.module, attr):
+            setattr(site.module, attr, len(positions))
+    if hasattr(site.module, "all_head_size"):
+        site.module.all_head_size = len(positions) * head_dim
+
+
+def _attr_name(parent: nn.Module, child: nn.Module) -> str:
+    return next(name for name, module in parent.named_children() if module is child)
+
+
+def prune_(model: nn.Module, plan: PruningPlan) -> nn.Module:
+    """Remove the heads of `plan` (original ids) from `model` in place; heads already gone are skipped."""
+    adapter = head_adapter(model)
+    if (plan.num_layers, plan.num_heads) != (adapter.num_layers, adapter.num_heads):
+        raise InputError(f"the plan is for {plan.num_layers} x {plan.num_heads} heads but the model has "
+                         f"{adapter.num_layers} x {adapter.num_heads}; make the plan for this model")
+    kept_all = adapter.kept_heads(model)
+    for site, kept in zip(adapter.sites, kept_all):
+        remove = set(plan.pruned_heads.get(site.layer, ())) & set(kept)
+        if not remove:
+            continue
+        new_kept = [h for h in kept if h not in remove]
+        if new_kept:
+            _slice_site(site, [kept.index(h) for h in new_kept], adapter.head_dim)
+        else:
+            _empty_site(site)
+    merged = PruningPlan(adapter.num_layers, adapter.num_heads,
+                         {l: tuple(h) for l, h in pruned_heads_of(model).items()}).union(plan)
+    setattr(model.config, PRUNED_HEADS_KEY, {str(l): list(h) for l, h in merged.pruned_heads.items()})
+    return model
+
+
+def plan_of(model: nn.Module) -> PruningPlan:
+    """The plan of every head removed from `model` so far."""
+    adapter = head_adapter(model)
+    return PruningPlan(adapter.num_layers, adapter.num_heads,
+                       {l: tuple(h) for l, h in pruned_heads_of(model).items() if h})
+
+
+def save_pretrained(model: nn.Module, out_dir: str | Path, source: str | Path | None = None,
+                    processor: object | None = None) -> None:
+    """Write weights, config (original layout + removed heads), plan.json and preprocessing files."""
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    plan_of(model).save(out_dir / "plan.json")
+    if processor is not None:
+        processor.save_pretrained(out_dir)
+    if source is not None and Path(source).is_dir():
+        for name in PREPROCESSING_FILES:
+            if (Path(source) / name).exists() and not (out_dir / name).exists():
+                shutil.copy2(Path(source) / name, out_dir / name)
+
+
+def _model_class(config: transformers.PretrainedConfig, path: str) -> type:
+    names = getattr(config, "architectures", None) or []
+    cls = getattr(transformers, names[0], None) if names else None
+    if cls is None:
+        raise InputError(f"{path}: config.json names no known model class (architectures={names}); "
+                         "save the model with save_pretrained")
+    return cls
+
+
+def _state_dict(path: Path) -> dict[str, torch.Tensor]:
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise InputError(f"{path} holds no *.safetensors weights; save the model with prunehead or save_pretrained")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state.update(load_file(file))
+    return state
+
+
+def load(path: str | Path, model_class: type | None = None, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Load a model directory or hub id, pruned by prunehead or not, in eval mode.
+
+    Args:
+        path: a directory written by prunehead / save_pretrained, or a hub id (needs network).
+        model_class: override the class named in config.json (e.g. WhisperForAudioClassification).
+        dtype: parameter dtype (default float32, also for fp16 checkpoints).
+    """
+    path_str = str(path)
+    try:
+        config = transformers.AutoConfig.from_pretrained(path_str)
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot load a model from {path_str!r}: not a model directory or reachable hub id "
+                         f"({str(err).splitlines()[0]})") from None
+    cls = model_class or _model_class(config, path_str)
+    pruned = getattr(config, PRUNED_HEADS_KEY, None)
+    if not pruned:
+        model = cls.from_pretrained(path_str, config=config, dtype=dtype)
+        head_adapter(model)  # fail early on unsupported architectures
+        return model.eval()
+    delattr(config, PRUNED_HEADS_KEY)
+    model = cls(config).to(dtype)
+    adapter = head_adapter(model)
+    prune_(model, PruningPlan.from_json({"format": "prunehead.plan", "num_layers": adapter.num_layers,
+                                         "num_heads": adapter.num_heads, "pruned_heads": pruned}, path_str))
+    missing, unexpected = model.load_state_dict(_state_dict(Path(path_str)), strict=False)
+    model.tie_weights()
+    untied = [k for k in missing if not _is_tied(model, k)]
+    if unexpected or untied:
+        raise InputError(f"{path_str}: weights do not match the pruned layout (missing {untied[:3]}, "
+                         f"unexpected {unexpected[:3]}); re-save the model with prunehead")
+    return model.eval()
+
+
+def _is_tied(model: nn.Module, key: str) -> bool:
+    """True if parameter `key` shares storage with another parameter (tied weights are saved once)."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    target = params.get(key)
+    return target is not None and any(p is target for k, p in params.items() if k != key)
