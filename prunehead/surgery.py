@@ -178,6 +178,8 @@ def load(path: str | Path, model_class: type | None = None, dtype: torch.dtype =
                                          "num_heads": adapter.num_heads, "pruned_heads": pruned}, path_str))
     missing, unexpected = model.load_state_dict(_state_dict(Path(path_str)), strict=False)
     model.tie_weights()
+    if (Path(path_str) / "generation_config.json").exists():
+        model.generation_config = transformers.GenerationConfig.from_pretrained(path_str)
     untied = [k for k in missing if not _is_tied(model, k)]
     if unexpected or untied:
         raise InputError(f"{path_str}: weights do not match the pruned layout (missing {untied[:3]}, "
