@@ -1,0 +1,61 @@
+"""`prunehead finetune`: train a task head (and backbone) on a data set; recipe values, then flags."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import InputError
+from ..recipe import load_recipe
+from ..train import TrainConfig, finetune
+from .evaluate import BatchSize, ClipSeconds, OnError, Task
+from .options import Device
+
+Opt = typer.Option
+
+
+def finetune_cmd(
+    out: Annotated[Path, Opt("--out", "-o", help="Output folder: model, checkpoints/, train.json.")],
+    model: Annotated[str | None, Opt("--model", "-m", help="Model folder, hub id, Whisper folder, or "
+                                                              "arch:NAME for a fresh model (e.g. arch:wav2vec2-12x12).")] = None,
+    data: Annotated[str | None, Opt("--data", "-d", help="Data spec (see `prunehead eval --help`).")] = None,
+    eval_data: Annotated[str | None, Opt(help="Data evaluated after each epoch (default: --data).")] = None,
+    recipe: Annotated[Path | None, Opt(help="TOML recipe; flags given here override its values.")] = None,
+    task: Task = None,
+    epochs: Annotated[int | None, Opt(help="Passes over the training split.")] = None,
+    lr: Annotated[float | None, Opt(help="Backbone learning rate.")] = None,
+    head_lr: Annotated[float | None, Opt(help="Task-head learning rate.")] = None,
+    batch_size: BatchSize | None = None,
+    freeze_feature_encoder: Annotated[bool | None, Opt("--freeze-feature-encoder/--train-feature-encoder",
+                                                       help="Keep the convolutional front end fixed.")] = None,
+    seed: Annotated[int | None, Opt(help="Seed for the head and the data order.")] = None,
+    max_seconds: Annotated[float | None, Opt(help="Stop after this wall time (checkpointed; --resume goes on).")] = None,
+    window_s: Annotated[float | None, Opt(help="Whisper: crop the input window to this many seconds.")] = None,
+    clip_seconds: ClipSeconds = None,
+    train_split: Annotated[str | None, Opt(help="Split to train on.")] = None,
+    eval_split: Annotated[str | None, Opt(help="Split evaluated after each epoch ('none' to skip).")] = None,
+    resume: Annotated[bool, Opt(help="Continue from the latest checkpoint in --out.")] = False,
+    device: Device = None, on_error: OnError = "stop",
+) -> None:
+    """Fine-tune a model on a data set; a pruned model keeps its pruning plan."""
+    base = load_recipe(recipe) if recipe else None
+    flags = dict(epochs=epochs, lr=lr, head_lr=head_lr, batch_size=batch_size, seed=seed, max_seconds=max_seconds,
+                 freeze_feature_encoder=freeze_feature_encoder, window_s=window_s, clip_seconds=clip_seconds,
+                 train_split=train_split, eval_split=eval_split)
+    cfg = replace(base.train if base else TrainConfig(), **{k: v for k, v in flags.items() if v is not None})
+    if cfg.eval_split == "none":
+        cfg = replace(cfg, eval_split=None)
+    model = model or (base.model.path if base else None)
+    data = data or (base.data.spec if base else None)
+    eval_data = eval_data or (base.data.eval_spec if base else None)
+    task = task or (base.task if base else None)
+    if model is None or data is None:
+        raise InputError("give --model and --data, or a --recipe that names them")
+    record = finetune(model, data, out, cfg, task=task, resume=resume, device=device, on_error=on_error,
+                      eval_data=eval_data)
+    final = ", ".join(f"{k} {v:.4f}" for k, v in record["final"].items() if isinstance(v, float))
+    typer.echo(f"trained {record['epochs']} epoch(s) in {record['wall_seconds']} s on {record['device']}; {final}")
+    typer.echo(f"wrote {out}")

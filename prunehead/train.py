@@ -1,0 +1,328 @@
+"""Fine-tuning: train a task head (and the backbone) on a data set; checkpoints every epoch, resumable.
+
+`finetune(model, data, out_dir, TrainConfig(...))` accepts a model directory or hub id, `arch:<name>`
+(a fresh random model from `prunehead.architectures`), a Whisper directory (becomes
+WhisperForAudioClassification with a cropped input window), or a pruned model (its plan is kept).
+Adam(W) with two learning rates (backbone `lr`, task head `head_lr`), linear warm-up and decay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers as tf
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import surgery
+from .architectures import build_model
+from .data import align_labels, default_feature_extractor, label_names, load_data, make_batches
+from .errors import InputError
+from .heads import PRUNED_HEADS_KEY
+from .tasks import get_task, infer_task
+from .whisper_window import crop_window_, window_feature_extractor
+
+HEAD_PREFIXES = ("projector", "classifier", "lm_head")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyperparameters (also the `[train]` table of a recipe)."""
+
+    epochs: int = 5
+    lr: float = 5e-5  # backbone
+    head_lr: float = 1e-3  # projector / classifier / lm_head
+    batch_size: int = 16
+    freeze_feature_encoder: bool = True
+    seed: int = 0
+    max_seconds: float | None = None  # stop this run after this wall time (checkpointed, resumable)
+    warmup: float = 0.1  # fraction of all steps
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    eval_split: str | None = "test"  # None: no evaluation
+    train_split: str = "train"
+    clip_seconds: float | None = None  # crop / pad training and evaluation clips to this length
+    window_s: float | None = None  # Whisper input window (2.0 -> 100 positions); None keeps the model's
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """Silence transformers' load reports (unused decoder weights, new heads)."""
+    level = tf.logging.get_verbosity()
+    tf.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        tf.logging.set_verbosity(level)
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+def load_processor(spec: str) -> tuple[Any, Any]:
+    """(feature_extractor, tokenizer) saved with a model directory / hub id; None for what is missing."""
+    if spec.startswith("arch:"):
+        return None, None
+    local = Path(spec).is_dir()
+    fe = tok = None
+    if not local or (Path(spec) / "preprocessor_config.json").exists():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            fe = tf.AutoFeatureExtractor.from_pretrained(spec)
+    if not local or any((Path(spec) / f).exists() for f in TOKENIZER_FILES):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            tok = tf.AutoTokenizer.from_pretrained(spec)
+    return fe, tok
+
+
+def char_tokenizer(texts: list[str]) -> tf.Wav2Vec2CTCTokenizer:
+    """A character CTC tokenizer for `texts`: <pad> (= CTC blank, id 0), <unk>, "|" between words, chars."""
+    from .metrics import normalize_text
+
+    chars = sorted({c for t in texts for c in normalize_text(t)} - {" "})
+    vocab = {"<pad>": 0, "<unk>": 1, "|": 2, **{c: i + 3 for i, c in enumerate(chars)}}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "vocab.json").write_text(json.dumps(vocab))
+        return tf.Wav2Vec2CTCTokenizer(str(Path(tmp) / "vocab.json"), pad_token="<pad>", unk_token="<unk>",
+                                       word_delimiter_token="|", bos_token=None, eos_token=None)
+
+
+def _label_kwargs(labels: list[str]) -> dict[str, Any]:
+    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+            "label2id": {n: i for i, n in enumerate(labels)}}
+
+
+def _has_head(config: tf.PretrainedConfig, task: str, labels: list[str] | None) -> bool:
+    """True if the saved model already has the head this task needs (same label names)."""
+    arch = (getattr(config, "architectures", None) or [""])[0]
+    if task == "asr":
+        return arch.endswith("ForCTC") or arch == "WhisperForConditionalGeneration"
+    return arch.endswith(("ForSequenceClassification", "ForAudioClassification")) \
+        and list(config.id2label.values()) == labels
+
+
+def load_model(spec: str, task: str, labels: list[str] | None = None, tokenizer: Any = None) -> nn.Module:
+    """The model to fine-tune: as saved if it has this task's head, else its backbone with a new head.
+
+    Pruned models (and models whose head matches) load through `prunehead.load`, keeping their plan.
+    """
+    head = _label_kwargs(labels) if labels else {}
+    ctc = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+           "ctc_loss_reduction": "mean"} if task == "asr" and tokenizer is not None else {}
+    if spec.startswith("arch:"):
+        return build_model(spec[5:], task, **(head or {"num_labels": 2}), **ctc)
+    try:
+        config = tf.AutoConfig.from_pretrained(spec)
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot load a model from {spec!r}: not a model directory, hub id or arch:NAME "
+                         f"({str(err).splitlines()[0]})") from None
+    if _has_head(config, task, labels):
+        return surgery.load(spec)
+    if getattr(config, PRUNED_HEADS_KEY, None):
+        raise InputError(f"{spec} is pruned and its head does not fit these labels; fine-tune it on the data "
+                         "it was trained for (same label names)")
+    with _quiet():
+        if task == "asr":
+            return tf.AutoModelForCTC.from_pretrained(spec, dtype=torch.float32, ignore_mismatched_sizes=True, **ctc)
+        if config.model_type == "whisper":
+            return tf.WhisperForAudioClassification.from_pretrained(spec, dtype=torch.float32, **head)
+        return tf.AutoModelForAudioClassification.from_pretrained(spec, dtype=torch.float32,
+                                                                  ignore_mismatched_sizes=True, **head)
+
+
+def freeze_feature_encoder_(model: nn.Module) -> None:
+    """Stop gradients into the convolutional front end (wav2vec2 family or Whisper)."""
+    if hasattr(model, "freeze_feature_encoder"):
+        model.freeze_feature_encoder()
+    elif model.config.model_type == "whisper":
+        encoder = getattr(model, "encoder", None) or model.model.encoder
+        for module in (encoder.conv1, encoder.conv2):
+            module.requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------------------------- training
+
+def _optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int) -> tuple[Any, Any]:
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    head = [p for n, p in named if n.startswith(HEAD_PREFIXES)]
+    body = [p for n, p in named if not n.startswith(HEAD_PREFIXES)]
+    groups = [{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
+    warm = max(1, round(cfg.warmup * total_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (total_steps - s) / max(1, total_steps - warm))))
+    return opt, sched
+
+
+def _latest_checkpoint(folder: Path) -> Path | None:
+    files = sorted(folder.glob("epoch-*.pt"), key=lambda p: os.stat(p).st_mtime_ns)
+    return files[-1] if files else None
+
+
+def _save_checkpoint(folder: Path, name: str, state: dict[str, Any], keep: int = 2) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{name}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, folder / name)
+    for old in sorted(folder.glob("epoch-*.pt"), key=lambda p: os.stat(p).st_mtime_ns)[:-keep]:
+        old.unlink()
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """`device`, else CUDA when present, else CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _infer_data_task(dataset: Any) -> str:
+    if "text" in dataset.column_names:
+        return "asr"
+    names = label_names(dataset)
+    return "ic" if all(n.count("|") == 2 for n in names) else "ks"
+
+
+def _check_out(out_dir: Path, resume: bool) -> None:
+    if out_dir.exists() and any(out_dir.iterdir()) and not resume:
+        raise InputError(f"{out_dir} is not empty; pass --resume to continue its training, or choose another --out")
+
+
+def finetune(model_spec: str, data_spec: str, out_dir: str | Path, cfg: TrainConfig = TrainConfig(),
+             task: str | None = None, resume: bool = False, device: str | None = None,
+             on_error: str = "stop", progress: bool = True, eval_data: str | None = None) -> dict[str, Any]:
+    """Train `model_spec` on `data_spec`, save model + preprocessing + train.json in `out_dir`.
+
+    `eval_data` (default `data_spec`) is evaluated on `cfg.eval_split` after every epoch; its labels
+    are matched to the training labels by name.
+
+    Returns the train.json record: epochs, steps, wall time, device, final metrics, per-epoch history.
+    Cost: `epochs` passes (forward + backward) over the training split, one forward pass over the
+    evaluation split per epoch.
+    """
+    out_dir = Path(out_dir)
+    _check_out(out_dir, resume)
+    fe, tok = load_processor(model_spec)
+    train = load_data(data_spec, cfg.train_split, fe, task, on_error, cfg.clip_seconds)
+    task = task or _infer_data_task(train)
+    labels = None if task == "asr" else label_names(train)
+    if task == "asr" and tok is None:
+        tok = char_tokenizer(list(train["text"]))
+    torch.manual_seed(cfg.seed)
+    model = load_model(model_spec, task, labels, tok)
+    fe = fe or default_feature_extractor(model.config)
+    if cfg.window_s is not None:
+        crop_window_(model, cfg.window_s)
+        fe = window_feature_extractor(fe, cfg.window_s)
+    if cfg.freeze_feature_encoder:
+        freeze_feature_encoder_(model)
+    evaluation = None
+    if cfg.eval_split:
+        evaluation = load_data(eval_data or data_spec, cfg.eval_split, fe, task, on_error, cfg.clip_seconds)
+        evaluation = align_labels(evaluation, labels) if labels else evaluation
+    dev = pick_device(device)
+    model.to(dev)
+    objective = get_task(task, model, tok)
+    record = _train_loop(model, objective, train, evaluation, (fe, tok), cfg, out_dir, resume, dev, progress)
+    _save_model(model, out_dir, fe, tok)
+    record.update(model=model_spec, data=data_spec, eval_data=eval_data or data_spec, task=task, device=str(dev), threads=torch.get_num_threads(),
+                  config=asdict(cfg), train_samples=len(train))
+    (out_dir / "train.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _save_model(model: nn.Module, out_dir: Path, fe: Any, tok: Any) -> None:
+    """Weights + config (+ pruning plan) via prunehead.surgery, then the feature extractor / tokenizer."""
+    model.to("cpu")
+    surgery.save_pretrained(model, out_dir)
+    fe.save_pretrained(out_dir)
+    if tok is not None:
+        tok.save_pretrained(out_dir)
+
+
+def _train_loop(model: nn.Module, task: Any, train: Any, evaluation: Any, processor: tuple[Any, Any],
+                cfg: TrainConfig, out_dir: Path, resume: bool, device: torch.device,
+                progress: bool) -> dict[str, Any]:
+    steps_per_epoch = -(-len(train) // cfg.batch_size)
+    opt, sched = _optimizer(model, cfg, cfg.epochs * steps_per_epoch)
+    epoch, skip, elapsed, history = 0, 0, 0.0, []
+    ckpt_dir = out_dir / "checkpoints"
+    latest = _latest_checkpoint(ckpt_dir) if resume else None
+    if latest is not None:
+        state = torch.load(latest, map_location=device, weights_only=False)
+        if state["labels"] != model.config.id2label:
+            raise InputError(f"{latest} was trained with other labels; resume with the same data")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        epoch, skip, elapsed, history = state["epoch"], state["step"], state["elapsed"], state["history"]
+    start, stopped = time.monotonic(), False
+
+    def snapshot(step: int) -> dict[str, Any]:
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "epoch": epoch, "step": step, "elapsed": elapsed + time.monotonic() - start,
+                "history": history, "labels": model.config.id2label}
+
+    while epoch < cfg.epochs and not stopped:
+        model.train()
+        batches = make_batches(train, processor, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
+        bar = tqdm(batches, total=steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not progress)
+        for step, batch in enumerate(bar):
+            if step < skip:
+                continue
+            batch = {k: v.to(device) for k, v in batch.items()}
+            loss = task.objective(model(**task.model_inputs(batch)), batch).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if cfg.max_seconds is not None and time.monotonic() - start > cfg.max_seconds:
+                stopped = step + 1 < steps_per_epoch
+                if stopped:
+                    _save_checkpoint(ckpt_dir, f"epoch-{epoch:03d}-step-{step + 1:05d}.pt", snapshot(step + 1))
+                break
+        bar.close()
+        if stopped:
+            warnings.warn(f"stopped after {cfg.max_seconds} s in epoch {epoch + 1}; pass --resume to go on",
+                          stacklevel=2)
+            break
+        epoch, skip = epoch + 1, 0
+        metrics = _evaluate(model, task, evaluation, processor, cfg, progress)
+        history.append({"epoch": epoch, **metrics})
+        _save_checkpoint(ckpt_dir, f"epoch-{epoch:03d}.pt", snapshot(0))
+        if cfg.max_seconds is not None and time.monotonic() - start > cfg.max_seconds and epoch < cfg.epochs:
+            stopped = True
+    return {"epochs": epoch, "stopped_early": stopped, "wall_seconds": round(elapsed + time.monotonic() - start, 1),
+            "final": history[-1] if history else {}, "history": history}
+
+
+def _evaluate(model: nn.Module, task: Any, evaluation: Any, processor: tuple[Any, Any], cfg: TrainConfig,
+              progress: bool) -> dict[str, float]:
+    if evaluation is None:
+        return {}
+    return task.evaluate(model, make_batches(evaluation, processor, cfg.batch_size), progress=progress)
+
+
+def evaluate_model(model_spec: str, data_spec: str, split: str = "test", batch_size: int = 16,
+                   task: str | None = None, device: str | None = None, on_error: str = "stop",
+                   clip_seconds: float | None = None, progress: bool = True) -> dict[str, float]:
+    """Metrics of a saved model on `split` of a data set (labels matched to the model's by name).
+
+    Cost: one forward pass per sample (plus `generate` for Whisper ASR).
+    """
+    model = surgery.load(model_spec).to(pick_device(device))
+    fe, tok = load_processor(model_spec)
+    fe = fe or default_feature_extractor(model.config)
+    task = task or infer_task(model)
+    data = load_data(data_spec, split, fe, task, on_error, clip_seconds)
+    if task != "asr":
+        data = align_labels(data, list(model.config.id2label.values()))
+    return get_task(task, model, tok).evaluate(model, make_batches(data, (fe, tok), batch_size), progress)
