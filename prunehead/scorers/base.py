@@ -1,0 +1,270 @@
+"""The scorer contract: `Scorer.score(model, batches, objective) -> Tensor[L, H]`, higher = more important.
+
+Shared arguments, documented once here:
+
+* `model`: a transformers model that `prunehead.head_adapter` supports (unpruned). Scoring sets it to
+  eval mode, freezes its parameters and routes attention through `prunehead.controlled`; every one of
+  these changes is undone when `score` returns or raises.
+* `batches`: an iterable of dicts of model inputs (`input_values` / `input_features` / `input_ids`,
+  optional `attention_mask`) plus whatever the objective reads (`labels`). Tensors whose first dimension
+  is the batch size are treated as per-sample. Batches are moved to the model's device.
+* `objective`: `(outputs, batch) -> (B,)` per-sample loss (lower = better), e.g. cross-entropy with the
+  gold label. Scorers never see a task, only this callable.
+
+Most scorers are `SampleScorer`s: the score is a reduction of per-sample results, so samples can be
+split over processes (`prunehead.scorers.parallel`) or checkpointed and resumed, with the merged matrix
+equal to the single-process one. Sample ids are positions in the sequence of batches (0, 1, ...); a
+sample's seed depends on its id only, never on which batch or process it lands in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import inspect
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..heads import head_adapter, pruned_heads_of
+
+Batch = dict[str, Any]
+Objective = Callable[[Any, Batch], torch.Tensor]
+
+
+@dataclasses.dataclass
+class Scorer:
+    """Base class of every head scorer. Subclasses are dataclasses whose fields are their parameters."""
+
+    name: ClassVar[str] = ""
+    needs_data: ClassVar[bool] = True
+
+    def score(self, model: nn.Module, batches: Iterable[Batch], objective: Objective) -> torch.Tensor:
+        """Score every head of `model` on `batches`; returns a finite (L, H) float tensor."""
+        batches = check_batches(batches, self.needs_data)
+        with prepared(model):
+            scores = self._score(model, [to_device(b, model_device(model)) for b in batches], objective)
+        return check_scores(scores, model)
+
+    def _score(self, model: nn.Module, batches: list[Batch], objective: Objective) -> torch.Tensor:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        """The scorer's parameters (its dataclass fields), JSON-friendly."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr}
+
+
+@dataclasses.dataclass
+class SampleScorer(Scorer):
+    """A scorer whose matrix is `reduce` of per-sample results (one (B, ...) tensor per batch).
+
+    Subclasses implement `score_batch` and, if they need statistics over all batches first, `prepare`.
+    """
+
+    def prepare(self, model: nn.Module, batches: list[Batch], objective: Objective) -> Any:
+        """Work done once over all batches before any sample is scored (e.g. HIB's V statistics)."""
+        return None
+
+    def score_batch(self, model: nn.Module, batch: Batch, objective: Objective, ids: torch.Tensor,
+                    context: Any) -> torch.Tensor:
+        """(B, ...) per-sample results for one batch; `ids` (B,) are the samples' global ids."""
+        raise NotImplementedError
+
+    def reduce(self, results: torch.Tensor) -> torch.Tensor:
+        """(L, H) scores from the (N, ...) per-sample results of all samples, in sample-id order."""
+        return results.double().mean(0)
+
+    def spread(self, results: torch.Tensor) -> torch.Tensor:
+        """(L, H) standard deviation of the per-sample results over samples (0 for one sample)."""
+        main = results.double()
+        main = main if main.dim() == 3 else main[:, 0]
+        return main.std(0, unbiased=True) if main.shape[0] > 1 else torch.zeros_like(main[0])
+
+    def _score(self, model: nn.Module, batches: list[Batch], objective: Objective) -> torch.Tensor:
+        return self.reduce(self._run(model, batches, objective)[1])
+
+    def _run(self, model: nn.Module, batches: list[Batch], objective: Objective,
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        context = self.prepare(model, batches, objective)
+        pairs = [(ids, self.score_batch(model, part, objective, ids, context))
+                 for part, ids in sample_batches(model, batches)]
+        ids = torch.cat([i for i, _ in pairs])
+        return ids.sort().values, gather_results([r for _, r in pairs], ids)
+
+    def per_sample(self, model: nn.Module, batches: Iterable[Batch], objective: Objective,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """((N,) sorted sample ids, (N, ...) results in id order), for callers that aggregate themselves."""
+        batches = check_batches(batches, True)
+        with prepared(model):
+            return self._run(model, [to_device(b, model_device(model)) for b in batches], objective)
+
+
+def gather_results(results: list[torch.Tensor], ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Concatenate per-batch results on the CPU, ordered by sample id when `ids` is given."""
+    merged = torch.cat([r.detach().cpu() for r in results])
+    return merged if ids is None else merged[torch.argsort(ids.cpu())]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model state: eval mode, frozen parameters, restored in `finally`.
+
+
+@contextlib.contextmanager
+def prepared(model: nn.Module) -> Iterator[None]:
+    """Validate `model`, put it in eval mode and freeze its parameters; restore both on exit."""
+    head_adapter(model)  # raises UnsupportedModelError for unsupported architectures
+    if pruned_heads_of(model):
+        raise InputError("this model has already been pruned; score the unpruned model (scores refer to the "
+                         "original head grid) or re-score the remaining heads by gating them")
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in grads:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        for p, flag in grads:
+            p.requires_grad_(flag)
+
+
+def check_scores(scores: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    adapter = head_adapter(model)
+    expected = (adapter.num_layers, adapter.num_heads)
+    if tuple(scores.shape) != expected or not scores.is_floating_point():
+        raise RuntimeError(f"scorer returned {tuple(scores.shape)} {scores.dtype}, expected float {expected}")
+    if not torch.isfinite(scores).all():
+        raise RuntimeError("scorer produced NaN or inf scores; check the objective on these batches")
+    return scores.detach().cpu()
+
+
+def check_loss(loss: torch.Tensor, rows: int) -> torch.Tensor:
+    """The objective's output as a (rows,) tensor; InputError when it is not one loss per sample."""
+    if not isinstance(loss, torch.Tensor) or loss.shape != (rows,):
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise InputError(f"the objective must return one loss per sample, shape ({rows},); got {shape}")
+    return loss
+
+
+# ---------------------------------------------------------------------------------------------------
+# Batches: device, per-sample indexing, equal-length splitting.
+
+
+def check_batches(batches: Iterable[Batch], needed: bool) -> list[Batch]:
+    batches = list(batches)
+    if needed and not batches:
+        raise InputError("no samples to score; check the data set, split and --samples")
+    for batch in batches:
+        if not isinstance(batch, dict):
+            raise InputError(f"a batch must be a dict of model inputs, got {type(batch).__name__}")
+        batch_size(batch)
+    return batches
+
+
+def model_inputs(model: nn.Module, batch: Batch) -> Batch:
+    """The entries of `batch` that `model.forward` takes; labels only where the model needs them to build
+    decoder inputs (encoder-decoder models without `decoder_input_ids`)."""
+    names = set(inspect.signature(model.forward).parameters)
+    keep_labels = getattr(model.config, "is_encoder_decoder", False) and "decoder_input_ids" not in batch
+    return {k: v for k, v in batch.items() if k in names and (k != "labels" or keep_labels)}
+
+
+def forward(model: nn.Module, batch: Batch) -> Any:
+    """`model(**inputs)` with the batch's model inputs."""
+    return model(**model_inputs(model, batch))
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def batch_size(batch: Batch) -> int:
+    for key in ("input_values", "input_features", "input_ids", "inputs_embeds"):
+        if isinstance(batch.get(key), torch.Tensor):
+            return batch[key].shape[0]
+    raise InputError(f"a batch needs input_values, input_features or input_ids; got keys {sorted(batch)}")
+
+
+def index_batch(batch: Batch, index: torch.Tensor) -> Batch:
+    """The rows `index` ((R,) long) of every per-sample entry of `batch` (rows may repeat)."""
+    B = batch_size(batch)
+    out: Batch = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == B:
+            out[key] = value.index_select(0, index.to(value.device))
+        elif isinstance(value, (list, tuple)) and len(value) == B:
+            out[key] = [value[i] for i in index.tolist()]
+        else:
+            out[key] = value
+    return out
+
+
+def padding_changes_outputs(model: nn.Module) -> bool:
+    """True for models whose outputs change under zero padding even with a mask (group-norm wav2vec2)."""
+    config = model.config
+    return getattr(config, "feat_extract_norm", None) == "group" and hasattr(config, "conv_dim")
+
+
+def sample_batches(model: nn.Module, batches: list[Batch]) -> Iterator[tuple[Batch, torch.Tensor]]:
+    """(batch, ids) pairs: ids number the samples across `batches`; padding-sensitive models get
+    equal-length sub-batches with the padding removed (method.md §1.9), so a sample scores the same
+    whatever it is batched with."""
+    offset = 0
+    for batch in batches:
+        B = batch_size(batch)
+        ids = torch.arange(offset, offset + B)
+        offset += B
+        mask = batch.get("attention_mask")
+        if not padding_changes_outputs(model) or not isinstance(mask, torch.Tensor):
+            yield batch, ids
+            continue
+        lengths = mask.long().sum(-1).cpu()
+        for length in torch.unique(lengths).tolist():
+            rows = torch.nonzero(lengths == length).flatten()
+            part = index_batch(batch, rows)
+            part = {k: v[:, :length] if k in ("input_values", "attention_mask") else v for k, v in part.items()}
+            yield part, ids[rows]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Clean attention maps.
+
+
+def valid_frames(mask: torch.Tensor | None, batch: int, length: int, device: torch.device) -> torch.Tensor:
+    """(B, L) bool valid-frame mask from the additive attention mask (B, 1, L, L) a layer received.
+
+    The diagonal is read: a bidirectional padding mask blocks exactly the padded keys, so frame i is
+    valid iff query i may attend to key i. No mask means every frame is valid.
+    """
+    if mask is None:
+        return torch.ones(batch, length, dtype=torch.bool, device=device)
+    diag = torch.diagonal(mask[:, 0], dim1=-2, dim2=-1)  # (B, L)
+    return (diag > torch.finfo(mask.dtype).min / 2).expand(batch, length)
+
+
+def clean_attention(model: nn.Module, batch: Batch, layers: Iterable[int] | None = None,
+                    ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """({layer: A_O (B, H, L, L)}, valid (B, L)) from one clean forward pass without gradients."""
+    from ..control import controlled
+
+    num_layers = head_adapter(model).num_layers
+    layers = list(range(num_layers)) if layers is None else list(layers)
+    with torch.no_grad(), controlled(model) as ctl, ctl.recording(
+            {l: (lambda probs, mask: (probs, mask)) for l in layers}) as store:
+        forward(model, batch)
+    if len(store) != len(layers):
+        raise InputError("the attention of some encoder layers was not seen in the forward pass; "
+                         "the model's attention must go through transformers' attention interface")
+    probs = {l: store[l][0] for l in layers}
+    first = probs[layers[0]]
+    valid = valid_frames(store[layers[0]][1], first.shape[0], first.shape[-1], first.device)
+    return probs, valid

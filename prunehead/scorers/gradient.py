@@ -1,0 +1,55 @@
+"""`gradient`: head importance of Michel et al. 2019 (HF run_bertology), method.md §2.2.
+
+Each sample gets its own all-ones gate xi (B, L, H) on the head outputs before the output projection;
+one backward of the summed per-sample loss gives every sample's dL/dxi, and the importance is
+E_x |dL/dxi_h| (the reference's batch-size-1 loop, batched exactly). Then, as in the reference, each
+layer's row is L2-normalized (`normalize_layers`) and the matrix min-max scaled to [0, 1] (`minmax`);
+the reference's division by the token count is a constant and is replaced by the mean over samples.
+Cost: 1 forward + 1 backward per sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..control import controlled
+from ..heads import head_adapter
+from .base import Batch, Objective, SampleScorer, batch_size, check_loss, forward
+
+
+def per_sample_gate_grads(model: nn.Module, batch: Batch, objective: Objective) -> torch.Tensor:
+    """(B, L, H) dL_b/dxi_b of each sample's loss w.r.t. its own head gates (all ones)."""
+    adapter = head_adapter(model)
+    B = batch_size(batch)
+    gate = torch.ones(B, adapter.num_layers, adapter.num_heads, device=next(model.parameters()).device,
+                      requires_grad=True)
+    with torch.enable_grad(), controlled(model) as ctl, ctl.gating(gate):
+        loss = check_loss(objective(forward(model, batch), batch), B)
+        (grad,) = torch.autograd.grad(loss.sum(), gate)
+    return grad
+
+
+@dataclasses.dataclass
+class GradientScorer(SampleScorer):
+    """Michel et al.'s |dL/dgate| importance, layer-normalized."""
+
+    name: ClassVar[str] = "gradient"
+    normalize_layers: bool = True
+    minmax: bool = True
+
+    def score_batch(self, model: nn.Module, batch: Batch, objective: Objective, ids: torch.Tensor,
+                    context: None) -> torch.Tensor:
+        return per_sample_gate_grads(model, batch, objective).abs().double()  # (B, L, H)
+
+    def reduce(self, results: torch.Tensor) -> torch.Tensor:
+        importance = results.mean(0)  # (L, H)
+        if self.normalize_layers:
+            importance = importance / (importance.norm(dim=1, keepdim=True) + 1e-20)
+        if self.minmax:
+            low, high = importance.min(), importance.max()
+            importance = (importance - low) / (high - low) if high > low else torch.zeros_like(importance)
+        return importance

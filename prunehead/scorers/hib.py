@@ -1,0 +1,343 @@
+"""`hib`: Head Information Bottleneck (HIB paper, ICLR 2024 submission), exactly as method.md §1.
+
+Per sample and (default scope `per_layer`) per layer l, all H heads of layer l get a trainable logit
+matrix A_r (H, L, L) ~ init_std * randn (seeded per sample and layer). In the forward pass layer l
+computes P = softmax(A_r + key mask) and the head outputs O = P @ V + lam * sigma * eps (the closed form
+of standardize -> P @ V_std + lam * eps -> un-standardize, §1.3; sigma = per-(layer, head, feature) std
+of V over valid frames of the reference data, Welford, clamped at min_std; eps fresh every step). Every
+other layer keeps its clean attention. The frozen model's per-sample objective plus beta * L_IB (Eq. 16
+by default, mean over valid query frames and heads) is minimized with Adam(lr) for `steps` steps; then
+C_h = Pearson(softmax(A_r), A_O) over the valid L_v x L_v block, averaged over samples (higher = more
+important). `scope="all_layers"` replaces every layer at once (L_IB also averaged over layers) and
+`scope="per_head"` one head at a time.
+
+Exact speed-ups (each checked against the plain per-sample loop in tests/test_hib.py): the loss is a sum
+over rows and Adam is elementwise, so many (sample, layer) rows optimize in one batch without cross-talk
+(`batched`); a sample is replicated across its target layers in that batch (`replicate_layers`); the
+front end and the hidden state entering each layer are cached from one clean pass, so a row targeting
+layer l runs only layers l..L-1 plus the task head, rows staggered by start layer (`cache`).
+`batched=False, cache=False` is the plain reference loop.
+
+Cost per sample: 1 clean forward + (L for per_layer, 1 for all_layers, L*H for per_head) * steps *
+(forward + backward); with `cache`, a per_layer row of layer l costs only L - l layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..control import controlled
+from ..errors import InputError
+from ..heads import head_adapter
+from .base import (Batch, Objective, SampleScorer, check_loss, forward, index_batch, sample_batches,
+                   valid_frames)
+from .ib import IB_KINDS, ib_sum, pearson_valid
+from .layers import LayerRunner, layer_runner, select_rows
+
+SCOPES = ("per_layer", "all_layers", "per_head")
+# Paper Table 1 (Appendix C): beta and steps per task; lr 0.1 and lambda 0.9 for all.
+TASK_DEFAULTS: dict[str, dict[str, float | int]] = {
+    "asr": {"beta": 10.0, "steps": 100}, "sid": {"beta": 0.1, "steps": 200},
+    "ks": {"beta": 1.0, "steps": 200}, "ic": {"beta": 1.0, "steps": 100},
+}
+
+
+@dataclasses.dataclass
+class ValueStats:
+    """Per-(layer, head, feature) mean and std of V over valid frames: (L, H, d) each, float32."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    frames: int
+
+
+class _Welford:
+    """Chan/Welford merge of batch moments, float64, per (layer, head, feature)."""
+
+    def __init__(self) -> None:
+        self.n: dict[int, int] = {}
+        self.mean: dict[int, torch.Tensor] = {}
+        self.m2: dict[int, torch.Tensor] = {}
+
+    def update(self, layer: int, x: torch.Tensor) -> None:  # x: (n, H, d)
+        x = x.double()
+        n_b, mean_b = x.shape[0], x.mean(0)
+        m2_b = ((x - mean_b) ** 2).sum(0)
+        if layer not in self.n:
+            self.n[layer], self.mean[layer], self.m2[layer] = n_b, mean_b, m2_b
+            return
+        n_a = self.n[layer]
+        delta = mean_b - self.mean[layer]
+        n = n_a + n_b
+        self.mean[layer] = self.mean[layer] + delta * n_b / n
+        self.m2[layer] = self.m2[layer] + m2_b + delta**2 * n_a * n_b / n
+        self.n[layer] = n
+
+    def result(self, min_std: float) -> ValueStats:
+        layers = sorted(self.n)
+        std = [torch.sqrt(self.m2[l] / max(self.n[l] - 1, 1)).clamp_min(min_std) for l in layers]
+        return ValueStats(torch.stack([self.mean[l] for l in layers]).float(), torch.stack(std).float(),
+                          self.n[layers[0]])
+
+
+def value_statistics(model: nn.Module, batches: list[Batch], min_std: float = 0.01) -> ValueStats:
+    """Welford mean/std of every head's V over the valid frames of `batches` (clean model, eval)."""
+    num_layers = head_adapter(model).num_layers
+    welford = _Welford()
+
+    def recorder(layer: int) -> Callable:
+        def fn(probs: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None):
+            valid = valid_frames(mask, value.shape[0], value.shape[2], value.device)  # (B, L)
+            welford.update(layer, value.transpose(1, 2)[valid])  # (n, H, d)
+            return torch.matmul(probs, value), probs
+        return fn
+
+    with torch.no_grad(), controlled(model) as ctl, ctl.replacing({l: recorder(l) for l in range(num_layers)}):
+        for part, _ in sample_batches(model, batches):
+            forward(model, part)
+    return welford.result(min_std)
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One optimization: sample `b` of the batch, replacing heads of `layers` (all heads, or `head`)."""
+
+    b: int
+    layers: tuple[int, ...]
+    head: int | None = None
+
+    @property
+    def key(self) -> str:
+        if len(self.layers) > 1:
+            return "all"
+        return f"{self.layers[0]}" if self.head is None else f"{self.layers[0]}.{self.head}"
+
+
+def row_generator(seed: int, sample_id: int, key: str, device: torch.device) -> torch.Generator:
+    """The generator of one (sample, target) optimization: its A_r init and all its noise draws."""
+    digest = hashlib.sha256(f"prunehead.hib/{seed}/{sample_id}/{key}".encode()).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+@dataclasses.dataclass
+class _Clean:
+    probs: dict[int, torch.Tensor]  # layer -> A_O (B, H, L, L)
+    valid: torch.Tensor  # (B, L) bool
+    captured: list | None  # per layer (hidden entering it, its other arguments), or None
+
+
+@dataclasses.dataclass
+class HIBScorer(SampleScorer):
+    """HIB head contribution C_h. Parameters default to the paper's (KS beta/steps; see TASK_DEFAULTS)."""
+
+    name: ClassVar[str] = "hib"
+    beta: float = 1.0
+    steps: int = 200
+    lr: float = 0.1
+    noise: float = 0.9  # lambda, in units of each V feature's dataset std
+    init_std: float = 1.0
+    ib: str = "paper"  # paper | vib_upper | gaussian_mi
+    scope: str = "per_layer"  # per_layer | all_layers | per_head
+    seed: int = 0
+    min_std: float = 0.01
+    batched: bool = True  # optimize all rows of a batch together
+    replicate_layers: bool = True  # with batched: a sample's target layers share one batch
+    cache: bool = True  # run only from the target layer (front end and earlier layers cached)
+    max_rows: int = 0  # rows per optimization when batched (0 = all rows of a batch)
+    stats: ValueStats | None = dataclasses.field(default=None, repr=False)  # sigma; default from the batches
+    trace: Callable[[list[Row], torch.Tensor, dict[int, torch.Tensor]], None] | None = dataclasses.field(
+        default=None, repr=False)  # called after every step with (rows, sample ids, A_r per layer)
+
+    # -- SampleScorer -------------------------------------------------------------------------------
+
+    def prepare(self, model: nn.Module, batches: list[Batch], objective: Objective) -> ValueStats:
+        if self.scope not in SCOPES:
+            raise InputError(f"unknown HIB scope {self.scope!r}; choose one of: {', '.join(SCOPES)}")
+        if self.ib not in IB_KINDS:
+            raise InputError(f"unknown IB loss {self.ib!r}; choose one of: {', '.join(IB_KINDS)}")
+        if self.steps < 0 or self.lr <= 0 or self.noise < 0 or self.init_std <= 0:
+            raise InputError("HIB needs steps >= 0, lr > 0, noise >= 0 and init_std > 0")
+        stats = self.stats if self.stats is not None else value_statistics(model, batches, self.min_std)
+        device = next(model.parameters()).device
+        return ValueStats(stats.mean.to(device), stats.std.to(device), stats.frames)
+
+    def score_batch(self, model: nn.Module, batch: Batch, objective: Objective, ids: torch.Tensor,
+                    context: ValueStats) -> torch.Tensor:
+        """(B, L, H) per-sample C[b, l, h]."""
+        adapter = head_adapter(model)
+        runner = layer_runner(model) if self.cache else None
+        clean = self._clean_pass(model, batch, runner)
+        B = clean.valid.shape[0]
+        C = torch.zeros(B, adapter.num_layers, adapter.num_heads, dtype=torch.float64)
+        for group in self._groups(self._rows(B, adapter.num_layers, adapter.num_heads)):
+            for row, layer, values in self._optimize(model, batch, objective, clean, group, ids, context, runner):
+                if row.head is None:
+                    C[row.b, layer] = values
+                else:
+                    C[row.b, layer, row.head] = values[row.head]
+        return C
+
+    # -- rows and groups ------------------------------------------------------------------------------
+
+    def _rows(self, B: int, L: int, H: int) -> list[Row]:
+        if self.scope == "per_layer":
+            return [Row(b, (l,)) for l in range(L) for b in range(B)]
+        if self.scope == "all_layers":
+            return [Row(b, tuple(range(L))) for b in range(B)]
+        return [Row(b, (l,), h) for l in range(L) for h in range(H) for b in range(B)]
+
+    def _groups(self, rows: list[Row]) -> Iterator[list[Row]]:
+        if not self.batched:
+            yield from ([r] for r in rows)
+            return
+        if not self.replicate_layers:
+            keys: dict[str, list[Row]] = {}
+            for r in rows:
+                keys.setdefault(r.key, []).append(r)
+            chunks = list(keys.values())
+        else:
+            chunks = [rows]
+        for chunk in chunks:
+            size = self.max_rows or len(chunk)
+            for start in range(0, len(chunk), size):
+                yield chunk[start:start + size]
+
+    # -- clean pass -------------------------------------------------------------------------------------
+
+    def _clean_pass(self, model: nn.Module, batch: Batch, runner: LayerRunner | None) -> _Clean:
+        L = head_adapter(model).num_layers
+        with torch.no_grad(), controlled(model) as ctl, ctl.recording(
+                {l: (lambda probs, mask: (probs, mask)) for l in range(L)}) as store:
+            if runner is None:
+                forward(model, batch)
+                captured = None
+            else:
+                with runner.capturing() as captured:
+                    forward(model, batch)
+        probs = {l: store[l][0] for l in range(L)}
+        valid = valid_frames(store[0][1], probs[0].shape[0], probs[0].shape[-1], probs[0].device)
+        return _Clean(probs, valid, captured)
+
+    # -- one optimization -------------------------------------------------------------------------------
+
+    def _optimize(self, model: nn.Module, batch: Batch, objective: Objective, clean: _Clean, rows: list[Row],
+                  ids: torch.Tensor, stats: ValueStats, runner: LayerRunner | None,
+                  ) -> list[tuple[Row, int, torch.Tensor]]:
+        """Optimize the A_r of `rows` together; (row, layer, C over heads (H,)) per row and target layer."""
+        rows = sorted(rows, key=lambda r: r.layers[0])  # staggered entry needs rows ordered by start layer
+        device = clean.valid.device
+        B, Lf = clean.valid.shape
+        H, d = stats.std.shape[1], stats.std.shape[2]
+        samples = torch.tensor([r.b for r in rows], device=device)  # (R,)
+        valid = clean.valid[samples]  # (R, Lf)
+        lengths = valid.sum(-1).tolist()
+        gens = [row_generator(self.seed, int(ids[r.b]), r.key, device) for r in rows]
+        layers = sorted({l for r in rows for l in r.layers})
+        pos = {l: torch.tensor([i for i, r in enumerate(rows) if l in r.layers], device=device) for l in layers}
+        heads = {l: torch.tensor([[r.head is None or r.head == h for h in range(H)] for r in rows if l in r.layers],
+                                 device=device) for l in layers}  # (n_l, H) bool
+        logits = self._init_logits(rows, layers, pos, lengths, gens, H, Lf, device)
+        optimizer = torch.optim.Adam(list(logits.values()), lr=self.lr)
+        keymask = torch.zeros(len(rows), 1, 1, Lf, device=device).masked_fill(
+            ~valid[:, None, None, :], torch.finfo(torch.float32).min)  # (R, 1, 1, Lf)
+        part = index_batch(batch, samples)
+        for _ in range(self.steps):
+            eps = self._noise(rows, layers, pos, lengths, gens, H, Lf, d, device)
+            with torch.enable_grad():
+                ib_terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+                fns = {l: self._replacement(l, logits.get(l), pos.get(l), heads.get(l), valid, stats, eps.get(l),
+                                            ib_terms, d) for l in range(len(clean.probs))}
+                outputs = self._forward(model, part, clean, samples, rows, fns, runner)
+                task = check_loss(objective(outputs, part), len(rows))
+                total = torch.zeros(len(rows), device=device)
+                count = torch.zeros(len(rows), device=device)
+                for p, s, c in ib_terms:
+                    total, count = total.index_add(0, p, s), count.index_add(0, p, c)
+                loss = task.float().sum() + self.beta * (total / count).sum()
+                optimizer.zero_grad(set_to_none=False)
+                loss.backward()
+            optimizer.step()
+            if self.trace is not None:
+                self.trace(rows, ids[samples.cpu()], {l: a.detach().clone() for l, a in logits.items()})
+        results = []
+        with torch.no_grad():
+            for l in layers:
+                P = (logits[l] + keymask[pos[l]]).softmax(-1)  # (n, H, Lf, Lf), no noise
+                corr = pearson_valid(P, clean.probs[l][samples[pos[l]]], valid[pos[l]]).cpu()  # (n, H)
+                results += [(rows[index], l, corr[i]) for i, index in enumerate(pos[l].tolist())]
+        return results
+
+    def _init_logits(self, rows: list[Row], layers: list[int], pos: dict[int, torch.Tensor], lengths: list[int],
+                     gens: list[torch.Generator], H: int, Lf: int, device: torch.device) -> dict[int, torch.Tensor]:
+        """A_r per layer (n_l, H, Lf, Lf): init_std * randn on each row's valid block, zero elsewhere."""
+        logits = {l: torch.zeros(len(pos[l]), H, Lf, Lf, device=device) for l in layers}
+        slot = {l: {int(i): k for k, i in enumerate(pos[l].tolist())} for l in layers}
+        for i, r in enumerate(rows):
+            n = lengths[i]
+            for l in r.layers:
+                hs = list(range(H)) if r.head is None else [r.head]
+                draw = torch.randn(len(hs), n, n, generator=gens[i], device=device) * self.init_std
+                logits[l][slot[l][i], hs, :n, :n] = draw
+        return {l: a.requires_grad_(True) for l, a in logits.items()}
+
+    def _noise(self, rows: list[Row], layers: list[int], pos: dict[int, torch.Tensor], lengths: list[int],
+               gens: list[torch.Generator], H: int, Lf: int, d: int, device: torch.device) -> dict[int, torch.Tensor]:
+        """eps per layer (n_l, H, Lf, d), drawn per row from its own generator (valid frames only)."""
+        eps = {l: torch.zeros(len(pos[l]), H, Lf, d, device=device) for l in layers}
+        slot = {l: {int(i): k for k, i in enumerate(pos[l].tolist())} for l in layers}
+        for i, r in enumerate(rows):
+            n = lengths[i]
+            for l in r.layers:
+                hs = list(range(H)) if r.head is None else [r.head]
+                eps[l][slot[l][i], hs, :n] = torch.randn(len(hs), n, d, generator=gens[i], device=device)
+        return eps
+
+    def _replacement(self, layer: int, logits: torch.Tensor | None, pos: torch.Tensor | None,
+                     heads: torch.Tensor | None, valid: torch.Tensor, stats: ValueStats, eps: torch.Tensor | None,
+                     ib_terms: list, d: int) -> Callable:
+        """Layer `layer`'s attention: clean for every present row, HIB for the rows at `pos`."""
+        sigma = stats.std[layer][None, :, None, :]  # (1, H, 1, d)
+
+        def fn(probs: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None):
+            out = torch.matmul(probs, value)  # (R', H, Lf, d)
+            if logits is None:
+                return out, probs
+            scores = logits if mask is None else logits + mask[pos].float()
+            P = scores.softmax(-1)  # (n, H, Lf, Lf), fp32
+            hib = torch.matmul(P, value[pos].float()) + self.noise * sigma * eps  # O = P V + lam sigma eps
+            keep = heads[:, :, None, None]  # (n, H, 1, 1)
+            out = out.index_copy(0, pos, torch.where(keep, hib.to(out.dtype), out[pos]))
+            used = probs.index_copy(0, pos, torch.where(keep, P.to(probs.dtype), probs[pos]))
+            s, c = ib_sum(P, valid[pos], heads, d, self.noise, self.ib)
+            ib_terms.append((pos, s, c))
+            return out, used
+
+        return fn
+
+    def _forward(self, model: nn.Module, part: Batch, clean: _Clean, samples: torch.Tensor, rows: list[Row],
+                 fns: dict[int, Callable], runner: LayerRunner | None) -> Any:
+        """Model outputs for the rows: a full forward pass, or staggered layers from the cached states."""
+        with controlled(model) as ctl, ctl.replacing(fns):
+            if runner is None:
+                return forward(model, part)
+            B = clean.valid.shape[0]
+            L = len(clean.probs)
+            starts = [r.layers[0] for r in rows]
+            entering: list[torch.Tensor | None] = [None] * L
+            extras: list = [None] * L
+            for j in range(L):
+                new = torch.tensor([i for i, s in enumerate(starts) if s == j], device=samples.device)
+                if len(new):
+                    entering[j] = clean.captured[j][0].index_select(0, samples[new])
+                present = sum(1 for s in starts if s <= j)
+                if present:
+                    extras[j] = select_rows(clean.captured[j][1], samples[:present], B)
+            hidden = runner.run_layers(entering, extras)
+            with runner.head_from(hidden):
+                return forward(model, part)

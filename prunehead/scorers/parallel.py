@@ -1,0 +1,173 @@
+"""Running a scorer for real: data-parallel over processes, checkpointed, resumable.
+
+Scoring is embarrassingly parallel over samples. Launch the same command in every process with an
+existing engine (`torchrun --nproc-per-node 2 $(which prunehead) score ...` or
+`accelerate launch --num_processes 2 $(which prunehead) score ...`; gloo on CPU, NCCL on GPUs). Every
+process prepares on all batches (e.g. HIB's V statistics, deterministic), scores the sample batches
+i with i % world_size == rank, and the per-sample results are all-gathered and reduced in sample-id
+order. A sample's result depends only on its batch and its id (seeds derive from ids), so the merged
+matrix equals the single-process one exactly when the batches are the same.
+
+With a checkpoint path, each finished batch's per-sample results are saved atomically (one file per
+rank); a run restarted with the same parameters skips them, so an interrupted run resumes to exactly
+the matrix an uninterrupted run gives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..errors import InputError
+from .base import (Batch, Objective, SampleScorer, Scorer, batch_size, check_batches, check_scores,
+                   gather_results, model_device, prepared, sample_batches, to_device)
+
+CHECKPOINT_FORMAT = "prunehead.score-checkpoint"
+
+
+@dataclasses.dataclass
+class ScoreRun:
+    """The outcome of `run`: the (L, H) scores, their per-sample spread, and the per-sample results."""
+
+    scores: torch.Tensor
+    spread: torch.Tensor | None
+    ids: torch.Tensor  # (N,) sample ids, sorted
+    results: torch.Tensor | None  # (N, ...) per-sample results in id order; None for non-sample scorers
+    world_size: int = 1
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the current process group; (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def launched_distributed() -> bool:
+    """True when started by torchrun / accelerate launch with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+@contextlib.contextmanager
+def process_group(device: str | torch.device | None = None) -> Iterator[tuple[int, int]]:
+    """Join the launcher's process group (gloo on CPU, NCCL on CUDA) for the block; yields (rank, world).
+
+    Outside a multi-process launch this yields (0, 1) and does nothing.
+    """
+    if not launched_distributed() or (dist.is_available() and dist.is_initialized()):
+        yield world()
+        return
+    cuda = torch.device(device or "cpu").type == "cuda"
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    try:
+        yield world()
+    finally:
+        dist.destroy_process_group()
+
+
+def fingerprint(**items: Any) -> str:
+    """A stable hash of everything that determines a run's per-sample results."""
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Checkpoint:
+    """Per-batch results of one rank, saved atomically after every batch."""
+
+    def __init__(self, path: str | Path, key: str, rank: int = 0, world_size: int = 1):
+        path = Path(path)
+        self.path = path if world_size == 1 else path.with_name(f"{path.name}.rank{rank}-of-{world_size}")
+        self.key = key
+        self.done: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def load(self) -> int:
+        """Read the finished batches; InputError when the checkpoint belongs to a different run."""
+        if not self.path.exists():
+            return 0
+        data = torch.load(self.path, weights_only=True)
+        if data.get("format") != CHECKPOINT_FORMAT or data.get("key") != self.key:
+            raise InputError(f"{self.path} was written by a run with other parameters, data or model; "
+                             "re-run with the same options, or delete it to start over")
+        self.done = {int(k): (v["ids"], v["results"]) for k, v in data["batches"].items()}
+        return len(self.done)
+
+    def add(self, index: int, ids: torch.Tensor, results: torch.Tensor) -> None:
+        self.done[index] = (ids, results)
+        data = {"format": CHECKPOINT_FORMAT, "key": self.key,
+                "batches": {str(k): {"ids": i, "results": r} for k, (i, r) in self.done.items()}}
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(data, tmp)
+        os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _gather(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    rank, size = world()
+    if size == 1:
+        return pairs
+    everything: list[Any] = [None] * size
+    dist.all_gather_object(everything, pairs)
+    return [pair for part in everything for pair in part]
+
+
+def run(scorer: Scorer, model: nn.Module, batches: list[Batch], objective: Objective, *,
+        checkpoint: str | Path | None = None, key: str = "", resume: bool = False,
+        progress: bool = False) -> ScoreRun:
+    """Score `batches` with `scorer`, sharded over the process group, checkpointed if asked.
+
+    Args:
+        checkpoint: where to save finished batches (per rank); None = no checkpointing.
+        key: identifies the run (see `fingerprint`); a checkpoint with another key is refused.
+        resume: continue from the checkpoint instead of starting over.
+        progress: show a tqdm bar over samples (rank 0 only).
+    """
+    rank, size = world()
+    if not isinstance(scorer, SampleScorer):
+        scores = scorer.score(model, batches, objective)
+        return ScoreRun(scores, None, torch.arange(0), None, size)
+    batches = check_batches(batches, True)
+    store = Checkpoint(checkpoint, key, rank, size) if checkpoint is not None else None
+    if store is not None and resume:
+        store.load()
+    elif store is not None:
+        store.remove()
+    device = model_device(model)
+    with prepared(model):
+        batches = [to_device(b, device) for b in batches]
+        context = scorer.prepare(model, batches, objective)
+        work = [(i, part, ids) for i, (part, ids) in enumerate(sample_batches(model, batches)) if i % size == rank]
+        pairs = []
+        total = sum(len(ids) for _, _, ids in work)
+        with tqdm(total=total, disable=not progress or rank != 0, unit="sample", desc=f"{scorer.name}") as bar:
+            for index, part, ids in work:
+                if store is not None and index in store.done:
+                    pairs.append(store.done[index])
+                else:
+                    result = scorer.score_batch(model, part, objective, ids, context).detach().cpu()
+                    if result.shape[0] != batch_size(part):
+                        raise RuntimeError(f"{scorer.name}.score_batch returned {result.shape[0]} rows for "
+                                           f"{batch_size(part)} samples")
+                    pairs.append((ids, result))
+                    if store is not None:
+                        store.add(index, ids, result)
+                bar.update(len(ids))
+    pairs = _gather(pairs)
+    ids = torch.cat([i for i, _ in pairs])
+    results = gather_results([r for _, r in pairs], ids)
+    scores = check_scores(scorer.reduce(results), model)
+    return ScoreRun(scores, scorer.spread(results), ids.sort().values, results, size)
