@@ -35,16 +35,15 @@ class Accuracy(evaluate.Metric):
 
 
 def error_rate(predictions: list[str], references: list[str], unit: str = "word") -> float:
-    """(S + D + I) / N over the corpus (jiwer); an empty reference counts its hypothesis as insertions."""
-    if unit == "char":
-        predictions, references = [" ".join(p) for p in predictions], [" ".join(r) for r in references]
+    """Corpus (S + D + I) / N by jiwer, over words or characters; an empty reference adds insertions only."""
+    size = (lambda text: len(text.split())) if unit == "word" else len
     pairs = [(r, p) for r, p in zip(references, predictions) if r.strip()]
-    extra = sum(len(p.split()) for r, p in zip(references, predictions) if not r.strip())
+    extra = sum(size(p) for r, p in zip(references, predictions) if not r.strip())
     if not pairs:
         return float(extra > 0)
-    out = jiwer.process_words([r for r, _ in pairs], [p for _, p in pairs])
-    total = sum(len(r.split()) for r, _ in pairs)
-    return (out.substitutions + out.deletions + out.insertions + extra) / total
+    process = jiwer.process_words if unit == "word" else jiwer.process_characters
+    out = process([r for r, _ in pairs], [p for _, p in pairs])
+    return (out.substitutions + out.deletions + out.insertions + extra) / sum(size(r) for r, _ in pairs)
 
 
 class WordErrorRate(evaluate.Metric):
@@ -66,8 +65,7 @@ class CharErrorRate(evaluate.Metric):
                                    features=_TEXT_FEATURES)
 
     def _compute(self, predictions: list[str], references: list[str]) -> dict[str, float]:
-        return {"cer": error_rate([p.replace(" ", "_") for p in predictions],
-                                  [r.replace(" ", "_") for r in references], unit="char")}
+        return {"cer": error_rate(predictions, references, unit="char")}
 
 
 BUILTIN = {"accuracy": Accuracy, "wer": WordErrorRate, "cer": CharErrorRate}

@@ -101,12 +101,12 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
 
 
 def _resolve(value: str, base: Path) -> str:
-    """Relative paths that exist beside the recipe become absolute; names and hub ids stay as given."""
+    """Paths relative to the recipe (`./x`, `../x`, or existing beside it) become absolute; names stay."""
     parts = []
     for part in value.split("+"):
         kind, sep, rest = part.partition(":")
         target = rest if sep and kind in BUILTIN_SETS else part
-        if target and not Path(target).is_absolute() and (base / target).exists():
+        if target and not Path(target).is_absolute() and (target.startswith(".") or (base / target).exists()):
             resolved = str((base / target).resolve())
             part = f"{kind}:{resolved}" if target is rest and sep else resolved
         parts.append(part)

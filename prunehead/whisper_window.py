@@ -29,11 +29,13 @@ def whisper_encoder(model: nn.Module) -> nn.Module:
 
 
 def window_positions(window_s: float) -> int:
-    """Encoder positions of a window of `window_s` seconds (2 s -> 100)."""
-    positions = round(window_s * FRAMES_PER_SECOND)
-    if positions < 1 or abs(positions - window_s * FRAMES_PER_SECOND) > 1e-6:
-        raise InputError(f"window of {window_s} s is not a whole number of 20 ms frames; use e.g. 1, 1.5 or 2")
-    return positions
+    """Encoder positions of a window of `window_s` whole seconds (2 s -> 100).
+
+    Whole seconds because the feature extractor's `chunk_length` (saved with the model) is an integer.
+    """
+    if window_s < 1 or not float(window_s).is_integer():
+        raise InputError(f"window of {window_s} s is not a whole number of seconds; use e.g. 1, 2 or 3")
+    return int(window_s) * FRAMES_PER_SECOND
 
 
 def crop_window_(model: nn.Module, window_s: float) -> nn.Module:
@@ -62,5 +64,5 @@ def window_feature_extractor(fe: Any, window_s: float) -> WhisperFeatureExtracto
     kwargs = fe.to_dict()
     for key in ("feature_extractor_type", "processor_class", "n_samples", "nb_max_frames", "mel_filters"):
         kwargs.pop(key, None)
-    kwargs["chunk_length"] = int(window_s) if float(window_s).is_integer() else window_s
+    kwargs["chunk_length"] = int(window_s)
     return WhisperFeatureExtractor(**kwargs)

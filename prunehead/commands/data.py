@@ -8,31 +8,31 @@ from typing import Annotated
 
 import typer
 
-from ..data import label_names, load_data
+from ..data import DEFAULT_RATE, label_names, load_data
 from ..synth import synthesize
-from .evaluate import Data, OnError, Split
+from .evaluate import Data, OnError, OnErrorChoice, Split, TaskName
 
 app = typer.Typer(no_args_is_help=True, help="Synthesize speech data sets and inspect data.")
 
 
 @app.command("synth")
-def synth_cmd(task: Annotated[str, typer.Argument(help="ks, sid, ic or asr.")],
+def synth_cmd(task: Annotated[TaskName, typer.Argument(help="Which kind of data set.")],
               out: Annotated[Path, typer.Option("--out", "-o", help="New folder to write.")],
               n_per_class: Annotated[int, typer.Option(help="Training clips per class (ASR: sentences).")] = 20,
               seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
               test_fraction: Annotated[float, typer.Option(help="Test clips per class, relative.")] = 0.25,
               n_speakers: Annotated[int, typer.Option(help="SID: number of speakers (voices).")] = 8) -> None:
     """Synthesize a KS / SID / IC / ASR data set with espeak-ng and flite voices plus noise."""
-    synthesize(task, out, n_per_class=n_per_class, seed=seed, test_fraction=test_fraction, n_speakers=n_speakers)
+    synthesize(task.value, out, n_per_class=n_per_class, seed=seed, test_fraction=test_fraction, n_speakers=n_speakers)
     typer.echo(f"wrote {out}")
 
 
 @app.command("info")
-def info_cmd(data: Data, split: Split = "train", on_error: OnError = "stop") -> None:
+def info_cmd(data: Data, split: Split = "train", on_error: OnError = OnErrorChoice.stop) -> None:
     """Load a data split and print its size, duration and classes."""
-    ds = load_data(data, split, on_error=on_error)
-    hours = float(sum(ds["length"])) / 16_000 / 3600
-    typer.echo(f"{len(ds)} utterances, {hours * 60:.1f} min at 16 kHz")
+    ds = load_data(data, split, on_error=on_error.value)
+    minutes = float(sum(ds["length"])) / DEFAULT_RATE / 60
+    typer.echo(f"{len(ds)} utterances, {minutes:.1f} min")
     if "label" in ds.column_names:
         names = label_names(ds)
         counts = Counter(int(i) for i in ds["label"])

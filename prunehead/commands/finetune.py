@@ -11,7 +11,7 @@ import typer
 from ..errors import InputError
 from ..recipe import load_recipe
 from ..train import TrainConfig, finetune
-from .evaluate import BatchSize, ClipSeconds, OnError, Task
+from .evaluate import ClipSeconds, OnError, OnErrorChoice, Task
 from .options import Device
 
 Opt = typer.Option
@@ -28,7 +28,7 @@ def finetune_cmd(
     epochs: Annotated[int | None, Opt(help="Passes over the training split.")] = None,
     lr: Annotated[float | None, Opt(help="Backbone learning rate.")] = None,
     head_lr: Annotated[float | None, Opt(help="Task-head learning rate.")] = None,
-    batch_size: BatchSize | None = None,
+    batch_size: Annotated[int | None, Opt(help="Utterances per training step.")] = None,
     freeze_feature_encoder: Annotated[bool | None, Opt("--freeze-feature-encoder/--train-feature-encoder",
                                                        help="Keep the convolutional front end fixed.")] = None,
     seed: Annotated[int | None, Opt(help="Seed for the head and the data order.")] = None,
@@ -38,7 +38,7 @@ def finetune_cmd(
     train_split: Annotated[str | None, Opt(help="Split to train on.")] = None,
     eval_split: Annotated[str | None, Opt(help="Split evaluated after each epoch ('none' to skip).")] = None,
     resume: Annotated[bool, Opt(help="Continue from the latest checkpoint in --out.")] = False,
-    device: Device = None, on_error: OnError = "stop",
+    device: Device = None, on_error: OnError = OnErrorChoice.stop,
 ) -> None:
     """Fine-tune a model on a data set; a pruned model keeps its pruning plan."""
     base = load_recipe(recipe) if recipe else None
@@ -51,10 +51,10 @@ def finetune_cmd(
     model = model or (base.model.path if base else None)
     data = data or (base.data.spec if base else None)
     eval_data = eval_data or (base.data.eval_spec if base else None)
-    task = task or (base.task if base else None)
+    task = task.value if task else (base.task if base else None)
     if model is None or data is None:
         raise InputError("give --model and --data, or a --recipe that names them")
-    record = finetune(model, data, out, cfg, task=task, resume=resume, device=device, on_error=on_error,
+    record = finetune(model, data, out, cfg, task=task, resume=resume, device=device, on_error=on_error.value,
                       eval_data=eval_data)
     final = ", ".join(f"{k} {v:.4f}" for k, v in record["final"].items() if isinstance(v, float))
     typer.echo(f"trained {record['epochs']} epoch(s) in {record['wall_seconds']} s on {record['device']}; {final}")
