@@ -25,9 +25,10 @@ def _root() -> None:
 
 
 def _register() -> None:
-    from .commands import prune
+    from .commands import prune, sweep
 
     app.command("prune")(prune.prune)
+    app.command("sweep")(sweep.sweep_cmd)
     from .commands import data, evaluate, finetune  # noqa: E402 - issue 3: data, eval, finetune
     app.command("eval")(evaluate.eval_cmd)
     app.command("finetune")(finetune.finetune_cmd)

@@ -69,7 +69,7 @@ class PruningPlan:
 
     @classmethod
     def load(cls, path: str | Path) -> PruningPlan:
-        return cls.from_json(_read_json(path), source=str(path))
+        return cls.from_json(read_json(path), source=str(path))
 
     @classmethod
     def from_mask(cls, keep: torch.Tensor) -> PruningPlan:
@@ -79,7 +79,7 @@ class PruningPlan:
                           for l in range(L) if (keep[l] == 0).any()})
 
 
-def _read_json(path: str | Path) -> dict:
+def read_json(path: str | Path) -> dict:
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -170,7 +170,7 @@ def save_scores(path: str | Path, scores: torch.Tensor, scorer: str, model: str,
 
 def load_scores(path: str | Path, expect: tuple[int, int] | None = None) -> torch.Tensor:
     """Read the (L, H) matrix of a prunehead.scores file, checking format, shape and values."""
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict) or data.get("format") != SCORES_FORMAT or "scores" not in data:
         raise InputError(f"{path} is not a prunehead score file (expected \"format\": \"{SCORES_FORMAT}\"); "
                          "write one with `prunehead score`")

@@ -1,0 +1,52 @@
+"""Pictures and tables of sweep results (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_curves(result: dict[str, Any], path: str | Path, title: str = "") -> None:
+    """Metric vs pruned fraction, one line per scorer, random as mean +/- std band."""
+    metric = result["metric"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for name, points in result["curves"].items():
+        xs = [p["pruned_fraction"] for p in points]
+        ys = [p[metric] for p in points]
+        if name == "random":
+            std = [p.get("std", 0.0) for p in points]
+            ax.plot(xs, ys, color="grey", linestyle="--", label="random (mean of 5 seeds)")
+            ax.fill_between(xs, [y - s for y, s in zip(ys, std)], [y + s for y, s in zip(ys, std)],
+                            color="grey", alpha=0.2)
+        else:
+            ax.plot(xs, ys, marker="o", markersize=3, label=name)
+    ax.axhline(result["unpruned"][metric], color="black", linewidth=0.8, linestyle=":", label="unpruned")
+    ax.set_xlabel(f"fraction of heads removed ({result['scope'].replace('_', '-')})")
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def curve_table(result: dict[str, Any]) -> str:
+    """A markdown table: one row per sweep point, one column per scorer."""
+    metric = result["metric"]
+    names = list(result["curves"])
+    first = result["curves"][names[0]]
+    x_name = "heads/layer" if result["scope"] == "per_layer" and isinstance(first[0]["x"], int) else "ratio"
+    lines = [f"| {x_name} | removed | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for i, point in enumerate(first):
+        cells = []
+        for name in names:
+            p = result["curves"][name][i]
+            cells.append(f"{p[metric]:.4f} ± {p['std']:.4f}" if "std" in p else f"{p[metric]:.4f}")
+        lines.append(f"| {point['x']} | {point['heads_removed']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
