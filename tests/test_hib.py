@@ -82,7 +82,7 @@ def test_closed_form_equals_standardize_mix_unstandardize():
     standard = (P @ ((V - m) / s) + lam * eps) * s + m
 
     scorer = HIBScorer(noise=lam)
-    stats = ValueStats(mu[None], sigma[None], 100)
+    stats = ValueStats([mu], [sigma], 100)
     logits = P.log()  # softmax(log P) == P
     fn = scorer._replacement(0, logits, torch.arange(B), torch.ones(B, H, dtype=torch.bool),
                              torch.ones(B, L, dtype=torch.bool), stats, eps, [], d)

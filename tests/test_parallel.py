@@ -179,6 +179,18 @@ def test_same_seed_gives_a_bit_identical_file_and_ctrl_c_resumes_to_it(cli_asset
     assert not (tmp_path / "b.json.ckpt").exists()
 
 
+def test_reference_samples_set_hibs_sigma(cli_assets, tmp_path):
+    out = [tmp_path / f"{k}.json" for k in ("own", "ref")]
+    args = ["--scorer", "hib", "--steps", "2", "--samples", "3"]
+    assert score_cli(cli_assets, *args, "--out", str(out[0])).exit_code == 0
+    assert score_cli(cli_assets, *args, "--reference-samples", "9", "--out", str(out[1])).exit_code == 0
+    own, ref = (json.loads(p.read_text()) for p in out)
+    assert ref["reference_samples"] == 9 and ref["sample_paths"] == own["sample_paths"]
+    assert ref["scores"] != own["scores"]  # another sigma, another noise level
+    result = score_cli(cli_assets, "--scorer", "gradient", "--reference-samples", "9", "--out", str(tmp_path / "g.json"))
+    assert result.exit_code == 1 and "hib only" in result.output
+
+
 @pytest.mark.parametrize("args, message", [
     (["--scorer", "nope"], "unknown scorer 'nope'"),
     (["--scorer", "attention", "--steps", "3"], "takes no option 'steps'"),

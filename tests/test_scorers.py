@@ -14,12 +14,14 @@ import transformers as tf
 from prunehead import control
 from prunehead.errors import InputError
 from prunehead.heads import head_adapter
+from prunehead.plan import PruningPlan
 from prunehead.scorers import available, get_scorer, registry
 from prunehead.scorers.attattr import layer_attribution
 from prunehead.scorers.attention import head_statistic
 from prunehead.scorers.base import clean_attention, forward
 from prunehead.scorers.gradient import per_sample_gate_grads
 from prunehead.scorers.random import RandomScorer
+from prunehead.surgery import prune_
 from tests.conftest import tiny
 
 
@@ -130,6 +132,38 @@ def test_objective_must_return_one_loss_per_sample(model):
 def test_no_samples_is_an_input_error(model):
     with pytest.raises(InputError, match="no samples"):
         get_scorer("attention").score(model, [], ce)
+
+
+@pytest.mark.parametrize("pruned", [{0: (1,)}, {0: (0, 2), 1: (0, 1, 2, 3)}])
+@pytest.mark.parametrize("name", available())
+def test_pruned_models_score_their_remaining_heads(name, pruned):
+    """Removed heads (a whole layer included) get a finite score just below every remaining head."""
+    net = tiny("wav2vec2-tiny")
+    prune_(net, PruningPlan(2, 4, pruned))
+    scores = get_scorer(name, **FAST.get(name, {})).score(net, batches_for(1), ce)
+    assert scores.shape == (2, 4) and torch.isfinite(scores).all()
+    removed = torch.zeros(2, 4, dtype=torch.bool)
+    for layer, heads in pruned.items():
+        removed[layer, list(heads)] = True
+    assert scores[removed].max() < scores[~removed].min()
+
+
+def test_pruned_heads_score_like_dead_heads_for_gradient():
+    """The remaining heads' |dL/dgate| of a pruned model equal those of the model with the heads zeroed."""
+    dead, pruned = tiny("wav2vec2-tiny"), tiny("wav2vec2-tiny")
+    d = dead.config.hidden_size // 4
+    with torch.no_grad():
+        attention = dead.wav2vec2.encoder.layers[0].attention
+        attention.v_proj.weight[d:2 * d] = 0
+        attention.v_proj.bias[d:2 * d] = 0
+        attention.out_proj.weight[:, d:2 * d] = 0
+    prune_(pruned, PruningPlan(2, 4, {0: (1,)}))
+    options = {"normalize_layers": False, "minmax": False}
+    a = get_scorer("gradient", **options).score(dead, batches_for(1), ce)
+    b = get_scorer("gradient", **options).score(pruned, batches_for(1), ce)
+    keep = torch.ones(2, 4, dtype=torch.bool)
+    keep[0, 1] = False
+    torch.testing.assert_close(b[keep], a[keep], atol=1e-7, rtol=1e-4)
 
 
 # ----------------------------------------------------------------------------------------------- registry

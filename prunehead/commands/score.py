@@ -26,7 +26,8 @@ from ..outputs import atomic_file, check_output
 from ..plan import save_scores
 from ..scorers import get_scorer
 from ..scorers.base import padding_changes_outputs
-from ..scorers.hib import TASK_DEFAULTS
+from ..scorers.base import to_device
+from ..scorers.hib import TASK_DEFAULTS, value_statistics
 from ..scorers.parallel import ScoreRun, fingerprint, process_group, run
 from ..scorers.registry import available, option_names
 from .options import Device, Overwrite
@@ -46,6 +47,7 @@ class Settings:
     samples: int = 200
     batch_size: int = 8
     seed: int = 0
+    reference_samples: int = 0  # HIB: sigma from this many samples of the split (0 = the scored ones)
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -64,7 +66,7 @@ def _parse_options(options: list[str]) -> dict[str, Any]:
 
 def resolve_settings(model: str | None, data: str | None, scorer: str | None, recipe: Path | None,
                      split: str | None, task: str | None, samples: int | None, batch_size: int,
-                     seed: int | None, flags: dict[str, Any]) -> Settings:
+                     seed: int | None, flags: dict[str, Any], reference_samples: int = 0) -> Settings:
     """Recipe values, overridden by the command-line flags that were given (`flags`: scorer options)."""
     base: dict[str, Any] = {}
     recipe_params: dict[str, Any] = {}
@@ -88,17 +90,31 @@ def resolve_settings(model: str | None, data: str | None, scorer: str | None, re
     params = {k: v for k, v in recipe_params.items() if k in accepted and v is not None}  # recipe: HIB settings
     if "seed" in accepted:
         params["seed"] = values.get("seed", 0)
-    return Settings(batch_size=batch_size, params={**params, **flags}, **values)
+    if reference_samples and values["scorer"] != "hib":
+        raise InputError("--reference-samples sets HIB's V statistics; it applies to --scorer hib only")
+    return Settings(batch_size=batch_size, reference_samples=reference_samples, params={**params, **flags}, **values)
 
 
-def load_job(settings: Settings, device: torch.device) -> tuple[Any, list[dict], Any, str, list[str]]:
-    """(model, batches, objective, task, sample paths) for `settings`."""
+@dataclasses.dataclass
+class Job:
+    """What `load_job` prepares: the model, its scoring batches, the reference batches for HIB's sigma."""
+
+    model: Any
+    batches: list[dict]
+    reference: list[dict] | None
+    objective: Any
+    task: str
+    paths: list[str]
+
+
+def load_job(settings: Settings, device: torch.device) -> Job:
+    """Load the model and draw the samples (seeded) of `settings`."""
     from ..data import align_labels, default_feature_extractor, load_data, make_batches
     from ..surgery import load
     from ..tasks import get_task, infer_task
     from ..train import load_processor
 
-    model = load(settings.model).to(device)
+    model = load(settings.model).to(device).eval()
     head_adapter(model)
     fe, tok = load_processor(settings.model)
     fe = fe or default_feature_extractor(model.config)
@@ -106,13 +122,18 @@ def load_job(settings: Settings, device: torch.device) -> tuple[Any, list[dict],
     data = load_data(settings.data, settings.split, fe, task_name)
     if task_name != "asr":
         data = align_labels(data, list(model.config.id2label.values()))
-    count = min(settings.samples, len(data))
-    rows = sorted(np.random.default_rng(settings.seed).permutation(len(data))[:count].tolist())
-    data = data.select(rows)
+    order = np.random.default_rng(settings.seed).permutation(len(data)).tolist()
     task = get_task(task_name, model, tok)
-    batches = [{**task.model_inputs(b), "labels": b["labels"]} for b in
-               make_batches(data, (fe, tok), settings.batch_size, equal_length=padding_changes_outputs(model))]
-    return model, batches, task.objective, task_name, [str(p) for p in data["path"]]
+
+    def batches_of(rows: list[int]) -> list[dict]:
+        part = data.select(sorted(rows))
+        return [{**task.model_inputs(b), "labels": b["labels"]} for b in
+                make_batches(part, (fe, tok), settings.batch_size, equal_length=padding_changes_outputs(model))]
+
+    scored = order[:settings.samples]
+    reference = batches_of(order[:settings.reference_samples]) if settings.reference_samples else None
+    paths = [str(p) for p in data.select(sorted(scored))["path"]]
+    return Job(model, batches_of(scored), reference, task.objective, task_name, paths)
 
 
 def plot_heatmap(scores: torch.Tensor, path: Path, title: str) -> None:
@@ -143,7 +164,7 @@ def write_outputs(out: Path, outcome: ScoreRun, settings: Settings, scorer_param
                   device: torch.device, paths: list[str], overwrite: bool) -> Path:
     """scores.json (atomic) and the heat map beside it; returns the PNG path."""
     png = out.with_suffix(".png")
-    extra = {"params": scorer_params, "samples": len(outcome.ids) or settings.samples,
+    extra = {"params": scorer_params, "samples": len(paths), "reference_samples": settings.reference_samples,
              "spread": outcome.spread.tolist() if outcome.spread is not None else None,
              "data": settings.data, "split": settings.split, "task": task, "seed": settings.seed,
              "batch_size": settings.batch_size, "sample_paths": paths, "world_size": outcome.world_size,
@@ -173,6 +194,9 @@ def score(model: Annotated[str | None, Opt("--model", "-m", help="Model director
           task: Annotated[str | None, Opt(help="ks, sid, ic or asr (default: inferred from the model).")] = None,
           option: Annotated[list[str] | None, Opt(help="Any other scorer option as KEY=VALUE (repeatable), "
                                                          "e.g. scope=all_layers, variant=entropy.")] = None,
+          reference_samples: Annotated[int, Opt(help="HIB: estimate V's std from this many samples of the split "
+                                                     "(seeded; 0 = the scored samples). The paper suggests "
+                                                     "1-2k.")] = 0,
           recipe: Annotated[Path | None, Opt(help="Recipe TOML: model, data, task and score settings.")] = None,
           device: Device = None,
           resume: Annotated[bool, Opt(help="Continue an interrupted run from its checkpoint.")] = False,
@@ -182,7 +206,8 @@ def score(model: Annotated[str | None, Opt("--model", "-m", help="Model director
         raise InputError("missing --out: the score file to write, e.g. --out scores.json")
     flags = {"steps": steps, "beta": beta, "lr": lr, "noise": noise}
     params = {**{k: v for k, v in flags.items() if v is not None}, **_parse_options(option or [])}
-    settings = resolve_settings(model, data, scorer, recipe, split, task, samples, batch_size, seed, params)
+    settings = resolve_settings(model, data, scorer, recipe, split, task, samples, batch_size, seed, params,
+                                reference_samples)
     check_output(out, overwrite or resume)
     check_output(out.with_suffix(".png"), overwrite or resume)
     started = time.time()
@@ -192,21 +217,21 @@ def score(model: Annotated[str | None, Opt("--model", "-m", help="Model director
         where = pick_device(device)
         if where.type == "cuda" and torch.distributed.is_initialized():
             where = torch.device("cuda", torch.cuda.current_device())
-        net, batches, objective, task_name, paths = load_job(settings, where)
+        job = load_job(settings, where)
         params = settings.params
         if settings.scorer == "hib":
-            params = {**TASK_DEFAULTS.get(task_name, {}), **params}
-        if settings.scorer == "attattr" and "steps" not in params:
-            params["steps"] = 20
+            params = {**TASK_DEFAULTS.get(job.task, {}), **params}
         method = get_scorer(settings.scorer, **params)
-        key = fingerprint(settings=dataclasses.asdict(settings), params=method.params(), task=task_name,
-                          paths=paths, device=where.type)
-        outcome = run(method, net, batches, objective, checkpoint=out.with_name(out.name + ".ckpt"), key=key,
-                      resume=resume, progress=True)
+        if job.reference is not None:
+            method.stats = value_statistics(job.model, [to_device(b, where) for b in job.reference], method.min_std)
+        key = fingerprint(settings=dataclasses.asdict(settings), params=method.params(), task=job.task,
+                          paths=job.paths, device=where.type)
+        outcome = run(method, job.model, job.batches, job.objective, checkpoint=out.with_name(out.name + ".ckpt"),
+                      key=key, resume=resume, progress=True)
         if rank == 0:
-            png = write_outputs(out, outcome, settings, method.params(), task_name, where, paths,
+            png = write_outputs(out, outcome, settings, method.params(), job.task, where, job.paths,
                                 overwrite or resume)
             for suffix in ("", *(f".rank{r}-of-{outcome.world_size}" for r in range(outcome.world_size))):
                 out.with_name(out.name + ".ckpt" + suffix).unlink(missing_ok=True)
-            typer.echo(f"scored {len(paths)} samples with {settings.scorer} in {time.time() - started:.1f} s "
+            typer.echo(f"scored {len(job.paths)} samples with {settings.scorer} in {time.time() - started:.1f} s "
                        f"on {where}; wrote {out} and {png}")

@@ -22,7 +22,8 @@ from torch import nn
 
 from ..control import controlled
 from ..errors import InputError
-from .base import Batch, Objective, SampleScorer, batch_size, check_loss, clean_attention, forward, index_batch
+from .base import (Batch, Objective, SampleScorer, batch_size, check_loss, clean_attention, forward, index_batch,
+                   to_grid)
 
 
 def target_value(loss: torch.Tensor, target: str) -> torch.Tensor:
@@ -69,8 +70,8 @@ class AttAttrScorer(SampleScorer):
                     context: None) -> torch.Tensor:
         probs, valid = clean_attention(model, batch)
         keep = valid[:, None, :, None] & valid[:, None, None, :]  # (B, 1, L, L)
-        out = []
+        out = {}
         for l in sorted(probs):
             attr = layer_attribution(model, batch, objective, l, probs[l], self.steps, self.target, self.chunk)
-            out.append(attr.masked_fill(~keep, float("-inf")).flatten(2).amax(-1).double())  # (B, H)
-        return torch.stack(out, dim=1).cpu()  # (B, L, H)
+            out[l] = attr.masked_fill(~keep, float("-inf")).flatten(2).amax(-1)  # (B, H_l)
+        return to_grid(out, model)  # (B, L, H)

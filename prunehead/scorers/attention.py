@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .base import Batch, Objective, SampleScorer, clean_attention
+from .base import Batch, Objective, SampleScorer, clean_attention, to_grid
 
 VARIANTS = ("max", "confidence", "entropy")
 
@@ -50,5 +50,4 @@ class AttentionScorer(SampleScorer):
     def score_batch(self, model: nn.Module, batch: Batch, objective: Objective, ids: torch.Tensor,
                     context: None) -> torch.Tensor:
         probs, valid = clean_attention(model, batch)
-        stats = [head_statistic(probs[l].double(), valid, self.variant) for l in sorted(probs)]
-        return torch.stack(stats, dim=1)  # (B, L, H)
+        return to_grid({l: head_statistic(p.double(), valid, self.variant) for l, p in probs.items()}, model)

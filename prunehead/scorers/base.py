@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..heads import head_adapter, pruned_heads_of
+from ..heads import head_adapter
 
 Batch = dict[str, Any]
 Objective = Callable[[Any, Batch], torch.Tensor]
@@ -47,7 +47,7 @@ class Scorer:
         batches = check_batches(batches, self.needs_data)
         with prepared(model):
             scores = self._score(model, [to_device(b, model_device(model)) for b in batches], objective)
-        return check_scores(scores, model)
+        return finish_scores(scores, model)
 
     def _score(self, model: nn.Module, batches: list[Batch], objective: Objective) -> torch.Tensor:
         raise NotImplementedError
@@ -78,10 +78,11 @@ class SampleScorer(Scorer):
         return results.double().mean(0)
 
     def spread(self, results: torch.Tensor) -> torch.Tensor:
-        """(L, H) standard deviation of the per-sample results over samples (0 for one sample)."""
+        """(L, H) standard deviation of the per-sample results over samples (0 for one sample or a removed head)."""
         main = results.double()
         main = main if main.dim() == 3 else main[:, 0]
-        return main.std(0, unbiased=True) if main.shape[0] > 1 else torch.zeros_like(main[0])
+        std = main.std(0, unbiased=True) if main.shape[0] > 1 else torch.zeros_like(main[0])
+        return std.nan_to_num(0.0)
 
     def _score(self, model: nn.Module, batches: list[Batch], objective: Objective) -> torch.Tensor:
         return self.reduce(self._run(model, batches, objective)[1])
@@ -116,9 +117,6 @@ def gather_results(results: list[torch.Tensor], ids: torch.Tensor | None = None)
 def prepared(model: nn.Module) -> Iterator[None]:
     """Validate `model`, put it in eval mode and freeze its parameters; restore both on exit."""
     head_adapter(model)  # raises UnsupportedModelError for unsupported architectures
-    if pruned_heads_of(model):
-        raise InputError("this model has already been pruned; score the unpruned model (scores refer to the "
-                         "original head grid) or re-score the remaining heads by gating them")
     modes = [(m, m.training) for m in model.modules()]
     grads = [(p, p.requires_grad) for p in model.parameters()]
     try:
@@ -133,14 +131,44 @@ def prepared(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def check_scores(scores: torch.Tensor, model: nn.Module) -> torch.Tensor:
+def finish_scores(scores: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """Check a scorer's (L, H) matrix and give the heads a pruned model no longer has (NaN) a score just
+    below its lowest kept head, so they stay ranked first for removal (cumulative ratios keep working)."""
     adapter = head_adapter(model)
     expected = (adapter.num_layers, adapter.num_heads)
     if tuple(scores.shape) != expected or not scores.is_floating_point():
         raise RuntimeError(f"scorer returned {tuple(scores.shape)} {scores.dtype}, expected float {expected}")
+    scores = scores.detach().cpu().clone()
+    removed = ~kept_mask(model)
+    if removed.any():
+        kept = scores[~removed]
+        scores[removed] = (kept.min() if kept.numel() else scores.new_zeros(())) - 1.0
     if not torch.isfinite(scores).all():
         raise RuntimeError("scorer produced NaN or inf scores; check the objective on these batches")
-    return scores.detach().cpu()
+    return scores
+
+
+def kept_mask(model: nn.Module) -> torch.Tensor:
+    """(L, H) bool: True for the heads the model still has (all True unless it was pruned)."""
+    adapter = head_adapter(model)
+    mask = torch.zeros(adapter.num_layers, adapter.num_heads, dtype=torch.bool)
+    for layer, heads in enumerate(adapter.kept_heads(model)):
+        mask[layer, heads] = True
+    return mask
+
+
+def to_grid(per_layer: dict[int, torch.Tensor], model: nn.Module) -> torch.Tensor:
+    """(B, L, H) float64 on the original head grid from {layer: (B, H_l) values of the current heads}.
+
+    Heads a pruned model no longer has (and layers without heads) are NaN.
+    """
+    adapter = head_adapter(model)
+    kept = adapter.kept_heads(model)
+    B = next(iter(per_layer.values())).shape[0]
+    grid = torch.full((B, adapter.num_layers, adapter.num_heads), float("nan"), dtype=torch.float64)
+    for layer, values in per_layer.items():
+        grid[:, layer, kept[layer]] = values[:, :len(kept[layer])].detach().double().cpu()
+    return grid
 
 
 def check_loss(loss: torch.Tensor, rows: int) -> torch.Tensor:
@@ -256,8 +284,10 @@ def clean_attention(model: nn.Module, batch: Batch, layers: Iterable[int] | None
     """({layer: A_O (B, H, L, L)}, valid (B, L)) from one clean forward pass without gradients."""
     from ..control import controlled
 
-    num_layers = head_adapter(model).num_layers
-    layers = list(range(num_layers)) if layers is None else list(layers)
+    adapter = head_adapter(model)
+    if layers is None:
+        layers = [l for l, heads in enumerate(adapter.kept_heads(model)) if heads]  # emptied layers have none
+    layers = list(layers)
     with torch.no_grad(), controlled(model) as ctl, ctl.recording(
             {l: (lambda probs, mask: (probs, mask)) for l in layers}) as store:
         forward(model, batch)

@@ -18,11 +18,14 @@ from torch import nn
 
 from ..control import controlled
 from ..heads import head_adapter
-from .base import Batch, Objective, SampleScorer, batch_size, check_loss, forward
+from .base import Batch, Objective, SampleScorer, batch_size, check_loss, forward, to_grid
 
 
 def per_sample_gate_grads(model: nn.Module, batch: Batch, objective: Objective) -> torch.Tensor:
-    """(B, L, H) dL_b/dxi_b of each sample's loss w.r.t. its own head gates (all ones)."""
+    """(B, L, H) dL_b/dxi_b of each sample's loss w.r.t. its own head gates (all ones).
+
+    Gates index the heads a layer has now (for a pruned model, the first H_l positions of each row).
+    """
     adapter = head_adapter(model)
     B = batch_size(batch)
     gate = torch.ones(B, adapter.num_layers, adapter.num_heads, device=next(model.parameters()).device,
@@ -43,13 +46,16 @@ class GradientScorer(SampleScorer):
 
     def score_batch(self, model: nn.Module, batch: Batch, objective: Objective, ids: torch.Tensor,
                     context: None) -> torch.Tensor:
-        return per_sample_gate_grads(model, batch, objective).abs().double()  # (B, L, H)
+        grads = per_sample_gate_grads(model, batch, objective).abs()  # (B, L, H) by position
+        kept = head_adapter(model).kept_heads(model)
+        return to_grid({l: grads[:, l, :len(h)] for l, h in enumerate(kept) if h}, model)
 
     def reduce(self, results: torch.Tensor) -> torch.Tensor:
-        importance = results.mean(0)  # (L, H)
+        importance = results.mean(0)  # (L, H); NaN = a head a pruned model no longer has
         if self.normalize_layers:
-            importance = importance / (importance.norm(dim=1, keepdim=True) + 1e-20)
+            importance = importance / (importance.nan_to_num(0.0).norm(dim=1, keepdim=True) + 1e-20)
         if self.minmax:
-            low, high = importance.min(), importance.max()
-            importance = (importance - low) / (high - low) if high > low else torch.zeros_like(importance)
+            present = importance[~importance.isnan()]
+            low, high = present.min(), present.max()
+            importance = (importance - low) / (high - low) if high > low else importance * 0
         return importance

@@ -50,11 +50,16 @@ TASK_DEFAULTS: dict[str, dict[str, float | int]] = {
 
 @dataclasses.dataclass
 class ValueStats:
-    """Per-(layer, head, feature) mean and std of V over valid frames: (L, H, d) each, float32."""
+    """Per-(layer, head, feature) mean and std of V over valid frames: per layer (H_l, d), float32."""
 
-    mean: torch.Tensor
-    std: torch.Tensor
+    mean: list[torch.Tensor | None]  # None for a layer without heads (pruned away)
+    std: list[torch.Tensor | None]
     frames: int
+
+    def to(self, device: torch.device) -> ValueStats:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+        return ValueStats([move(t) for t in self.mean], [move(t) for t in self.std], self.frames)
 
 
 class _Welford:
@@ -79,11 +84,11 @@ class _Welford:
         self.m2[layer] = self.m2[layer] + m2_b + delta**2 * n_a * n_b / n
         self.n[layer] = n
 
-    def result(self, min_std: float) -> ValueStats:
-        layers = sorted(self.n)
-        std = [torch.sqrt(self.m2[l] / max(self.n[l] - 1, 1)).clamp_min(min_std) for l in layers]
-        return ValueStats(torch.stack([self.mean[l] for l in layers]).float(), torch.stack(std).float(),
-                          self.n[layers[0]])
+    def result(self, min_std: float, num_layers: int) -> ValueStats:
+        std = [torch.sqrt(self.m2[l] / max(self.n[l] - 1, 1)).clamp_min(min_std).float() if l in self.n else None
+               for l in range(num_layers)]
+        mean = [self.mean[l].float() if l in self.n else None for l in range(num_layers)]
+        return ValueStats(mean, std, max(self.n.values(), default=0))
 
 
 def value_statistics(model: nn.Module, batches: list[Batch], min_std: float = 0.01) -> ValueStats:
@@ -101,7 +106,7 @@ def value_statistics(model: nn.Module, batches: list[Batch], min_std: float = 0.
     with torch.no_grad(), controlled(model) as ctl, ctl.replacing({l: recorder(l) for l in range(num_layers)}):
         for part, _ in sample_batches(model, batches):
             forward(model, part)
-    return welford.result(min_std)
+    return welford.result(min_std, num_layers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,33 +169,35 @@ class HIBScorer(SampleScorer):
         if self.steps < 0 or self.lr <= 0 or self.noise < 0 or self.init_std <= 0:
             raise InputError("HIB needs steps >= 0, lr > 0, noise >= 0 and init_std > 0")
         stats = self.stats if self.stats is not None else value_statistics(model, batches, self.min_std)
-        device = next(model.parameters()).device
-        return ValueStats(stats.mean.to(device), stats.std.to(device), stats.frames)
+        return stats.to(next(model.parameters()).device)
 
     def score_batch(self, model: nn.Module, batch: Batch, objective: Objective, ids: torch.Tensor,
                     context: ValueStats) -> torch.Tensor:
-        """(B, L, H) per-sample C[b, l, h]."""
+        """(B, L, H) per-sample C[b, l, h] (NaN for heads a pruned model no longer has)."""
         adapter = head_adapter(model)
+        kept = adapter.kept_heads(model)
         runner = layer_runner(model) if self.cache else None
         clean = self._clean_pass(model, batch, runner)
         B = clean.valid.shape[0]
-        C = torch.zeros(B, adapter.num_layers, adapter.num_heads, dtype=torch.float64)
-        for group in self._groups(self._rows(B, adapter.num_layers, adapter.num_heads)):
+        C = torch.full((B, adapter.num_layers, adapter.num_heads), float("nan"), dtype=torch.float64)
+        for group in self._groups(self._rows(B, kept)):
             for row, layer, values in self._optimize(model, batch, objective, clean, group, ids, context, runner):
                 if row.head is None:
-                    C[row.b, layer] = values
+                    C[row.b, layer, kept[layer]] = values  # values by head position
                 else:
-                    C[row.b, layer, row.head] = values[row.head]
+                    C[row.b, layer, kept[layer][row.head]] = values[row.head]
         return C
 
     # -- rows and groups ------------------------------------------------------------------------------
 
-    def _rows(self, B: int, L: int, H: int) -> list[Row]:
+    def _rows(self, B: int, kept: list[list[int]]) -> list[Row]:
+        """The optimizations of a batch; `head` is a head's current position in its layer."""
+        layers = [l for l, heads in enumerate(kept) if heads]
         if self.scope == "per_layer":
-            return [Row(b, (l,)) for l in range(L) for b in range(B)]
+            return [Row(b, (l,)) for l in layers for b in range(B)]
         if self.scope == "all_layers":
-            return [Row(b, tuple(range(L))) for b in range(B)]
-        return [Row(b, (l,), h) for l in range(L) for h in range(H) for b in range(B)]
+            return [Row(b, tuple(layers)) for b in range(B)]
+        return [Row(b, (l,), h) for l in layers for h in range(len(kept[l])) for b in range(B)]
 
     def _groups(self, rows: list[Row]) -> Iterator[list[Row]]:
         if not self.batched:
@@ -211,17 +218,18 @@ class HIBScorer(SampleScorer):
     # -- clean pass -------------------------------------------------------------------------------------
 
     def _clean_pass(self, model: nn.Module, batch: Batch, runner: LayerRunner | None) -> _Clean:
-        L = head_adapter(model).num_layers
+        layers = [l for l, heads in enumerate(head_adapter(model).kept_heads(model)) if heads]
         with torch.no_grad(), controlled(model) as ctl, ctl.recording(
-                {l: (lambda probs, mask: (probs, mask)) for l in range(L)}) as store:
+                {l: (lambda probs, mask: (probs, mask)) for l in layers}) as store:
             if runner is None:
                 forward(model, batch)
                 captured = None
             else:
                 with runner.capturing() as captured:
                     forward(model, batch)
-        probs = {l: store[l][0] for l in range(L)}
-        valid = valid_frames(store[0][1], probs[0].shape[0], probs[0].shape[-1], probs[0].device)
+        probs = {l: store[l][0] for l in layers}
+        first = probs[layers[0]]
+        valid = valid_frames(store[layers[0]][1], first.shape[0], first.shape[-1], first.device)
         return _Clean(probs, valid, captured)
 
     # -- one optimization -------------------------------------------------------------------------------
@@ -233,26 +241,27 @@ class HIBScorer(SampleScorer):
         rows = sorted(rows, key=lambda r: r.layers[0])  # staggered entry needs rows ordered by start layer
         device = clean.valid.device
         B, Lf = clean.valid.shape
-        H, d = stats.std.shape[1], stats.std.shape[2]
         samples = torch.tensor([r.b for r in rows], device=device)  # (R,)
         valid = clean.valid[samples]  # (R, Lf)
         lengths = valid.sum(-1).tolist()
         gens = [row_generator(self.seed, int(ids[r.b]), r.key, device) for r in rows]
         layers = sorted({l for r in rows for l in r.layers})
         pos = {l: torch.tensor([i for i, r in enumerate(rows) if l in r.layers], device=device) for l in layers}
-        heads = {l: torch.tensor([[r.head is None or r.head == h for h in range(H)] for r in rows if l in r.layers],
-                                 device=device) for l in layers}  # (n_l, H) bool
-        logits = self._init_logits(rows, layers, pos, lengths, gens, H, Lf, device)
+        width = {l: clean.probs[l].shape[1] for l in layers}  # heads each layer has now
+        d = next(s for s in stats.std if s is not None).shape[-1]
+        heads = {l: torch.tensor([[r.head is None or r.head == h for h in range(width[l])] for r in rows
+                                  if l in r.layers], device=device) for l in layers}  # (n_l, H_l) bool
+        logits = self._init_logits(rows, layers, pos, lengths, gens, width, Lf, device)
         optimizer = torch.optim.Adam(list(logits.values()), lr=self.lr)
         keymask = torch.zeros(len(rows), 1, 1, Lf, device=device).masked_fill(
             ~valid[:, None, None, :], torch.finfo(torch.float32).min)  # (R, 1, 1, Lf)
         part = index_batch(batch, samples)
         for _ in range(self.steps):
-            eps = self._noise(rows, layers, pos, lengths, gens, H, Lf, d, device)
+            eps = self._noise(rows, layers, pos, lengths, gens, width, Lf, d, device)
             with torch.enable_grad():
                 ib_terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
                 fns = {l: self._replacement(l, logits.get(l), pos.get(l), heads.get(l), valid, stats, eps.get(l),
-                                            ib_terms, d) for l in range(len(clean.probs))}
+                                            ib_terms, d) for l in clean.probs}
                 outputs = self._forward(model, part, clean, samples, rows, fns, runner)
                 task = check_loss(objective(outputs, part), len(rows))
                 total = torch.zeros(len(rows), device=device)
@@ -274,27 +283,29 @@ class HIBScorer(SampleScorer):
         return results
 
     def _init_logits(self, rows: list[Row], layers: list[int], pos: dict[int, torch.Tensor], lengths: list[int],
-                     gens: list[torch.Generator], H: int, Lf: int, device: torch.device) -> dict[int, torch.Tensor]:
-        """A_r per layer (n_l, H, Lf, Lf): init_std * randn on each row's valid block, zero elsewhere."""
-        logits = {l: torch.zeros(len(pos[l]), H, Lf, Lf, device=device) for l in layers}
+                     gens: list[torch.Generator], width: dict[int, int], Lf: int, device: torch.device,
+                     ) -> dict[int, torch.Tensor]:
+        """A_r per layer (n_l, H_l, Lf, Lf): init_std * randn on each row's valid block, zero elsewhere."""
+        logits = {l: torch.zeros(len(pos[l]), width[l], Lf, Lf, device=device) for l in layers}
         slot = {l: {int(i): k for k, i in enumerate(pos[l].tolist())} for l in layers}
         for i, r in enumerate(rows):
             n = lengths[i]
             for l in r.layers:
-                hs = list(range(H)) if r.head is None else [r.head]
+                hs = list(range(width[l])) if r.head is None else [r.head]
                 draw = torch.randn(len(hs), n, n, generator=gens[i], device=device) * self.init_std
                 logits[l][slot[l][i], hs, :n, :n] = draw
         return {l: a.requires_grad_(True) for l, a in logits.items()}
 
     def _noise(self, rows: list[Row], layers: list[int], pos: dict[int, torch.Tensor], lengths: list[int],
-               gens: list[torch.Generator], H: int, Lf: int, d: int, device: torch.device) -> dict[int, torch.Tensor]:
-        """eps per layer (n_l, H, Lf, d), drawn per row from its own generator (valid frames only)."""
-        eps = {l: torch.zeros(len(pos[l]), H, Lf, d, device=device) for l in layers}
+               gens: list[torch.Generator], width: dict[int, int], Lf: int, d: int, device: torch.device,
+               ) -> dict[int, torch.Tensor]:
+        """eps per layer (n_l, H_l, Lf, d), drawn per row from its own generator (valid frames only)."""
+        eps = {l: torch.zeros(len(pos[l]), width[l], Lf, d, device=device) for l in layers}
         slot = {l: {int(i): k for k, i in enumerate(pos[l].tolist())} for l in layers}
         for i, r in enumerate(rows):
             n = lengths[i]
             for l in r.layers:
-                hs = list(range(H)) if r.head is None else [r.head]
+                hs = list(range(width[l])) if r.head is None else [r.head]
                 eps[l][slot[l][i], hs, :n] = torch.randn(len(hs), n, d, generator=gens[i], device=device)
         return eps
 
@@ -327,7 +338,7 @@ class HIBScorer(SampleScorer):
             if runner is None:
                 return forward(model, part)
             B = clean.valid.shape[0]
-            L = len(clean.probs)
+            L = len(runner.layers)
             starts = [r.layers[0] for r in rows]
             entering: list[torch.Tensor | None] = [None] * L
             extras: list = [None] * L

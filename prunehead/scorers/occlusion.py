@@ -58,15 +58,15 @@ class OcclusionScorer(SampleScorer):
         """(B, 2, L, H): per-sample metric drop and loss rise for every gated head."""
         adapter = head_adapter(model)
         L, H, B = adapter.num_layers, adapter.num_heads, batch_size(batch)
-        out = torch.zeros(B, 2, L, H, dtype=torch.float64)
-        gate = torch.ones(L, H, device=next(model.parameters()).device)
+        out = torch.full((B, 2, L, H), float("nan"), dtype=torch.float64)  # NaN: heads a pruned model lacks
+        gate = torch.ones(L, H, device=next(model.parameters()).device)  # by current head position
         with torch.no_grad(), controlled(model) as ctl:
             base_metric, base_loss = self._evaluate(model, batch, objective, ctl, gate)
-            for l in range(L):
-                for h in range(H):
-                    gate[l, h] = 0.0
+            for l, heads in enumerate(adapter.kept_heads(model)):
+                for position, h in enumerate(heads):
+                    gate[l, position] = 0.0
                     metric, loss = self._evaluate(model, batch, objective, ctl, gate)
-                    gate[l, h] = 1.0
+                    gate[l, position] = 1.0
                     out[:, 0, l, h] = (base_metric - metric).cpu()
                     out[:, 1, l, h] = (loss - base_loss).cpu()
         return out

@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from .base import (Batch, Objective, SampleScorer, Scorer, batch_size, check_batches, check_scores,
+from .base import (Batch, Objective, SampleScorer, Scorer, batch_size, check_batches, finish_scores,
                    gather_results, model_device, prepared, sample_batches, to_device)
 
 CHECKPOINT_FORMAT = "prunehead.score-checkpoint"
@@ -169,5 +169,5 @@ def run(scorer: Scorer, model: nn.Module, batches: list[Batch], objective: Objec
     pairs = _gather(pairs)
     ids = torch.cat([i for i, _ in pairs])
     results = gather_results([r for _, r in pairs], ids)
-    scores = check_scores(scorer.reduce(results), model)
+    scores = finish_scores(scorer.reduce(results), model)
     return ScoreRun(scores, scorer.spread(results), ids.sort().values, results, size)
