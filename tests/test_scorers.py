@@ -166,6 +166,24 @@ def test_pruned_heads_score_like_dead_heads_for_gradient():
     torch.testing.assert_close(b[keep], a[keep], atol=1e-7, rtol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["attention", "gradient"])
+def test_group_norm_models_score_padded_samples_as_if_alone(name):
+    """wav2vec2-base's group norm sees zero padding: such batches are split into equal-length sub-batches."""
+    net = tiny("wav2vec2-tiny", feat_extract_norm="group")
+    batch = batches_for(1, size=3)[0]  # the last sample is padded
+    _, batched = get_scorer(name).per_sample(net, [batch], ce)
+    length = int(batch["attention_mask"][-1].sum())
+    alone = {"input_values": batch["input_values"][-1:, :length], "labels": batch["labels"][-1:]}
+    _, single = get_scorer(name).per_sample(net, [alone], ce)
+    torch.testing.assert_close(batched[-1], single[0], atol=1e-6, rtol=1e-5)
+    padded_as_is = {**batch, "input_values": batch["input_values"][-1:], "attention_mask": batch["attention_mask"][-1:],
+                    "labels": batch["labels"][-1:]}
+    with torch.no_grad():
+        a = net(input_values=padded_as_is["input_values"], attention_mask=padded_as_is["attention_mask"]).logits
+        b = net(input_values=alone["input_values"]).logits
+    assert not torch.allclose(a, b, atol=1e-4)  # padding really would have changed the model
+
+
 # ----------------------------------------------------------------------------------------------- registry
 
 def test_unknown_scorer_lists_the_valid_names():

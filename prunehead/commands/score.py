@@ -24,6 +24,7 @@ from ..errors import InputError
 from ..heads import head_adapter
 from ..outputs import atomic_file, check_output
 from ..plan import save_scores
+from ..train import pick_device
 from ..scorers import get_scorer
 from ..scorers.base import padding_changes_outputs
 from ..scorers.base import to_device
@@ -211,11 +212,9 @@ def score(model: Annotated[str | None, Opt("--model", "-m", help="Model director
     check_output(out, overwrite or resume)
     check_output(out.with_suffix(".png"), overwrite or resume)
     started = time.time()
-    with process_group(device) as (rank, _):
-        from ..train import pick_device
-
-        where = pick_device(device)
-        if where.type == "cuda" and torch.distributed.is_initialized():
+    where = pick_device(device)
+    with process_group(where) as (rank, _):
+        if where.type == "cuda" and torch.distributed.is_initialized():  # one GPU per process
             where = torch.device("cuda", torch.cuda.current_device())
         job = load_job(settings, where)
         params = settings.params

@@ -3,7 +3,9 @@
 Per sample, layer and head, over the valid L_v x L_v block of A_O:
 * `max` (default): max_{i,j} A(i, j), the attention analogue of HIB Eq. 18;
 * `confidence`: Voita et al.'s mean over query frames of max_j A(i, j);
-* `entropy`: minus the mean over query frames of the row entropy (run_bertology's measure).
+* `entropy`: minus the mean over query frames of the row entropy (run_bertology's measure; it divides
+  the sum over all tokens by the token count, here each sample's frames are averaged first so long and
+  short utterances weigh the same).
 Averaged over samples; higher = more important. Cost: 1 forward per sample.
 """
 

@@ -2,9 +2,10 @@
 
 Shared arguments, documented once here:
 
-* `model`: a transformers model that `prunehead.head_adapter` supports (unpruned). Scoring sets it to
-  eval mode, freezes its parameters and routes attention through `prunehead.controlled`; every one of
-  these changes is undone when `score` returns or raises.
+* `model`: a transformers model that `prunehead.head_adapter` supports. Scoring sets it to eval mode,
+  freezes its parameters and routes attention through `prunehead.controlled`; every one of these changes
+  is undone when `score` returns or raises. A pruned model is scored on the heads it still has; the
+  removed ones get a score just below its lowest remaining head (so cumulative pruning ratios work).
 * `batches`: an iterable of dicts of model inputs (`input_values` / `input_features` / `input_ids`,
   optional `attention_mask`) plus whatever the objective reads (`labels`). Tensors whose first dimension
   is the batch size are treated as per-sample. Batches are moved to the model's device.

@@ -20,6 +20,17 @@ layer l runs only layers l..L-1 plus the task head, rows staggered by start laye
 
 Cost per sample: 1 clean forward + (L for per_layer, 1 for all_layers, L*H for per_head) * steps *
 (forward + backward); with `cache`, a per_layer row of layer l costs only L - l layers.
+
+Where this differs from method.md, and why:
+* sigma comes from the scored samples unless `stats` (CLI: `--reference-samples K`) is given: the spec's
+  fallback is the default because it needs no extra data; the Welford std divides by n - 1 (as IBA).
+* A_r's init and the noise are drawn on each sample's valid L_v x L_v block only (zeros on padding, which
+  is masked anyway), so a sample gets the same draws padded or alone; the generator is seeded from
+  (seed, sample id, target layer/head), so results do not depend on batching or process count.
+* Only the softmax form is implemented (the sigmoid variant of Appendix B needs the full standardize /
+  un-standardize form); `mc_samples` and the Fisher-z mean are not implemented (per-sample C values are
+  returned by `per_sample`, so any other aggregate can be computed from them).
+* Scoring a pruned model optimizes the heads it still has; removed heads get no C (see base.finish_scores).
 """
 
 from __future__ import annotations
@@ -315,16 +326,25 @@ class HIBScorer(SampleScorer):
         """Layer `layer`'s attention: clean for every present row, HIB for the rows at `pos`."""
         sigma = stats.std[layer][None, :, None, :]  # (1, H, 1, d)
 
+        # Staggered rows replacing all heads are the last n rows of the batch: no clean product, no scatter.
+        first = int(pos[0]) if pos is not None else 0
+        suffix = pos is not None and bool(heads.all()) and torch.equal(
+            pos.cpu(), torch.arange(first, first + len(pos)))
+
         def fn(probs: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None):
-            out = torch.matmul(probs, value)  # (R', H, Lf, d)
             if logits is None:
-                return out, probs
+                return torch.matmul(probs, value), probs  # (R', H, Lf, d)
             scores = logits if mask is None else logits + mask[pos].float()
             P = scores.softmax(-1)  # (n, H, Lf, Lf), fp32
             hib = torch.matmul(P, value[pos].float()) + self.noise * sigma * eps  # O = P V + lam sigma eps
-            keep = heads[:, :, None, None]  # (n, H, 1, 1)
-            out = out.index_copy(0, pos, torch.where(keep, hib.to(out.dtype), out[pos]))
-            used = probs.index_copy(0, pos, torch.where(keep, P.to(probs.dtype), probs[pos]))
+            if suffix and first + len(pos) == probs.shape[0]:
+                out = torch.cat([torch.matmul(probs[:first], value[:first]), hib.to(value.dtype)])
+                used = torch.cat([probs[:first], P.to(probs.dtype)])
+            else:
+                out = torch.matmul(probs, value)
+                keep = heads[:, :, None, None]  # (n, H, 1, 1)
+                out = out.index_copy(0, pos, torch.where(keep, hib.to(out.dtype), out[pos]))
+                used = probs.index_copy(0, pos, torch.where(keep, P.to(probs.dtype), probs[pos]))
             s, c = ib_sum(P, valid[pos], heads, d, self.noise, self.ib)
             ib_terms.append((pos, s, c))
             return out, used
