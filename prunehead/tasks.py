@@ -204,7 +204,9 @@ def infer_task(model: nn.Module) -> str:
     """"asr" for CTC and Whisper generation models, "ic" for "action|object|location" labels, else "ks"."""
     if type(model).__name__.endswith("ForCTC") or is_seq2seq(model):
         return "asr"
-    names = list((getattr(model.config, "id2label", None) or {}).values())
-    if names and all(str(n).count("|") == 2 for n in names):
-        return "ic"
-    return "ks"
+    return classification_task(list((getattr(model.config, "id2label", None) or {}).values()))
+
+
+def classification_task(names: list[str]) -> str:
+    """"ic" if every class name is a product label "action|object|location", else "ks"."""
+    return "ic" if names and all(str(n).count("|") == 2 for n in names) else "ks"

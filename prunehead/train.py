@@ -28,11 +28,12 @@ from .architectures import build_model
 from .data import align_labels, default_feature_extractor, label_names, load_data, make_batches
 from .errors import InputError
 from .heads import PRUNED_HEADS_KEY
-from .tasks import get_task, infer_task
+from .tasks import classification_task, get_task, infer_task
 from .whisper_window import crop_window_, window_feature_extractor
 
 HEAD_PREFIXES = ("projector", "classifier", "lm_head")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
+FEATURE_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def load_processor(spec: str) -> tuple[Any, Any]:
         return None, None
     local = Path(spec).is_dir()
     fe = tok = None
-    if not local or (Path(spec) / "preprocessor_config.json").exists():
+    if not local or any((Path(spec) / f).exists() for f in FEATURE_FILES):
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             fe = tf.AutoFeatureExtractor.from_pretrained(spec)
     if not local or any((Path(spec) / f).exists() for f in TOKENIZER_FILES):
@@ -182,10 +183,7 @@ def pick_device(device: str | None = None) -> torch.device:
 
 
 def _infer_data_task(dataset: Any) -> str:
-    if "text" in dataset.column_names:
-        return "asr"
-    names = label_names(dataset)
-    return "ic" if all(n.count("|") == 2 for n in names) else "ks"
+    return "asr" if "text" in dataset.column_names else classification_task(label_names(dataset))
 
 
 def _check_out(out_dir: Path, resume: bool) -> None:
@@ -201,7 +199,7 @@ def finetune(model_spec: str, data_spec: str, out_dir: str | Path, cfg: TrainCon
     `eval_data` (default `data_spec`) is evaluated on `cfg.eval_split` after every epoch; its labels
     are matched to the training labels by name.
 
-    Returns the train.json record: epochs, steps, wall time, device, final metrics, per-epoch history.
+    Returns the train.json record: epochs, wall time, device, final metrics, per-epoch history.
     Cost: `epochs` passes (forward + backward) over the training split, one forward pass over the
     evaluation split per epoch.
     """
@@ -229,7 +227,7 @@ def finetune(model_spec: str, data_spec: str, out_dir: str | Path, cfg: TrainCon
     model.to(dev)
     objective = get_task(task, model, tok)
     record = _train_loop(model, objective, train, evaluation, (fe, tok), cfg, out_dir, resume, dev, progress)
-    _save_model(model, out_dir, fe, tok)
+    _save_model(model, out_dir, fe, tok if task == "asr" else None)
     record.update(model=model_spec, data=data_spec, eval_data=eval_data or data_spec, task=task, device=str(dev), threads=torch.get_num_threads(),
                   config=asdict(cfg), train_samples=len(train))
     (out_dir / "train.json").write_text(json.dumps(record, indent=2) + "\n")
