@@ -221,6 +221,7 @@ def score(model: Annotated[str | None, Opt("--model", "-m", help="Model director
         if settings.scorer == "hib":
             params = {**TASK_DEFAULTS.get(job.task, {}), **params}
         method = get_scorer(settings.scorer, **params)
+        method.progress = rank == 0
         if job.reference is not None:
             method.stats = value_statistics(job.model, [to_device(b, where) for b in job.reference], method.min_std)
         key = fingerprint(settings=dataclasses.asdict(settings), params=method.params(), task=job.task,

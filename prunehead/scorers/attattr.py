@@ -71,7 +71,7 @@ class AttAttrScorer(SampleScorer):
         probs, valid = clean_attention(model, batch)
         keep = valid[:, None, :, None] & valid[:, None, None, :]  # (B, 1, L, L)
         out = {}
-        for l in sorted(probs):
+        for l in self._bar(sorted(probs), "attattr layers"):
             attr = layer_attribution(model, batch, objective, l, probs[l], self.steps, self.target, self.chunk)
             out[l] = attr.masked_fill(~keep, float("-inf")).flatten(2).amax(-1)  # (B, H_l)
         return to_grid(out, model)  # (B, L, H)

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..heads import head_adapter
@@ -42,6 +43,10 @@ class Scorer:
 
     name: ClassVar[str] = ""
     needs_data: ClassVar[bool] = True
+    progress: bool = dataclasses.field(default=False, repr=False, kw_only=True)  # inner tqdm bars (steps, layers)
+
+    def _bar(self, iterable: Iterable, desc: str) -> Iterable:
+        return tqdm(iterable, desc=desc, leave=False, disable=not self.progress)
 
     def score(self, model: nn.Module, batches: Iterable[Batch], objective: Objective) -> torch.Tensor:
         """Score every head of `model` on `batches`; returns a finite (L, H) float tensor."""
@@ -117,7 +122,9 @@ def gather_results(results: list[torch.Tensor], ids: torch.Tensor | None = None)
 @contextlib.contextmanager
 def prepared(model: nn.Module) -> Iterator[None]:
     """Validate `model`, put it in eval mode and freeze its parameters; restore both on exit."""
-    head_adapter(model)  # raises UnsupportedModelError for unsupported architectures
+    adapter = head_adapter(model)  # raises UnsupportedModelError for unsupported architectures
+    if not any(adapter.kept_heads(model)):
+        raise InputError("this model has no attention heads left to score")
     modes = [(m, m.training) for m in model.modules()]
     grads = [(p, p.requires_grad) for p in model.parameters()]
     try:

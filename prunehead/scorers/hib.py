@@ -267,7 +267,7 @@ class HIBScorer(SampleScorer):
         keymask = torch.zeros(len(rows), 1, 1, Lf, device=device).masked_fill(
             ~valid[:, None, None, :], torch.finfo(torch.float32).min)  # (R, 1, 1, Lf)
         part = index_batch(batch, samples)
-        for _ in range(self.steps):
+        for _ in self._bar(range(self.steps), f"hib {len(rows)} rows, layers {layers[0]}-{layers[-1]}"):
             eps = self._noise(rows, layers, pos, lengths, gens, width, Lf, d, device)
             with torch.enable_grad():
                 ib_terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []

@@ -62,7 +62,7 @@ class OcclusionScorer(SampleScorer):
         gate = torch.ones(L, H, device=next(model.parameters()).device)  # by current head position
         with torch.no_grad(), controlled(model) as ctl:
             base_metric, base_loss = self._evaluate(model, batch, objective, ctl, gate)
-            for l, heads in enumerate(adapter.kept_heads(model)):
+            for l, heads in self._bar(list(enumerate(adapter.kept_heads(model))), "occlusion layers"):
                 for position, h in enumerate(heads):
                     gate[l, position] = 0.0
                     metric, loss = self._evaluate(model, batch, objective, ctl, gate)

@@ -47,16 +47,16 @@ def scorer_class(name: str) -> type[Scorer]:
 
 
 def option_names(name: str) -> list[str]:
-    """The parameters scorer `name` accepts."""
-    return [f.name for f in dataclasses.fields(scorer_class(name)) if f.init]
+    """The settings of scorer `name` (its recorded parameters; objects such as HIB's `stats` are extra)."""
+    return [f.name for f in dataclasses.fields(scorer_class(name)) if f.init and f.repr]
 
 
 def get_scorer(name: str, **params: Any) -> Scorer:
     """An instance of scorer `name` with `params`; InputError for unknown names or parameters."""
     cls = scorer_class(name)
-    valid = option_names(name)
-    unknown = sorted(set(params) - set(valid))
+    accepted = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(params) - accepted)
     if unknown:
         raise InputError(f"scorer {name!r} takes no option {', '.join(map(repr, unknown))}; "
-                         f"its options: {', '.join(valid) or '(none)'}")
+                         f"its options: {', '.join(option_names(name)) or '(none)'}")
     return cls(**params)
