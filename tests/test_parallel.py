@@ -250,3 +250,16 @@ def test_torchrun_launch_of_the_cli_matches_one_process(cli_assets, tmp_path):
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert two["world_size"] == 2 and one["world_size"] == 1
     assert two["scores"] == one["scores"] and two["spread"] == one["spread"]
+
+
+def test_recipe_settings_and_flag_overrides(cli_assets, tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'version = 1\nname = "tiny"\ntask = "ks"\n[model]\npath = "{cli_assets / "model"}"\n'
+                      f'[data]\nspec = "{cli_assets / "data"}"\n[score]\nmethod = "hib"\nbeta = 0.5\nsteps = 2\n'
+                      'samples = 4\n')
+    out = tmp_path / "s.json"
+    result = CliRunner().invoke(app, ["score", "--recipe", str(recipe), "--steps", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["scorer"] == "hib" and data["samples"] == 4
+    assert data["params"]["beta"] == 0.5 and data["params"]["steps"] == 1  # the flag wins over the recipe
