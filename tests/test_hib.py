@@ -6,27 +6,15 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from prunehead.architectures import build_model
 from prunehead.control import controlled
 from prunehead.scorers.hib import HIBScorer, ValueStats, value_statistics
 from prunehead.scorers.ib import ib_loss, ib_row, pearson_valid
 from prunehead.scorers.layers import layer_runner, select_rows
-from tests.conftest import FAMILIES, inputs_for, tiny
+from tests.conftest import FAMILIES, ce, inputs_for, tiny
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny ops on 2 shared cores run far faster single-threaded (no OpenMP spin-waits)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def ce(outputs, batch):
-    return F.cross_entropy(outputs.logits.float(), batch["labels"], reduction="none")
 
 
 def speech_batch(n: int = 3, samples: int = 4000, pad: dict[int, int] | None = None, seed: int = 0) -> dict:

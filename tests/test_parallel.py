@@ -17,7 +17,6 @@ import soundfile as sf
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from prunehead.cli import app
@@ -25,21 +24,11 @@ from prunehead.errors import InputError
 from prunehead.scorers import get_scorer
 from prunehead.scorers.hib import HIBScorer
 from prunehead.scorers.parallel import Checkpoint, run
-from tests.conftest import tiny
+from tests.conftest import ce, tiny
 
 SCORERS = {"hib": {"steps": 3}, "gradient": {}, "attattr": {"steps": 3}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def ce(outputs, batch):
-    return F.cross_entropy(outputs.logits.float(), batch["labels"], reduction="none")
 
 
 def job():

@@ -22,20 +22,9 @@ from prunehead.scorers.base import clean_attention, forward
 from prunehead.scorers.gradient import per_sample_gate_grads
 from prunehead.scorers.random import RandomScorer
 from prunehead.surgery import prune_
-from tests.conftest import tiny
+from tests.conftest import ce, tiny
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny ops on 2 shared cores run far faster single-threaded (no OpenMP spin-waits)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def ce(outputs, batch):
-    return F.cross_entropy(outputs.logits.float(), batch["labels"], reduction="none")
 
 
 FAST = {"hib": {"steps": 3}, "attattr": {"steps": 4}}
