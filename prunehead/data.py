@@ -283,8 +283,8 @@ def _decode(items: list[Item], rate: int, on_error: str, clip: int | None) -> tu
 
 def load_data(spec: str, split: str = "test", processor: Any = None, task: str | None = None,
               on_error: str = "stop", clip_seconds: float | None = None,
-              label_column: str | None = None) -> datasets.Dataset:
-    """Load `split` of a data spec (see the module docstring) as a Dataset.
+              label_column: str | None = None, max_samples: int | None = None, seed: int = 0) -> datasets.Dataset:
+    """Load `split` of a data spec (see the module docstring) as a Dataset, decoded into memory.
 
     Columns: `audio` (float32 mono at the processor's rate), `length` (samples), `path`, and `label`
     (ClassLabel with the label names) or `text` (transcript, for ASR).
@@ -295,6 +295,7 @@ def load_data(spec: str, split: str = "test", processor: Any = None, task: str |
         on_error: "stop" raises on the first undecodable file; "skip" drops it with a warning naming it.
         clip_seconds: centre-crop / zero-pad every clip to this length (exact batches for KS).
         label_column: the manifest / hub column holding the target (default: `label`, else `text`).
+        max_samples, seed: decode only a seeded random subset of this many utterances (kept in order).
     """
     if on_error not in ("stop", "skip"):
         raise InputError(f"on_error must be 'stop' or 'skip', not {on_error!r}")
@@ -303,34 +304,41 @@ def load_data(spec: str, split: str = "test", processor: Any = None, task: str |
     if len(columns) > 1:
         raise DataError(f"{spec}: cannot join data with labels and data with transcripts")
     column = columns.pop()
-    if task is not None:
-        want = "text" if task == "asr" else "label"
-        if column != want:
-            raise DataError(f"{spec} has {column}s but task {task!r} needs {want}s; pick matching data or --task")
+    if task is not None and column != ("text" if task == "asr" else "label"):
+        raise DataError(f"{spec} has {column}s but task {task!r} needs "
+                        f"{'texts' if task == 'asr' else 'labels'}; pick matching data or --task")
     items = [item for s in sources for item in s.items]
     if not items:
         raise DataError(f"{spec} split {split!r} holds no audio files; check the path and --split")
+    if max_samples is not None and max_samples < len(items):
+        keep = np.sort(np.random.default_rng(seed).choice(len(items), max_samples, replace=False))
+        items = [items[i] for i in keep]
     rate = sampling_rate_of(processor)
     waves, kept = _decode(items, rate, on_error, round(clip_seconds * rate) if clip_seconds else None)
     if not waves:
         raise DataError(f"{spec} split {split!r}: no file could be decoded")
-    targets = [items[i].target for i in kept]
-    columns_data: dict[str, pa.Array] = {
-        "audio": pa.array(waves, type=pa.list_(pa.float32())),  # built directly: from_dict is ~100x slower
-        "length": pa.array([len(w) for w in waves], type=pa.int64()),
-        "path": pa.array([items[i].name for i in kept], type=pa.string())}
+    names = _label_names(sources) if column == "label" else None
+    meta = {"spec": spec, "split": split, "sampling_rate": rate}
+    return _dataset(waves, [items[i] for i in kept], names, meta)
+
+
+def _dataset(waves: list[np.ndarray], items: list[Item], names: tuple[str, ...] | None,
+             meta: dict[str, Any]) -> datasets.Dataset:
+    """The Arrow table, built directly (`Dataset.from_dict` is ~100x slower for audio arrays)."""
+    columns: dict[str, pa.Array] = {"audio": pa.array(waves, type=pa.list_(pa.float32())),
+                                    "length": pa.array([len(w) for w in waves], type=pa.int64()),
+                                    "path": pa.array([i.name for i in items], type=pa.string())}
     features = datasets.Features({"audio": datasets.Sequence(datasets.Value("float32")),
                                   "length": datasets.Value("int64"), "path": datasets.Value("string")})
-    if column == "label":
-        names = _label_names(sources)
+    if names is not None:
+        index = {n: i for i, n in enumerate(names)}
         features["label"] = datasets.ClassLabel(names=list(names))
-        columns_data["label"] = pa.array([names.index(t) for t in targets], type=pa.int64())
+        columns["label"] = pa.array([index[i.target] for i in items], type=pa.int64())
     else:
         features["text"] = datasets.Value("string")
-        columns_data["text"] = pa.array(targets, type=pa.string())
-    info = datasets.DatasetInfo(description=json.dumps({"spec": spec, "split": split, "sampling_rate": rate}),
-                                features=features)
-    return datasets.Dataset(pa.table(columns_data), info=info).with_format("numpy")
+        columns["text"] = pa.array([i.target for i in items], type=pa.string())
+    info = datasets.DatasetInfo(description=json.dumps(meta), features=features)
+    return datasets.Dataset(pa.table(columns), info=info).with_format("numpy")
 
 
 def _label_names(sources: list[Source]) -> tuple[str, ...]:

@@ -206,3 +206,12 @@ def test_align_labels_by_name(tmp_path):
     assert align_labels(ds, ["LABEL_0", "LABEL_1"]) is ds
     with pytest.raises(DataError, match=r"labels \['a'\] of the data are not among"):
         align_labels(ds, ["b", "c"])
+
+
+def test_max_samples_is_a_seeded_subset(tmp_path):
+    write_folder(tmp_path, {"train": {"a": 5, "b": 5}})
+    full = list(load_data(str(tmp_path), "train")["path"])
+    some = list(load_data(str(tmp_path), "train", max_samples=4, seed=1)["path"])
+    assert len(some) == 4 and set(some) < set(full) and some == [p for p in full if p in some]
+    assert some == list(load_data(str(tmp_path), "train", max_samples=4, seed=1)["path"])
+    assert some != list(load_data(str(tmp_path), "train", max_samples=4, seed=2)["path"])
