@@ -35,6 +35,8 @@ def _register() -> None:
     app.add_typer(data.app, name="data")
     from .commands import score  # noqa: E402 - issue 4: score
     app.command("score")(score.score)
+    from .commands import export  # noqa: E402 - issue 6: export onnx
+    app.add_typer(export.app, name="export")
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -1,0 +1,75 @@
+"""`prunehead export onnx`: a verified ONNX graph plus export.json (sizes, MACs, latency vs unpruned)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .options import Model, Overwrite
+
+app = typer.Typer(no_args_is_help=True, help="Export a pruned (or unpruned) model for deployment.")
+
+
+class Quantize(str, Enum):
+    int8 = "int8"
+
+
+@app.command("onnx")
+def onnx(
+    model: Model,
+    out: Annotated[Path, typer.Option(help="The .onnx file to write; export.json is written beside it.")],
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the exporter's).")] = None,
+    optimize: Annotated[bool, typer.Option(help="Apply ONNX Runtime's extended graph optimizations (fusions; "
+                                                "the graph then needs ONNX Runtime's CPU provider).")] = False,
+    quantize: Annotated[Quantize | None, typer.Option(help="Dynamic quantization of the MatMul weights "
+                                                          "(checked by argmax agreement, not --atol).")] = None,
+    check: Annotated[bool, typer.Option(help="Compare ONNX Runtime with PyTorch on inputs of other lengths; "
+                                             "fail above --atol.")] = True,
+    atol: Annotated[float, typer.Option(help="Largest accepted absolute output difference.")] = 1e-4,
+    data: Annotated[str | None, typer.Option(help="Data spec (as for `prunehead eval`): report the metric "
+                                                  "of PyTorch and of each exported / optimized / quantized "
+                                                  "graph.")] = None,
+    split: Annotated[str, typer.Option(help="Split of --data to use.")] = "test",
+    baseline: Annotated[str | None, typer.Option(help="Unpruned model to time against (default: rebuilt "
+                                                         "from the model's config).")] = None,
+    repeats: Annotated[int, typer.Option(help="Timed runs per model and input; the median is reported.")] = 20,
+    overwrite: Overwrite = False,
+) -> None:
+    """Export MODEL to ONNX with dynamic batch and length, check it, and time it against the unpruned model."""
+    from ..export.pipeline import SUMMARY_NAME, ExportOptions, export_model
+    from ..outputs import check_output
+    from ..surgery import load
+
+    check_output(out, overwrite)
+    check_output(out.with_name(SUMMARY_NAME), overwrite)
+    options = ExportOptions(opset=opset, optimize=optimize, quantize=quantize.value if quantize else None,
+                            check=check, atol=atol, repeats=repeats)
+    loaded = load(model)
+    reference = load(baseline) if baseline else None
+    summary = export_model(loaded, out, options, baseline=reference, data=data, split=split, source=model,
+                           baseline_source=baseline, overwrite=overwrite)
+    _print(summary, out)
+
+
+def _print(summary: dict, out: Path) -> None:
+    from ..export.pipeline import SUMMARY_NAME
+
+    checks = dict(summary["checks"])
+    data = checks.pop("data", None)
+    for stage, result in checks.items():
+        typer.echo(f"check {stage}: max |ORT - PyTorch| = {result['max_abs_diff']:.2e}, "
+                   f"argmax agreement {result['argmax_agreement']:.1%} on {len(result['inputs'])} inputs")
+    if data is not None:
+        for run, metrics in data["metrics"].items():
+            typer.echo(f"{data['spec']} ({data['split']}) {run}: accuracy {metrics['accuracy']:.4f}")
+    model, unpruned, ratios = summary["model"], summary["unpruned"], summary["ratios"]
+    typer.echo(f"params {model['params']:,} (unpruned {unpruned['params']:,}, x{ratios['params']:.3f}); "
+               f"file {model['file_bytes']:,} B (unpruned {unpruned['file_bytes']:,} B)")
+    for row in summary["latency"]["rows"]:
+        macs = ratios[f"macs_{row['length']}"]
+        typer.echo(f"batch {row['batch']:>2} length {row['length']:>6}: {row['model_ms']:.2f} ms vs unpruned "
+                   f"{row['unpruned_ms']:.2f} ms (x{row['speedup']:.3f}; MACs x{macs:.3f})")
+    typer.echo(f"wrote {out} and {out.with_name(SUMMARY_NAME)}")

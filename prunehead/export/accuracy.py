@@ -1,0 +1,89 @@
+"""Accuracy of exported graphs on a data set, through the same task code that evaluates PyTorch models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import InputError
+from .latency import ort_session
+from .onnx import Signature
+
+_NUMPY = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+class OrtModel(nn.Module):
+    """An ONNX graph behind the `model(**inputs).logits` interface that `prunehead.tasks` evaluates."""
+
+    def __init__(self, path: str | Path, sig: Signature, config: Any):
+        super().__init__()
+        self.session = ort_session(path, spin=False)
+        self.dtypes = {i.name: _NUMPY[i.type] for i in self.session.get_inputs()}
+        self.sig = sig
+        self.config = config
+        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # tasks read the device from a parameter
+
+    def forward(self, **inputs: torch.Tensor) -> SimpleNamespace:
+        feeds = {}
+        for name in self.sig.input_names:
+            if name in inputs:
+                feeds[name] = inputs[name].cpu().numpy().astype(self.dtypes[name])
+            elif name == "attention_mask":  # the extractor made none: every sample is full length
+                first = inputs[self.sig.input_names[0]]
+                feeds[name] = np.ones(tuple(first.shape[:2]), dtype=self.dtypes[name])
+            else:
+                raise InputError(f"the data batches have no {name!r}; the graph needs {list(self.sig.input_names)}")
+        logits = self.session.run(None, feeds)[0]
+        return SimpleNamespace(logits=torch.from_numpy(logits))
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """A labelled split, ready to batch: the task, its data set, feature extractor and tokenizer."""
+
+    task: str
+    dataset: Any
+    feature_extractor: Any
+    tokenizer: Any
+
+
+def load_eval_data(model: nn.Module, sig: Signature, data: str, split: str = "test",
+                   source: str | None = None) -> EvalData:
+    """Load `split` of data spec `data` for `model` (labels matched to the model's by name)."""
+    from ..data import align_labels, default_feature_extractor, load_data
+    from ..tasks import infer_task
+    from ..train import load_processor
+
+    if sig.kind == "text":
+        raise InputError("--data re-checks speech models only; leave it out for text models")
+    fe, tok = load_processor(source) if source else (None, None)
+    fe = fe or default_feature_extractor(model.config)
+    task = infer_task(model)
+    dataset = load_data(data, split, fe, task)
+    if task != "asr":
+        dataset = align_labels(dataset, list(model.config.id2label.values()))
+    return EvalData(task, dataset, fe, tok)
+
+
+def data_metrics(model: nn.Module, files: dict[str, Path], sig: Signature, data: EvalData,
+                 batch_size: int = 8) -> dict[str, dict[str, float]]:
+    """Task metrics of the PyTorch model and of each graph in `files` (stage -> .onnx).
+
+    Cost: one PyTorch and one ONNX Runtime forward per sample and graph.
+    """
+    from ..data import make_batches
+    from ..tasks import get_task
+
+    runs = {"pytorch": model, **{stage: OrtModel(path, sig, model.config) for stage, path in files.items()}}
+    metrics = {}
+    for name, runner in runs.items():
+        batches = make_batches(data.dataset, (data.feature_extractor, data.tokenizer), batch_size)
+        result = get_task(data.task, model, data.tokenizer).evaluate(runner, batches, progress=False)
+        metrics[name] = {k: float(v) for k, v in result.items()}
+    return metrics
