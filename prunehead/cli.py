@@ -25,8 +25,9 @@ def _root() -> None:
 
 
 def _register() -> None:
-    from .commands import prune, sweep
+    from .commands import demo, prune, sweep
 
+    app.command("demo")(demo.demo)
     app.command("prune")(prune.prune)
     app.command("sweep")(sweep.sweep_cmd)
     from .commands import data, evaluate, finetune  # noqa: E402 - issue 3: data, eval, finetune

@@ -12,6 +12,17 @@ from pathlib import Path
 from .errors import InputError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp: Path, mode: int) -> None:
+    """Give a temporary (owner-only) file or folder the permissions a plain create would have."""
+    tmp.chmod(mode & ~_umask())
+
+
 def check_output(path: str | Path, overwrite: bool = False) -> Path:
     """Refuse an existing output (unless `overwrite`) or one whose parent cannot be written."""
     path = Path(path)
@@ -34,6 +45,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
+        _publish(tmp, 0o777)
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         os.replace(tmp, path)
@@ -52,6 +64,7 @@ def atomic_file(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        _publish(tmp, 0o666)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

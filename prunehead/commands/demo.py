@@ -1,0 +1,87 @@
+"""`prunehead demo`: the whole pipeline offline in a few minutes on a laptop CPU.
+
+synthesize keywords (or use --data) -> train a small wav2vec2 -> score with HIB -> prune 40 % globally
+(re-evaluated) -> export a verified ONNX model. Each step is the CLI command of the same name, called
+with the arguments printed beside it, so the demo shows exactly what a user would type.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..outputs import check_output
+from .options import Overwrite
+
+
+def _step(title: str, argv: list[str]) -> float:
+    typer.secho(f"\n== {title}\n$ prunehead {shlex.join(argv)}", bold=True)
+    return time.time()
+
+
+def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every artefact.")] = Path("prunehead-demo"),
+         data: Annotated[str | None, typer.Option("--data", "-d", help="Use this KS data instead of synthesizing "
+                                                                      "(see `prunehead eval --help`).")] = None,
+         arch: Annotated[str, typer.Option(help="Architecture trained from scratch.")] = "wav2vec2-small",
+         n_per_class: Annotated[int, typer.Option(help="Synthesized training clips per keyword.")] = 16,
+         epochs: Annotated[int, typer.Option(help="Training epochs.")] = 12,
+         samples: Annotated[int, typer.Option(help="Samples HIB scores.")] = 24,
+         steps: Annotated[int, typer.Option(help="HIB optimization steps per sample and layer.")] = 60,
+         ratio: Annotated[float, typer.Option(help="Fraction of all heads removed.")] = 0.4,
+         overwrite: Overwrite = False) -> None:
+    """Run the whole pipeline on an embedded default: synthesize, train, score (HIB), prune, export."""
+    from . import data as data_cmd
+    from . import export, finetune, prune, score
+
+    check_output(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    paths = {"data": out / "data", "model": out / "model", "scores": out / "scores.json",
+             "pruned": out / "pruned", "onnx": out / "pruned.onnx"}
+    if data is None:
+        argv = ["data", "synth", "ks", "--out", str(paths["data"]), "--n-per-class", str(n_per_class)]
+        _step("1/5 synthesize keywords (espeak-ng + flite)", argv)
+        data_cmd.synth_cmd(data_cmd.TaskName("ks"), paths["data"], n_per_class=n_per_class, seed=0,
+                           test_fraction=0.25, n_speakers=8)
+        data = str(paths["data"])
+    argv = ["finetune", "--model", f"arch:{arch}", "--data", data, "--out", str(paths["model"]), "--epochs",
+            str(epochs), "--lr", "2e-3", "--head-lr", "2e-3", "--batch-size", "8", "--train-feature-encoder",
+            "--clip-seconds", "1"]
+    _step(f"2/5 train a small wav2vec2 ({arch}) from scratch", argv)
+    finetune.finetune_cmd(out=paths["model"], model=f"arch:{arch}", data=data, epochs=epochs, lr=2e-3,
+                          head_lr=2e-3, batch_size=8, freeze_feature_encoder=False, clip_seconds=1.0)
+    argv = ["score", "--model", str(paths["model"]), "--data", data, "--scorer", "hib", "--samples", str(samples),
+            "--steps", str(steps), "--out", str(paths["scores"])]
+    _step("3/5 score every head with HIB", argv)
+    score.score(model=str(paths["model"]), data=data, scorer="hib", out=paths["scores"], samples=samples,
+                steps=steps, batch_size=8)
+    argv = ["prune", "--model", str(paths["model"]), "--scores", str(paths["scores"]), "--ratio", str(ratio),
+            "--global", "--data", data, "--out", str(paths["pruned"])]
+    _step(f"4/5 remove {ratio:.0%} of the heads (global) and re-evaluate", argv)
+    prune.prune(model=str(paths["model"]), scores=paths["scores"], out=paths["pruned"], ratio=ratio,
+                global_=True, data=data, clip_seconds=1.0)
+    argv = ["export", "onnx", "--model", str(paths["pruned"]), "--out", str(paths["onnx"])]
+    _step("5/5 export the pruned model to ONNX, checked against PyTorch", argv)
+    export.onnx(model=str(paths["pruned"]), out=paths["onnx"], repeats=10)
+    _summary(out, paths, time.time() - started)
+
+
+def _summary(out: Path, paths: dict[str, Path], seconds: float) -> None:
+    report = json.loads((paths["pruned"] / "report.json").read_text())
+    before, after = report.get("metrics_before", {}), report.get("metrics_after", {})
+    typer.secho(f"\n== done in {seconds:.0f} s", bold=True)
+    if before:
+        typer.echo(f"accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f} after removing "
+                   f"{report['heads_removed']} of {report['before']['heads']} heads; "
+                   f"params x{report['params_ratio']:.3f}, MACs x{report['macs_ratio']:.3f}")
+    for name, path in paths.items():
+        if path.exists():
+            typer.echo(f"  {name:<7} {path}")
+    for extra in (paths["scores"].with_suffix(".png"), paths["onnx"].with_name("export.json")):
+        if extra.exists():
+            typer.echo(f"  {'':<7} {extra}")
