@@ -1,8 +1,10 @@
-"""Prune a loaded model by a score matrix and describe what changed (the `prunehead prune` workflow)."""
+"""Prune a loaded model by a score matrix, describe what changed, recover (the `prunehead prune` workflow)."""
 
 from __future__ import annotations
 
 import copy
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,7 +13,8 @@ from torch import nn
 from .cost import count_macs, count_params, example_inputs
 from .heads import head_adapter
 from .plan import PruningPlan, select
-from .surgery import plan_of, prune_
+from .surgery import load, plan_of, prune_, save_pretrained
+from .train import TrainConfig, finetune
 
 
 def resolve_scope(ratio: float | None, heads: int | None, global_: bool | None) -> str:
@@ -29,25 +32,53 @@ def plan_for(model: nn.Module, scores: torch.Tensor, *, ratio: float | None = No
 
 
 def cost_summary(model: nn.Module, seconds: float = 1.0) -> dict[str, Any]:
-    """Heads, parameters and MACs (on `seconds` of audio) of `model`."""
+    """Heads, parameters and MACs (on `seconds` of audio) of `model`, on whichever device it is."""
     adapter = head_adapter(model)
-    macs = count_macs(model, example_inputs(model, seconds))
+    device = next(model.parameters()).device
+    macs = count_macs(model, {k: v.to(device) for k, v in example_inputs(model, seconds).items()})
     return {"heads": sum(adapter.heads_per_layer(model)), "heads_per_layer": adapter.heads_per_layer(model),
             "params": count_params(model), "macs": macs["total"], "attention_macs": macs["attention"]}
 
 
 def prune_and_report(model: nn.Module, plan: PruningPlan) -> tuple[nn.Module, dict[str, Any]]:
     """Prune a copy of `model` by `plan`; return it with a before/after report."""
-    before = cost_summary(model)
     pruned = prune_(copy.deepcopy(model), plan)
-    after = cost_summary(pruned)
-    report = {
+    return pruned, change_report(model, pruned)
+
+
+def change_report(model: nn.Module, pruned: nn.Module) -> dict[str, Any]:
+    """Heads removed, the plan, and heads / parameters / MACs of `model` before and `pruned` after."""
+    before, after = cost_summary(model), cost_summary(pruned)
+    return {
         "heads_removed": before["heads"] - after["heads"],
-        "pruned_heads": plan.to_json()["pruned_heads"],
+        "pruned_heads": plan_of(pruned).to_json()["pruned_heads"],
         "before": before,
         "after": after,
         "params_ratio": after["params"] / before["params"],
         "macs_ratio": after["macs"] / before["macs"],
         "macs_input": "1 s of 16 kHz audio (Whisper: its fixed window; text: 128 tokens)",
     }
-    return pruned, report
+
+
+def recover(pruned: nn.Module, data: str, cfg: TrainConfig, *, source: str | None = None, task: str | None = None,
+            device: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Recovery: fine-tune a pruned model briefly on `data` (`cfg.train_split`), keeping its plan.
+
+    The model is saved to a temporary folder and trained there by `prunehead.train.finetune`.
+    Cost: `cfg.epochs` passes (forward + backward) over the training split.
+
+    Args:
+        source: the unpruned model's folder, whose feature extractor / tokenizer the training uses.
+
+    Returns:
+        (the recovered model on the CPU in eval mode, the training record: epochs, time, samples).
+    """
+    with tempfile.TemporaryDirectory(prefix="prunehead-recover-") as tmp:
+        start, trained = Path(tmp) / "pruned", Path(tmp) / "recovered"
+        save_pretrained(pruned, start, source=source)
+        record = finetune(str(start), data, trained, cfg, task=task, device=device, progress=False)
+        recovered = load(trained)
+    if plan_of(recovered) != plan_of(pruned):
+        raise RuntimeError("the recovery fine-tune changed the pruning plan; please report this")
+    keep = ("epochs", "stopped_early", "wall_seconds", "device", "train_samples")
+    return recovered, {**{k: record[k] for k in keep}, "config": record["config"]}
