@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import copy
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from .cost import count_macs, count_params, example_inputs
 from .heads import head_adapter
-from .plan import PruningPlan, select
-from .surgery import load, plan_of, prune_, save_pretrained
+from .surgery import load, plan_of, save_pretrained
 from .train import TrainConfig, finetune
 
 
@@ -24,13 +21,6 @@ def resolve_scope(ratio: float | None, heads: int | None, global_: bool | None) 
     return "global" if global_ else "per_layer"
 
 
-def plan_for(model: nn.Module, scores: torch.Tensor, *, ratio: float | None = None, heads: int | None = None,
-             scope: str = "global", min_heads_per_layer: int = 0) -> PruningPlan:
-    """The plan of all heads to remove from `model` (already removed heads included and counted)."""
-    return select(scores, ratio=ratio, heads=heads, scope=scope, min_heads_per_layer=min_heads_per_layer,
-                  pruned=plan_of(model))
-
-
 def cost_summary(model: nn.Module, seconds: float = 1.0) -> dict[str, Any]:
     """Heads, parameters and MACs (on `seconds` of audio) of `model`, on whichever device it is."""
     adapter = head_adapter(model)
@@ -38,12 +28,6 @@ def cost_summary(model: nn.Module, seconds: float = 1.0) -> dict[str, Any]:
     macs = count_macs(model, {k: v.to(device) for k, v in example_inputs(model, seconds).items()})
     return {"heads": sum(adapter.heads_per_layer(model)), "heads_per_layer": adapter.heads_per_layer(model),
             "params": count_params(model), "macs": macs["total"], "attention_macs": macs["attention"]}
-
-
-def prune_and_report(model: nn.Module, plan: PruningPlan) -> tuple[nn.Module, dict[str, Any]]:
-    """Prune a copy of `model` by `plan`; return it with a before/after report."""
-    pruned = prune_(copy.deepcopy(model), plan)
-    return pruned, change_report(model, pruned)
 
 
 def change_report(model: nn.Module, pruned: nn.Module) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from prunehead.plan import PruningPlan
 from prunehead.scorers import get_scorer
 from prunehead.workspace import open_workspace
 from tests.conftest import tiny
-from tests.test_sweep import DEAD, kill_heads_
+from tests.test_sweep import kill_heads_
 
 runner = CliRunner()
 LABELS = ("a", "b", "c")

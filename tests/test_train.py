@@ -22,7 +22,6 @@ from prunehead.data import DIGITS, KS_LABELS
 from prunehead.errors import InputError
 from prunehead.recipe import load_recipe
 from prunehead.surgery import save_pretrained
-from prunehead.synth import synthesize
 from prunehead.train import TrainConfig, finetune
 from prunehead.whisper_window import crop_window_, window_feature_extractor
 from tests.conftest import tiny
