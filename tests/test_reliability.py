@@ -129,3 +129,22 @@ def test_failed_block_leaves_nothing(tmp_path):
         (tmp / "half").write_text("half-written")
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"scores": [[0.1, 0.2, 0.3, 0.4]] * 2}, "not a prunehead score file"),
+    ({"format": "prunehead.scores", "version": 1, "num_layers": 2, "num_heads": 4,
+      "scores": [[0.1, float("nan"), 0.3, 0.4], [0.1, 0.2, 0.3, 0.4]]}, "NaN or inf"),
+    ({"format": "prunehead.scores", "version": 1, "num_layers": 2, "num_heads": 4,
+      "scores": [[0.1, 0.2, 0.3], [0.1, 0.2, 0.3, 0.4]]}, "L lists of H numbers"),
+], ids=["wrong-format", "nan", "ragged"])
+def test_bad_score_files_through_prune_and_sweep(assets, tmp_path, content, message):
+    import json
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(content))
+    for argv in (["prune", "-m", str(assets / "model"), "-s", str(bad), "--ratio", "0.5", "--out", str(tmp_path / "o")],
+                 ["sweep", "-m", str(assets / "model"), "-d", str(assets / "data"), "-s", str(bad), "--ratios", "0.5",
+                  "--out", str(tmp_path / "o")]):
+        _fails_cleanly(runner.invoke(app, argv), message)
+        assert not (tmp_path / "o").exists()
