@@ -43,6 +43,7 @@ KS_LABELS = (*KS_WORDS, "_silence_", "_unknown_")
 HUB_ALIASES = {"superb:ks": ("superb", "ks"), "superb:si": ("superb", "si"), "superb:ic": ("superb", "ic"),
                "speech_commands": ("speech_commands", "v0.01"), "librispeech_asr": ("librispeech_asr", "clean")}
 DEFAULT_RATE = 16_000
+CLIP_KEY = "prunehead_clip_seconds"  # feature-extractor attribute: the clip length a model was trained on
 BUILTIN_SETS = ("fsdd-ks", "fsdd-sid", "speech-commands", "speech-commands-all")  # `NAME[:DIR]` specs
 
 
@@ -293,7 +294,9 @@ def load_data(spec: str, split: str = "test", processor: Any = None, task: str |
         processor: feature extractor or processor; only its sampling rate is used here.
         task: "asr" requires transcripts, other tasks labels; None accepts what the data has.
         on_error: "stop" raises on the first undecodable file; "skip" drops it with a warning naming it.
-        clip_seconds: centre-crop / zero-pad every clip to this length (exact batches for KS).
+        clip_seconds: centre-crop / zero-pad every clip to this length (exact batches for KS). Default:
+            for labelled clips, the length the model was fine-tuned with (`CLIP_KEY` on its feature
+            extractor), else none; transcribed sentences are never cropped unless asked.
         label_column: the manifest / hub column holding the target (default: `label`, else `text`).
         max_samples, seed: decode only a seeded random subset of this many utterances (kept in order).
     """
@@ -314,6 +317,8 @@ def load_data(spec: str, split: str = "test", processor: Any = None, task: str |
         keep = np.sort(np.random.default_rng(seed).choice(len(items), max_samples, replace=False))
         items = [items[i] for i in keep]
     rate = sampling_rate_of(processor)
+    if clip_seconds is None and column == "label":  # never crop transcribed sentences
+        clip_seconds = getattr(processor, CLIP_KEY, None)
     waves, kept = _decode(items, rate, on_error, round(clip_seconds * rate) if clip_seconds else None)
     if not waves:
         raise DataError(f"{spec} split {split!r}: no file could be decoded")

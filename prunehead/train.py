@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import surgery
 from .architectures import build_model
-from .data import align_labels, default_feature_extractor, label_names, load_data, make_batches
+from .data import CLIP_KEY, align_labels, default_feature_extractor, label_names, load_data, make_batches
 from .errors import InputError
 from .heads import PRUNED_HEADS_KEY
 from .tasks import classification_task, get_task, infer_task
@@ -214,6 +214,11 @@ def finetune(model_spec: str, data_spec: str, out_dir: str | Path, cfg: TrainCon
     torch.manual_seed(cfg.seed)
     model = load_model(model_spec, task, labels, tok)
     fe = fe or default_feature_extractor(model.config)
+    clip = cfg.clip_seconds if cfg.clip_seconds is not None else getattr(fe, CLIP_KEY, None)
+    if clip and task != "asr":
+        setattr(fe, CLIP_KEY, clip)  # saved with the model: eval, score, prune crop the same way
+    elif hasattr(fe, CLIP_KEY):
+        delattr(fe, CLIP_KEY)  # a CTC head on a keyword backbone: sentences keep their length
     if cfg.window_s is not None:
         crop_window_(model, cfg.window_s)
         fe = window_feature_extractor(fe, cfg.window_s)

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from prunehead import PruningPlan, load, plan_of, prune_
 from prunehead.cli import app
-from prunehead.data import DIGITS, KS_LABELS
+from prunehead.data import DIGITS, KS_LABELS, load_data
 from prunehead.errors import InputError
 from prunehead.recipe import load_recipe
 from prunehead.surgery import save_pretrained
@@ -134,6 +134,25 @@ def test_finetune_learns_and_resumes_exactly(tmp_path):
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "part" / "model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], msg=key)
+
+
+def test_the_trained_clip_length_is_saved_and_reused(tmp_path):
+    """A model fine-tuned with --clip-seconds is evaluated on clips cropped/padded the same way by default."""
+    write_tones(tmp_path / "d", {"low": 300.0, "high": 2500.0}, n=2, seconds=0.25)
+    cfg = TrainConfig(epochs=1, batch_size=2, clip_seconds=0.5, freeze_feature_encoder=False)
+    finetune("arch:wav2vec2-tiny", str(tmp_path / "d"), tmp_path / "m", cfg, progress=False)
+    fe = Wav2Vec2FeatureExtractor.from_pretrained(tmp_path / "m")
+    assert set(load_data(str(tmp_path / "d"), "test", fe)["length"][:].tolist()) == {8000}  # 0.25 s padded to 0.5 s
+    assert set(load_data(str(tmp_path / "d"), "test", fe, clip_seconds=0.1)["length"][:].tolist()) == {1600}
+    assert set(load_data(str(tmp_path / "d"), "test")["length"][:].tolist()) == {4000}  # no model: as recorded
+    cli("eval", "--model", tmp_path / "m", "--data", tmp_path / "d", "--out", tmp_path / "default.json")
+    cli("eval", "--model", tmp_path / "m", "--data", tmp_path / "d", "--clip-seconds", 0.5,
+        "--out", tmp_path / "explicit.json")
+    cli("eval", "--model", tmp_path / "m", "--data", tmp_path / "d", "--clip-seconds", 0.25,
+        "--out", tmp_path / "unpadded.json")
+    default, explicit, unpadded = (json.loads((tmp_path / f"{n}.json").read_text())
+                                   for n in ("default", "explicit", "unpadded"))
+    assert default["loss"] == explicit["loss"] != unpadded["loss"]
 
 
 def test_finetune_keeps_the_pruning_plan(tmp_path):
