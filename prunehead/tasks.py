@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .errors import InputError
 from .metrics import load_metric, normalize_text
+from .scorers.base import to_device
 
 TASKS = ("ks", "sid", "ic", "asr")
 IC_SLOTS = ("action", "object", "location")
@@ -28,11 +29,6 @@ Batch = dict[str, torch.Tensor]
 
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-def to_device(batch: Batch, device: torch.device | str) -> Batch:
-    """Move every tensor of a batch to `device`."""
-    return {k: v.to(device) for k, v in batch.items()}
 
 
 def is_seq2seq(model: nn.Module | None) -> bool:

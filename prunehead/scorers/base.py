@@ -219,7 +219,8 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def to_device(batch: Batch, device: torch.device) -> Batch:
+def to_device(batch: Batch, device: torch.device | str) -> Batch:
+    """Every tensor of a batch moved to `device` (other entries as they are)."""
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 

@@ -262,13 +262,14 @@ class HIBScorer(SampleScorer):
         d = next(s for s in stats.std if s is not None).shape[-1]
         heads = {l: torch.tensor([[r.head is None or r.head == h for h in range(width[l])] for r in rows
                                   if l in r.layers], device=device) for l in layers}  # (n_l, H_l) bool
-        logits = self._init_logits(rows, layers, pos, lengths, gens, width, Lf, device)
+        logits = {l: (a * self.init_std).requires_grad_(True)  # A_r = init_std * randn on the valid block
+                  for l, a in self._draws(rows, pos, lengths, gens, width, Lf, None, device).items()}
         optimizer = torch.optim.Adam(list(logits.values()), lr=self.lr)
         keymask = torch.zeros(len(rows), 1, 1, Lf, device=device).masked_fill(
             ~valid[:, None, None, :], torch.finfo(torch.float32).min)  # (R, 1, 1, Lf)
         part = index_batch(batch, samples)
         for _ in self._bar(range(self.steps), f"hib {len(rows)} rows, layers {layers[0]}-{layers[-1]}"):
-            eps = self._noise(rows, layers, pos, lengths, gens, width, Lf, d, device)
+            eps = self._draws(rows, pos, lengths, gens, width, Lf, d, device)
             with torch.enable_grad():
                 ib_terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
                 fns = {l: self._replacement(l, logits.get(l), pos.get(l), heads.get(l), valid, stats, eps.get(l),
@@ -293,32 +294,23 @@ class HIBScorer(SampleScorer):
                 results += [(rows[index], l, corr[i]) for i, index in enumerate(pos[l].tolist())]
         return results
 
-    def _init_logits(self, rows: list[Row], layers: list[int], pos: dict[int, torch.Tensor], lengths: list[int],
-                     gens: list[torch.Generator], width: dict[int, int], Lf: int, device: torch.device,
-                     ) -> dict[int, torch.Tensor]:
-        """A_r per layer (n_l, H_l, Lf, Lf): init_std * randn on each row's valid block, zero elsewhere."""
-        logits = {l: torch.zeros(len(pos[l]), width[l], Lf, Lf, device=device) for l in layers}
-        slot = {l: {int(i): k for k, i in enumerate(pos[l].tolist())} for l in layers}
-        for i, r in enumerate(rows):
-            n = lengths[i]
-            for l in r.layers:
-                hs = list(range(width[l])) if r.head is None else [r.head]
-                draw = torch.randn(len(hs), n, n, generator=gens[i], device=device) * self.init_std
-                logits[l][slot[l][i], hs, :n, :n] = draw
-        return {l: a.requires_grad_(True) for l, a in logits.items()}
+    @staticmethod
+    def _draws(rows: list[Row], pos: dict[int, torch.Tensor], lengths: list[int], gens: list[torch.Generator],
+               width: dict[int, int], Lf: int, last: int | None, device: torch.device) -> dict[int, torch.Tensor]:
+        """Standard normals per layer (n_l, H_l, Lf, last or Lf), drawn per row from its own generator.
 
-    def _noise(self, rows: list[Row], layers: list[int], pos: dict[int, torch.Tensor], lengths: list[int],
-               gens: list[torch.Generator], width: dict[int, int], Lf: int, d: int, device: torch.device,
-               ) -> dict[int, torch.Tensor]:
-        """eps per layer (n_l, H_l, Lf, d), drawn per row from its own generator (valid frames only)."""
-        eps = {l: torch.zeros(len(pos[l]), width[l], Lf, d, device=device) for l in layers}
-        slot = {l: {int(i): k for k, i in enumerate(pos[l].tolist())} for l in layers}
+        Each row fills only its valid block, (n, n) for A_r's init (`last=None`) or (n, d) for the noise,
+        zeros elsewhere, so a row's draws do not depend on padding or on the other rows.
+        """
+        out = {l: torch.zeros(len(p), width[l], Lf, last or Lf, device=device) for l, p in pos.items()}
+        slot = {l: {int(i): k for k, i in enumerate(p.tolist())} for l, p in pos.items()}
         for i, r in enumerate(rows):
             n = lengths[i]
             for l in r.layers:
                 hs = list(range(width[l])) if r.head is None else [r.head]
-                eps[l][slot[l][i], hs, :n] = torch.randn(len(hs), n, d, generator=gens[i], device=device)
-        return eps
+                out[l][slot[l][i], hs, :n, :last or n] = torch.randn(len(hs), n, last or n, generator=gens[i],
+                                                                     device=device)
+        return out
 
     def _replacement(self, layer: int, logits: torch.Tensor | None, pos: torch.Tensor | None,
                      heads: torch.Tensor | None, valid: torch.Tensor, stats: ValueStats, eps: torch.Tensor | None,
