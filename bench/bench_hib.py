@@ -6,6 +6,10 @@
 Plain = for every sample, for every layer: `steps` full forward+backward passes of that one sample.
 Batched = all samples x all layers in one optimization, front end and the hidden states entering each
 layer cached (each row runs only from its target layer). Both give the same C_h (printed: max |diff|).
+
+It also counts each path's floating-point operations (torch.utils.flop_counter, exact for matmuls and
+convolutions) and prints the achieved GFLOP/s: the speed-up = (FLOP ratio) x (efficiency ratio), which
+shows how much of it is work removed and how much is bigger, faster matrix products.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from prunehead.architectures import build_model
 from prunehead.scorers.hib import HIBScorer, value_statistics
@@ -33,6 +38,16 @@ def timed(scorer: HIBScorer, model, batches, device: torch.device) -> tuple[floa
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start, results
+
+
+def counted_flops(make: callable, model, batches, steps: int) -> int:
+    """FLOPs of a whole scoring run with `steps` steps: the 0- and 1-step runs give base + steps x per-step."""
+    counts = []
+    for n in (0, 1):
+        with FlopCounterMode(display=False) as counter:
+            make(n).per_sample(model, batches, cross_entropy)
+        counts.append(counter.get_total_flops())
+    return counts[0] + steps * (counts[1] - counts[0])
 
 
 def main() -> None:
@@ -63,19 +78,27 @@ def main() -> None:
     stats = value_statistics(model, [batch])  # shared by both paths (sigma from the same samples)
     L, H = model.config.num_hidden_layers, model.config.num_attention_heads
 
-    batched = HIBScorer(steps=args.steps, stats=stats)
-    plain = HIBScorer(steps=args.steps, stats=stats, batched=False, cache=False)
-    fast_s, fast_c = timed(batched, model, [batch], device)
+    def make_batched(steps: int) -> HIBScorer:
+        return HIBScorer(steps=steps, stats=stats)
+
+    def make_plain(steps: int) -> HIBScorer:
+        return HIBScorer(steps=steps, stats=stats, batched=False, cache=False)
+
+    fast_s, fast_c = timed(make_batched(args.steps), model, [batch], device)
+    fast_f = counted_flops(make_batched, model, [batch], args.steps)
     print(f"model {args.model} ({L} x {H} heads), {args.samples} samples of {args.seconds:g} s, {args.steps} steps, "
           f"device {device} ({platform.processor() or platform.machine()}, {args.threads} threads), "
           f"torch {torch.__version__}")
-    print(f"{'path':<8} {'seconds':>9} {'samples/s':>10}")
-    print(f"{'batched':<8} {fast_s:9.2f} {args.samples / fast_s:10.3f}")
+    print(f"{'path':<8} {'seconds':>9} {'samples/s':>10} {'GFLOP':>9} {'GFLOP/s':>8}")
+    print(f"{'batched':<8} {fast_s:9.2f} {args.samples / fast_s:10.3f} {fast_f / 1e9:9.1f} {fast_f / 1e9 / fast_s:8.1f}")
     if args.skip_plain:
         return
-    plain_s, plain_c = timed(plain, model, [batch], device)
-    print(f"{'plain':<8} {plain_s:9.2f} {args.samples / plain_s:10.3f}")
-    print(f"speed-up {plain_s / fast_s:.1f}x; max |C_plain - C_batched| = {(plain_c - fast_c).abs().max().item():.2e} "
+    plain_s, plain_c = timed(make_plain(args.steps), model, [batch], device)
+    plain_f = counted_flops(make_plain, model, [batch], args.steps)
+    print(f"{'plain':<8} {plain_s:9.2f} {args.samples / plain_s:10.3f} {plain_f / 1e9:9.1f} {plain_f / 1e9 / plain_s:8.1f}")
+    print(f"speed-up {plain_s / fast_s:.1f}x = {plain_f / fast_f:.2f}x fewer FLOPs x "
+          f"{(fast_f / fast_s) / (plain_f / plain_s):.2f}x higher FLOP rate; "
+          f"max |C_plain - C_batched| = {(plain_c - fast_c).abs().max().item():.2e} "
           f"(C range {plain_c.min().item():.3f} .. {plain_c.max().item():.3f})")
 
 
