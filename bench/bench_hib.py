@@ -50,6 +50,22 @@ def counted_flops(make: callable, model, batches, steps: int) -> int:
     return counts[0] + steps * (counts[1] - counts[0])
 
 
+def matmul_rate(rows: int, hidden: int, inner: int, device: torch.device) -> float:
+    """GFLOP/s of one fp32 (rows x hidden) @ (hidden x inner) product on `device`: the attainable rate."""
+    a, b = torch.randn(rows, hidden, device=device), torch.randn(hidden, inner, device=device)
+    for _ in range(3):
+        a @ b
+    repeats = max(3, int(2e10 / (2 * rows * hidden * inner)))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * rows * hidden * inner * repeats / (time.perf_counter() - start) / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="wav2vec2-12x12", help="architecture name or saved model directory")
@@ -100,6 +116,11 @@ def main() -> None:
           f"{(fast_f / fast_s) / (plain_f / plain_s):.2f}x higher FLOP rate; "
           f"max |C_plain - C_batched| = {(plain_c - fast_c).abs().max().item():.2e} "
           f"(C range {plain_c.min().item():.3f} .. {plain_c.max().item():.3f})")
+    cfg = model.config
+    peak = matmul_rate(args.samples * L * 50, cfg.hidden_size, cfg.intermediate_size, device)
+    print(f"matmul rate on this device ({args.samples * L * 50} x {cfg.hidden_size} x {cfg.intermediate_size}): "
+          f"{peak:.1f} GFLOP/s; ceiling if the batched path ran at that rate: "
+          f"{(plain_f / fast_f) * peak / (plain_f / 1e9 / plain_s):.1f}x")
 
 
 if __name__ == "__main__":
