@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 import torch.nn.functional as F
+from transformers import Wav2Vec2FeatureExtractor
 
 from prunehead.architectures import build_model
 
@@ -49,3 +52,45 @@ def one_thread():
 def ce(outputs, batch):
     """Per-sample cross-entropy against the gold label: the objective scorers get in tests."""
     return F.cross_entropy(outputs.logits.float(), batch["labels"], reduction="none")
+
+
+DEAD = {0: (1, 3), 1: (0,)}  # 3 of 8 heads of a 2 x 4 wav2vec2: value rows and out_proj columns all zero
+TONE_LABELS = ("a", "b", "c")
+
+
+def kill_heads_(model, dead=DEAD, head_dim=8):
+    with torch.no_grad():
+        for layer, heads in dead.items():
+            attention = model.wav2vec2.encoder.layers[layer].attention
+            for h in heads:
+                cols = slice(h * head_dim, (h + 1) * head_dim)
+                attention.v_proj.weight[cols] = 0
+                attention.v_proj.bias[cols] = 0
+                attention.out_proj.weight[:, cols] = 0
+    return model
+
+
+def dead_head_workspace(root: Path, clips: dict[str, int], split: str):
+    """A saved 2 x 4 wav2vec2 with the DEAD heads (`root/model`), a 3-tone audiofolder with `clips` per split
+    (`root/data`), the workspace of `split`, and its gradient scores, also saved as `root/gradient.json`
+    and negated as `root/anti.json`. Returns (workspace, scores)."""
+    from prunehead import save_scores
+    from prunehead.scorers import get_scorer
+    from prunehead.workspace import open_workspace
+
+    rng = np.random.default_rng(0)
+    for name, n in clips.items():
+        for i in range(n):
+            label = TONE_LABELS[i % 3]
+            (root / "data" / name / label).mkdir(parents=True, exist_ok=True)
+            tone = np.sin(np.arange(8000) * (0.05 + 0.05 * (i % 3))) + 0.3 * rng.standard_normal(8000)
+            sf.write(root / "data" / name / label / f"{i}.wav", tone.astype(np.float32), 16000)
+    model = kill_heads_(tiny("wav2vec2-tiny", num_labels=3, id2label=dict(enumerate(TONE_LABELS)),
+                             label2id={n: i for i, n in enumerate(TONE_LABELS)}))
+    model.save_pretrained(root / "model")
+    Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(root / "model")
+    ws = open_workspace(str(root / "model"), str(root / "data"), split, batch_size=8)
+    scores = get_scorer("gradient").score(ws.model, ws.batches(), ws.task.objective)
+    save_scores(root / "gradient.json", scores, "gradient", "model")
+    save_scores(root / "anti.json", -scores, "anti", "model")
+    return ws, scores

@@ -7,11 +7,8 @@ import copy
 import dataclasses
 import json
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
-from transformers import Wav2Vec2FeatureExtractor
 from typer.testing import CliRunner
 
 from prunehead import head_adapter, load, plan_of, prune_, save_scores, select
@@ -20,8 +17,7 @@ from prunehead.iterative import Target, prune_iteratively, step_share
 from prunehead.plan import PruningPlan
 from prunehead.scorers import get_scorer
 from prunehead.workspace import open_workspace
-from tests.conftest import tiny
-from tests.test_sweep import kill_heads_
+from tests.conftest import dead_head_workspace
 
 runner = CliRunner()
 LABELS = ("a", "b", "c")
@@ -36,21 +32,7 @@ def _plan(pruned_heads: dict) -> PruningPlan:
 def setup(tmp_path_factory):
     """A 2 x 4 wav2vec2 with 3 dead heads, a learnable 3-tone data set (train + test), gradient scores."""
     root = tmp_path_factory.mktemp("iterative")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 24), ("test", 12)):
-        for i in range(n):
-            label = LABELS[i % 3]
-            (root / "data" / split / label).mkdir(parents=True, exist_ok=True)
-            tone = np.sin(np.arange(8000) * (0.05 + 0.05 * (i % 3))) + 0.3 * rng.standard_normal(8000)
-            sf.write(root / "data" / split / label / f"{i}.wav", tone.astype(np.float32), 16000)
-    model = kill_heads_(tiny("wav2vec2-tiny", num_labels=3, id2label=dict(enumerate(LABELS)),
-                             label2id={n: i for i, n in enumerate(LABELS)}))
-    model.save_pretrained(root / "model")
-    Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(root / "model")
-    ws = open_workspace(str(root / "model"), str(root / "data"), "train", batch_size=8)
-    scores = get_scorer("gradient").score(ws.model, ws.batches(), ws.task.objective)
-    save_scores(root / "gradient.json", scores, "gradient", "model")
-    save_scores(root / "anti.json", -scores, "anti", "model")
+    ws, scores = dead_head_workspace(root, {"train": 24, "test": 12}, "train")
     return root, ws, scores
 
 

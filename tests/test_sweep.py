@@ -4,54 +4,21 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-import soundfile as sf
-import torch
-from transformers import Wav2Vec2FeatureExtractor
 from typer.testing import CliRunner
 
-from prunehead import save_scores
 from prunehead.cli import app
 from prunehead.plan import PruningPlan
-from prunehead.scorers import get_scorer
 from prunehead.sweep import parse_ratios, sweep
-from prunehead.workspace import open_workspace
-from tests.conftest import tiny
+from tests.conftest import DEAD, dead_head_workspace
 
 runner = CliRunner()
-DEAD = {0: (1, 3), 1: (0,)}  # 3 of 8 heads: value rows and out_proj columns all zero
-
-
-def kill_heads_(model, dead=DEAD, head_dim=8):
-    with torch.no_grad():
-        for layer, heads in dead.items():
-            attention = model.wav2vec2.encoder.layers[layer].attention
-            for h in heads:
-                cols = slice(h * head_dim, (h + 1) * head_dim)
-                attention.v_proj.weight[cols] = 0
-                attention.v_proj.bias[cols] = 0
-                attention.out_proj.weight[:, cols] = 0
-    return model
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
-    rng = np.random.default_rng(0)
-    for i in range(24):
-        label = ["a", "b", "c"][i % 3]
-        (root / "data" / "test" / label).mkdir(parents=True, exist_ok=True)
-        tone = np.sin(np.arange(8000) * (0.05 + 0.05 * (i % 3))) + 0.3 * rng.standard_normal(8000)
-        sf.write(root / "data" / "test" / label / f"{i}.wav", tone.astype(np.float32), 16000)
-    model = kill_heads_(tiny("wav2vec2-tiny", num_labels=3, id2label={0: "a", 1: "b", 2: "c"},
-                             label2id={"a": 0, "b": 1, "c": 2}))
-    model.save_pretrained(root / "model")
-    Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(root / "model")
-    ws = open_workspace(str(root / "model"), str(root / "data"), "test", batch_size=8)
-    scores = get_scorer("gradient").score(ws.model, ws.batches(), ws.task.objective)
-    save_scores(root / "gradient.json", scores, "gradient", "model")
-    save_scores(root / "anti.json", -scores, "anti", "model")
+    ws, scores = dead_head_workspace(root, {"test": 24}, "test")
     return root, ws, scores
 
 
