@@ -98,20 +98,40 @@ def test_steps_with_nothing_to_remove_are_recorded_but_not_scored(setup):
     assert [h["metrics"] for h in history] == [{"calls": 0.0}] * 3
 
 
-def test_cli_one_step_with_a_scorer_equals_score_then_prune(setup, tmp_path):
+@pytest.mark.parametrize("scorer", [["--scorer", "gradient"], ["--scorer", "attention", "--option", "variant=entropy"]])
+def test_cli_one_step_with_a_scorer_equals_score_then_prune(setup, tmp_path, scorer):
     root, _, _ = setup
     model, data = str(root / "model"), str(root / "data")
-    result = runner.invoke(app, ["score", "-m", model, "-d", data, "--scorer", "gradient", "--samples", "12",
+    result = runner.invoke(app, ["score", "-m", model, "-d", data, *scorer, "--samples", "12",
                                  "--out", str(tmp_path / "scores.json")])
     assert result.exit_code == 0, result.output
     common = ["prune", "-m", model, "-d", data, "--ratio", "0.75", "--batch-size", "8"]
     result = runner.invoke(app, [*common, "-s", str(tmp_path / "scores.json"), "--out", str(tmp_path / "once")])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, [*common, "--scorer", "gradient", "--samples", "12", "--out", str(tmp_path / "here")])
+    result = runner.invoke(app, [*common, *scorer, "--samples", "12", "--out", str(tmp_path / "here")])
     assert result.exit_code == 0, result.output
     once, here = (json.loads((tmp_path / name / "report.json").read_text()) for name in ("once", "here"))
     assert once["pruned_heads"] == here["pruned_heads"] and once["heads_removed"] == 6
     assert once["metrics_after"] == here["metrics_after"] == here["steps"][0]["metrics"]
+
+
+def test_prune_passes_scorer_options_through(setup, tmp_path):
+    """--option reaches the scorer: each random seed's plan is the one its own scores select."""
+    root, ws, _ = setup
+    common = ["prune", "-m", str(root / "model"), "-d", str(root / "data"), "--ratio", "0.5", "--batch-size", "8",
+              "--samples", "12", "--dry-run"]
+    plans = []
+    for seed in (1, 2):
+        result = runner.invoke(app, [*common, "--scorer", "random", "--option", f"seed={seed}",
+                                     "--out", str(tmp_path / str(seed))])
+        assert result.exit_code == 0, result.output
+        plans.append(json.loads((tmp_path / str(seed) / "plan.json").read_text())["pruned_heads"])
+        expected = select(get_scorer("random", seed=seed).score(ws.model, [], None), ratio=0.5, scope="global")
+        assert plans[-1] == expected.to_json()["pruned_heads"]
+    assert plans[0] != plans[1]
+    result = runner.invoke(app, [*common, "--scorer", "attention", "--option", "variant=nope",
+                                 "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 1 and "unknown attention variant" in result.output
 
 
 def test_cli_prunes_in_steps_from_a_first_score_file(setup, tmp_path):

@@ -20,3 +20,5 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="Output path.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace the output if it exists.")]
 Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda when available).")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Only print the plan and write plan.json.")]
+ScorerOptions = Annotated[list[str] | None, typer.Option(
+    "--option", help="Any other scorer option as KEY=VALUE (repeatable), e.g. scope=all_layers, variant=entropy.")]

@@ -19,7 +19,7 @@ from ..pruning import change_report, recover, resolve_scope
 from ..surgery import load, plan_of, save_pretrained
 from ..train import TrainConfig, pick_device
 from .evaluate import BatchSize, ClipSeconds, Split, Task
-from .options import Device, DryRun, Global, Heads, MinHeads, Model, Out, Overwrite, Ratio
+from .options import Device, DryRun, Global, Heads, MinHeads, Model, Out, Overwrite, Ratio, ScorerOptions
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -43,7 +43,8 @@ RecoverLr = Annotated[float, Opt(help="Learning rate of the recovery fine-tune (
 
 def prune(model: Model, out: Out, scores: ScoreFile = None, ratio: Ratio = None, heads: Heads = None,
           global_: Global = None, min_heads_per_layer: MinHeads = 0, steps: Steps = 1, scorer: ScorerName = None,
-          samples: Samples = 200, score_split: ScoreSplit = "train", seed: Seed = 0, data: EvalData = None,
+          samples: Samples = 200, score_split: ScoreSplit = "train", seed: Seed = 0, option: ScorerOptions = None,
+          data: EvalData = None,
           split: Split = "test", batch_size: BatchSize = 16, task: Task = None, clip_seconds: ClipSeconds = None,
           recover_epochs: RecoverEpochs = 0, recover_lr: RecoverLr = 5e-5, device: Device = None,
           overwrite: Overwrite = False, dry_run: DryRun = False) -> None:
@@ -51,7 +52,7 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, ratio: Ratio = None,
     check_output(out, overwrite)
     _check_options(scores, scorer, steps, samples, data, recover_epochs, recover_lr, dry_run)
     task = task and task.value
-    score_fn, net = _scoring(model, data, scorer, score_split, task, samples, batch_size, seed, device) \
+    score_fn, net = _scoring(model, data, scorer, score_split, task, samples, batch_size, seed, option, device) \
         if scorer else (None, load(model))
     adapter = head_adapter(net)
     target = Target(ratio, heads, resolve_scope(ratio, heads, global_), min_heads_per_layer)
@@ -128,13 +129,14 @@ def _recover(pruned: nn.Module, ws: Workspace, report: dict, data: str, cfg: Tra
 
 
 def _scoring(model: str, data: str, scorer: str, split: str, task: str | None, samples: int, batch_size: int,
-             seed: int, device: str | None) -> tuple[ScoreFn, nn.Module]:
+             seed: int, option: list[str] | None, device: str | None) -> tuple[ScoreFn, nn.Module]:
     """(scores of a model on the seeded samples `prunehead score` would draw, the loaded model)."""
     from ..scorers import get_scorer
     from ..scorers.hib import TASK_DEFAULTS
-    from .score import load_job, resolve_settings
+    from .score import load_job, parse_options, resolve_settings
 
-    settings = resolve_settings(model, data, scorer, None, split, task, samples, batch_size, seed, {})
+    settings = resolve_settings(model, data, scorer, None, split, task, samples, batch_size, seed,
+                                parse_options(option or []))
     job = load_job(settings, pick_device(device))
     params = {**TASK_DEFAULTS.get(job.task, {}), **settings.params} if scorer == "hib" else settings.params
     method = get_scorer(scorer, **params)

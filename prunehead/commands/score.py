@@ -31,7 +31,7 @@ from ..scorers.base import to_device
 from ..scorers.hib import TASK_DEFAULTS, value_statistics
 from ..scorers.parallel import ScoreRun, fingerprint, process_group, run
 from ..scorers.registry import available, option_names
-from .options import Device, Overwrite
+from .options import Device, Overwrite, ScorerOptions
 
 Opt = typer.Option
 
@@ -52,7 +52,7 @@ class Settings:
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def _parse_options(options: list[str]) -> dict[str, Any]:
+def parse_options(options: list[str]) -> dict[str, Any]:
     parsed: dict[str, Any] = {}
     for item in options:
         key, sep, value = item.partition("=")
@@ -193,8 +193,7 @@ def score(model: Annotated[str | None, Opt("--model", "-m", help="Model director
           seed: Annotated[int | None, Opt(help="Sample selection and scorer seed (default 0).")] = None,
           split: Annotated[str | None, Opt(help="Split to draw samples from (default train).")] = None,
           task: Annotated[str | None, Opt(help="ks, sid, ic or asr (default: inferred from the model).")] = None,
-          option: Annotated[list[str] | None, Opt(help="Any other scorer option as KEY=VALUE (repeatable), "
-                                                         "e.g. scope=all_layers, variant=entropy.")] = None,
+          option: ScorerOptions = None,
           reference_samples: Annotated[int, Opt(help="HIB: estimate V's std from this many samples of the split "
                                                      "(seeded; 0 = the scored samples). The paper suggests "
                                                      "1-2k.")] = 0,
@@ -206,7 +205,7 @@ def score(model: Annotated[str | None, Opt("--model", "-m", help="Model director
     if out is None:
         raise InputError("missing --out: the score file to write, e.g. --out scores.json")
     flags = {"steps": steps, "beta": beta, "lr": lr, "noise": noise}
-    params = {**{k: v for k, v in flags.items() if v is not None}, **_parse_options(option or [])}
+    params = {**{k: v for k, v in flags.items() if v is not None}, **parse_options(option or [])}
     settings = resolve_settings(model, data, scorer, recipe, split, task, samples, batch_size, seed, params,
                                 reference_samples)
     check_output(out, overwrite or resume)
