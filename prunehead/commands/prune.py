@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import torch
 import typer
 from torch import nn
 
@@ -140,7 +141,14 @@ def _scoring(model: str, data: str, scorer: str, split: str, task: str | None, s
     job = load_job(settings, pick_device(device))
     params = {**TASK_DEFAULTS.get(job.task, {}), **settings.params} if scorer == "hib" else settings.params
     method = get_scorer(scorer, **params)
-    return (lambda m: method.score(m, job.batches, job.objective)), job.model
+    method.progress = True  # the scorer's own bars (HIB steps, layers): re-scoring can take minutes per step
+
+    def score_fn(net: nn.Module) -> torch.Tensor:
+        left = sum(len(heads) for heads in head_adapter(net).kept_heads(net))
+        typer.echo(f"scoring the {left} remaining heads with {scorer} on {len(job.paths)} samples", err=True)
+        return method.score(net, job.batches, job.objective)
+
+    return score_fn, job.model
 
 
 def _summary(report: dict) -> None:
