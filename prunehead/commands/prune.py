@@ -132,15 +132,13 @@ def _recover(pruned: nn.Module, ws: Workspace, report: dict, data: str, cfg: Tra
 def _scoring(model: str, data: str, scorer: str, split: str, task: str | None, samples: int, batch_size: int,
              seed: int, option: list[str] | None, device: str | None) -> tuple[ScoreFn, nn.Module]:
     """(scores of a model on the seeded samples `prunehead score` would draw, the loaded model)."""
-    from ..scorers import get_scorer
-    from ..scorers.hib import TASK_DEFAULTS
-    from .score import load_job, parse_options, resolve_settings
+    from .score import build_scorer, load_job, parse_options, resolve_settings
 
     settings = resolve_settings(model, data, scorer, None, split, task, samples, batch_size, seed,
                                 parse_options(option or []))
-    job = load_job(settings, pick_device(device))
-    params = {**TASK_DEFAULTS.get(job.task, {}), **settings.params} if scorer == "hib" else settings.params
-    method = get_scorer(scorer, **params)
+    where = pick_device(device)
+    job = load_job(settings, where)
+    method = build_scorer(settings, job, where)
     method.progress = True  # the scorer's own bars (HIB steps, layers): re-scoring can take minutes per step
 
     def score_fn(net: nn.Module) -> torch.Tensor:

@@ -137,6 +137,18 @@ def load_job(settings: Settings, device: torch.device) -> Job:
     return Job(model, batches_of(scored), reference, task.objective, task_name, paths)
 
 
+def build_scorer(settings: Settings, job: Job, device: torch.device) -> Any:
+    """The scorer of `settings` for `job`: HIB gets the paper's per-task beta/steps unless they are given,
+    and V's statistics from the reference samples when the job has them."""
+    params = settings.params
+    if settings.scorer == "hib":
+        params = {**TASK_DEFAULTS.get(job.task, {}), **params}
+    method = get_scorer(settings.scorer, **params)
+    if job.reference is not None:
+        method.stats = value_statistics(job.model, [to_device(b, device) for b in job.reference], method.min_std)
+    return method
+
+
 def plot_heatmap(scores: torch.Tensor, path: Path, title: str) -> None:
     """An L x H heat map of `scores` (layers down, heads across), written to `path` (PNG)."""
     import matplotlib
@@ -216,13 +228,8 @@ def score(model: Annotated[str | None, Opt("--model", "-m", help="Model director
         if where.type == "cuda" and torch.distributed.is_initialized():  # one GPU per process
             where = torch.device("cuda", torch.cuda.current_device())
         job = load_job(settings, where)
-        params = settings.params
-        if settings.scorer == "hib":
-            params = {**TASK_DEFAULTS.get(job.task, {}), **params}
-        method = get_scorer(settings.scorer, **params)
+        method = build_scorer(settings, job, where)
         method.progress = rank == 0
-        if job.reference is not None:
-            method.stats = value_statistics(job.model, [to_device(b, where) for b in job.reference], method.min_std)
         key = fingerprint(settings=dataclasses.asdict(settings), params=method.params(), task=job.task,
                           paths=job.paths, device=where.type)
         outcome = run(method, job.model, job.batches, job.objective, checkpoint=out.with_name(out.name + ".ckpt"),
