@@ -10,6 +10,7 @@ from torch import nn
 
 from .cost import count_macs, count_params, example_inputs
 from .heads import head_adapter
+from .scorers.base import model_device, to_device
 from .surgery import load, plan_of, save_pretrained
 from .train import TrainConfig, finetune
 
@@ -24,8 +25,7 @@ def resolve_scope(ratio: float | None, heads: int | None, global_: bool | None) 
 def cost_summary(model: nn.Module, seconds: float = 1.0) -> dict[str, Any]:
     """Heads, parameters and MACs (on `seconds` of audio) of `model`, on whichever device it is."""
     adapter = head_adapter(model)
-    device = next(model.parameters()).device
-    macs = count_macs(model, {k: v.to(device) for k, v in example_inputs(model, seconds).items()})
+    macs = count_macs(model, to_device(example_inputs(model, seconds), model_device(model)))
     return {"heads": sum(adapter.heads_per_layer(model)), "heads_per_layer": adapter.heads_per_layer(model),
             "params": count_params(model), "macs": macs["total"], "attention_macs": macs["attention"]}
 

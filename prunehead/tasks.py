@@ -19,16 +19,12 @@ from tqdm.auto import tqdm
 
 from .errors import InputError
 from .metrics import load_metric, normalize_text
-from .scorers.base import to_device
+from .scorers.base import model_device, to_device
 
 TASKS = ("ks", "sid", "ic", "asr")
 IC_SLOTS = ("action", "object", "location")
 
 Batch = dict[str, torch.Tensor]
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def is_seq2seq(model: nn.Module | None) -> bool:
@@ -55,7 +51,7 @@ class Task:
     def evaluate(self, model: nn.Module, batches: Iterable[Batch], progress: bool = True) -> dict[str, float]:
         """Accuracy and mean loss over `batches` (one forward pass per batch, eval mode)."""
         model.eval()
-        device = _device(model)
+        device = model_device(model)
         preds, refs, losses = [], [], []
         for batch in tqdm(batches, desc=f"eval {self.name}", disable=not progress, leave=False):
             batch = to_device(batch, device)
@@ -172,7 +168,7 @@ class ASRTask(Task):
         model.eval()
         if self.model is None:
             self.model = model
-        device = _device(model)
+        device = model_device(model)
         hyps, refs, losses = [], [], []
         for batch in tqdm(batches, desc="eval asr", disable=not progress, leave=False):
             batch = to_device(batch, device)

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..control import controlled
 from ..heads import head_adapter
-from .base import Batch, Objective, SampleScorer, batch_size, check_loss, forward, to_grid
+from .base import Batch, Objective, SampleScorer, batch_size, check_loss, forward, model_device, to_grid
 
 
 def per_sample_gate_grads(model: nn.Module, batch: Batch, objective: Objective) -> torch.Tensor:
@@ -28,7 +28,7 @@ def per_sample_gate_grads(model: nn.Module, batch: Batch, objective: Objective) 
     """
     adapter = head_adapter(model)
     B = batch_size(batch)
-    gate = torch.ones(B, adapter.num_layers, adapter.num_heads, device=next(model.parameters()).device,
+    gate = torch.ones(B, adapter.num_layers, adapter.num_heads, device=model_device(model),
                       requires_grad=True)
     with torch.enable_grad(), controlled(model) as ctl, ctl.gating(gate):
         loss = check_loss(objective(forward(model, batch), batch), B)

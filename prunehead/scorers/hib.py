@@ -46,8 +46,8 @@ from torch import nn
 from ..control import controlled
 from ..errors import InputError
 from ..heads import head_adapter
-from .base import (Batch, Objective, SampleScorer, check_loss, forward, index_batch, sample_batches,
-                   valid_frames)
+from .base import (Batch, Objective, SampleScorer, check_loss, forward, index_batch, model_device,
+                   sample_batches, valid_frames)
 from .ib import IB_KINDS, ib_sum, pearson_valid
 from .layers import LayerRunner, layer_runner, select_rows
 
@@ -180,7 +180,7 @@ class HIBScorer(SampleScorer):
         if self.steps < 0 or self.lr <= 0 or self.noise < 0 or self.init_std <= 0:
             raise InputError("HIB needs steps >= 0, lr > 0, noise >= 0 and init_std > 0")
         stats = self.stats if self.stats is not None else value_statistics(model, batches, self.min_std)
-        return stats.to(next(model.parameters()).device)
+        return stats.to(model_device(model))
 
     def score_batch(self, model: nn.Module, batch: Batch, objective: Objective, ids: torch.Tensor,
                     context: ValueStats) -> torch.Tensor:

@@ -19,7 +19,7 @@ from torch import nn
 from ..control import controlled
 from ..errors import InputError
 from ..heads import head_adapter
-from .base import Batch, Objective, SampleScorer, batch_size, check_loss, forward
+from .base import Batch, Objective, SampleScorer, batch_size, check_loss, forward, model_device
 
 Metric = Callable[[Any, Batch], torch.Tensor]  # (outputs, batch) -> (B,) per-sample metric, higher = better
 
@@ -59,7 +59,7 @@ class OcclusionScorer(SampleScorer):
         adapter = head_adapter(model)
         L, H, B = adapter.num_layers, adapter.num_heads, batch_size(batch)
         out = torch.full((B, 2, L, H), float("nan"), dtype=torch.float64)  # NaN: heads a pruned model lacks
-        gate = torch.ones(L, H, device=next(model.parameters()).device)  # by current head position
+        gate = torch.ones(L, H, device=model_device(model))  # by current head position
         with torch.no_grad(), controlled(model) as ctl:
             base_metric, base_loss = self._evaluate(model, batch, objective, ctl, gate)
             for l, heads in self._bar(list(enumerate(adapter.kept_heads(model))), "occlusion layers"):
