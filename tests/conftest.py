@@ -58,7 +58,9 @@ DEAD = {0: (1, 3), 1: (0,)}  # 3 of 8 heads of a 2 x 4 wav2vec2: value rows and 
 TONE_LABELS = ("a", "b", "c")
 
 
-def kill_heads_(model, dead=DEAD, head_dim=8):
+def kill_heads_(model, dead=DEAD):
+    """Zero the value rows and out_proj columns of the `dead` heads ({layer: heads}) of a wav2vec2."""
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
     with torch.no_grad():
         for layer, heads in dead.items():
             attention = model.wav2vec2.encoder.layers[layer].attention

@@ -22,7 +22,7 @@ from prunehead.scorers.base import clean_attention, forward
 from prunehead.scorers.gradient import per_sample_gate_grads
 from prunehead.scorers.random import RandomScorer
 from prunehead.surgery import prune_
-from tests.conftest import ce, tiny
+from tests.conftest import ce, kill_heads_, tiny
 
 
 
@@ -282,17 +282,6 @@ def tone_bursts(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, labels
 
 
-def kill_dead_heads_(model) -> None:
-    d = model.config.hidden_size // model.config.num_attention_heads
-    with torch.no_grad():
-        for layer, heads in DEAD.items():
-            attention = model.wav2vec2.encoder.layers[layer].attention
-            for h in heads:
-                attention.v_proj.weight[h * d:(h + 1) * d] = 0
-                attention.v_proj.bias[h * d:(h + 1) * d] = 0
-                attention.out_proj.weight[:, h * d:(h + 1) * d] = 0
-
-
 @pytest.fixture(scope="module")
 def trained():
     """A 2 x 4 wav2vec2 classifier trained (~5 s) on tone bursts, heads DEAD held at zero; ~98 % accuracy."""
@@ -306,7 +295,7 @@ def trained():
         hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
         final_dropout=0.0, num_labels=3, classifier_proj_size=32)
     model = tf.Wav2Vec2ForSequenceClassification(config)
-    kill_dead_heads_(model)
+    kill_heads_(model, DEAD)
     x, y = tone_bursts(384, 0)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
     model.train()
@@ -316,7 +305,7 @@ def trained():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        kill_dead_heads_(model)  # dead heads stay exactly dead
+        kill_heads_(model, DEAD)  # dead heads stay exactly dead
     model.eval()
     xt, yt = tone_bursts(128, 1)
     with torch.no_grad():
