@@ -53,6 +53,10 @@ def read_audio(source: str | bytes | Path, rate: int = DEFAULT_RATE, name: str |
                         "fix or remove it, or pass --on-error skip") from None
     if data.shape[0] == 0:
         raise DataError(f"audio file {name} is empty; remove it, or pass --on-error skip")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).any(axis=1).sum())
+        raise DataError(f"audio file {name} has {bad} non-finite sample(s) (NaN or inf); fix or remove it, "
+                        "or pass --on-error skip")
     return resample(data.mean(axis=1), int(orig), rate)  # (T',)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import datasets
@@ -37,6 +38,13 @@ def load_data(spec: str, split: str = "test", processor: Any = None, task: str |
     """
     if on_error not in ("stop", "skip"):
         raise InputError(f"on_error must be 'stop' or 'skip', not {on_error!r}")
+    if clip_seconds is not None and not (math.isfinite(clip_seconds) and clip_seconds > 0):
+        raise InputError(f"--clip-seconds must be a positive number of seconds, not {clip_seconds}")
+    if max_samples is not None and max_samples < 1:
+        raise InputError(f"--samples must be at least 1, not {max_samples}")
+    if any(not part.strip() for part in spec.split("+")):
+        raise DataError(f"data spec {spec!r} has an empty part; name a folder, manifest or data set (use ./ for "
+                        "the current folder)")
     sources = [resolve(part.strip(), split, label_column) for part in spec.split("+")]
     columns = {s.column for s in sources}
     if len(columns) > 1:

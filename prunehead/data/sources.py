@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import datasets
 
-from ..errors import DataError
+from ..errors import DataError, DataWarning
 from .audio import AUDIO_SUFFIXES, Item
 
 SPLITS = ("train", "validation", "test")
@@ -42,7 +43,20 @@ def shared_dir() -> Path:
 
 
 def _audio_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    """Audio files under `folder` (sorted); unreadable folders and broken links are named in one warning."""
+    files, problems = [], []
+    for root, _, names in os.walk(folder, onerror=lambda err: problems.append(f"{err.filename} ({err.strerror})")):
+        for name in names:
+            if Path(name).suffix.lower() in AUDIO_SUFFIXES:
+                path = Path(root) / name
+                if path.is_file():
+                    files.append(path)
+                else:
+                    problems.append(f"{path} (broken link or not a file)")
+    if problems:
+        warnings.warn(f"{folder}: skipped {len(problems)} unreadable item(s), their audio is missing from the "
+                      f"data: {'; '.join(problems)}; fix the permissions or links", DataWarning, stacklevel=2)
+    return sorted(files)
 
 
 def _no_split(what: str, split: str, available: Sequence[str]) -> DataError:
@@ -108,13 +122,28 @@ def _folder(root: Path, split: str, label_column: str | None) -> Source:
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a CSV (header line) or JSONL (one object per line) manifest; a UTF-8 BOM is allowed."""
     try:
         if path.suffix == ".jsonl":
-            return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        with path.open(newline="") as f:
-            return list(csv.DictReader(f))
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        else:
+            with path.open(newline="", encoding="utf-8-sig") as f:
+                rows = list(csv.DictReader(f))
     except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as err:
         raise DataError(f"cannot parse manifest {path}: {err}; write one row per utterance") from None
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise DataError(f"manifest {path} row {i} is not a JSON object; write one object per line")
+    return rows
+
+
+def _field(path: Path, row: dict[str, Any], i: int, column: str, empty_ok: bool) -> str:
+    """`row[column]` as text; DataError naming the file and row if it is missing, null (or empty)."""
+    value = row.get(column)
+    if value is None or (not empty_ok and not str(value).strip()):
+        state = "no" if column not in row else "an empty" if value is not None else "a null"
+        raise DataError(f"manifest {path} row {i} has {state} {column!r} value; fill it in or remove the row")
+    return str(value)
 
 
 def _manifest(path: Path, split: str | None, label_column: str | None) -> Source:
@@ -130,11 +159,14 @@ def _manifest(path: Path, split: str | None, label_column: str | None) -> Source
         raise DataError(f"manifest {path} has no {target or 'label or text'!r} column (columns: {columns}); "
                         "rename the column or pass --label-column")
     if split is not None and "split" in columns:
-        available = sorted({r["split"] for r in rows})
-        rows = [r for r in rows if r["split"] == split]
+        available = sorted({str(r.get("split")) for r in rows})
+        rows = [r for r in rows if r.get("split") == split]
         if not rows:
             raise _no_split(f"manifest {path}", split, available)
-    items = [Item(str(path.parent / r[audio]), str(path.parent / r[audio]), str(r[target])) for r in rows]
+    items = []
+    for i, r in enumerate(rows, 1):
+        file = str(path.parent / _field(path, r, i, audio, empty_ok=False))
+        items.append(Item(file, file, _field(path, r, i, target, empty_ok=target == "text")))
     return Source(items, "text" if target == "text" else "label")
 
 
@@ -186,6 +218,20 @@ def resolve(spec: str, split: str, label_column: str | None) -> Source:
         return _manifest(path, split, label_column)
     raise DataError(f"data {spec!r} is not a folder, a .csv/.jsonl manifest, fsdd-ks, fsdd-sid, "
                     "speech-commands[-all][:DIR], or hub:NAME[:CONFIG]; check the path")
+
+
+def spec_paths(spec: str) -> list[Path]:
+    """The local files and folders a data spec reads (hub data sets have none): inputs an output must spare."""
+    paths = []
+    for part in spec.split("+"):
+        kind, sep, arg = part.strip().partition(":")
+        if kind in ("fsdd-ks", "fsdd-sid"):
+            paths.append(Path(arg) if arg else shared_dir() / "data" / "fsdd" / "recordings")
+        elif kind in ("speech-commands", "speech-commands-all"):
+            paths.append(Path(arg) if arg else shared_dir() / "data" / "speech-commands-v0.01-300")
+        elif kind != "hub" and part.strip() not in HUB_ALIASES and part.strip():
+            paths.append(Path(part.strip()))
+    return paths
 
 
 def _require_dir(root: Path, spec: str) -> None:

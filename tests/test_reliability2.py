@@ -1,0 +1,167 @@
+"""Issue 17 (reliability round 2), library level: no data loss, no silent corruption, no code execution."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prunehead.errors import InputError
+from prunehead.outputs import atomic_dir, atomic_file, check_output, check_outputs, exclusive_temp, publish_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------------- item 1: data loss
+
+@pytest.mark.parametrize("out", [".", "./", "", "..", "/"])
+def test_output_that_is_or_contains_the_working_directory_is_refused(tmp_path, monkeypatch, out):
+    work = tmp_path / "a" / "work"
+    work.mkdir(parents=True)
+    (work / "model.safetensors").write_text("precious")
+    monkeypatch.chdir(work)
+    with pytest.raises(InputError, match="working directory|empty"):
+        with atomic_dir(out, overwrite=True) as tmp:
+            (tmp / "x").write_text("x")
+    assert (work / "model.safetensors").read_text() == "precious"
+
+
+def test_output_that_is_or_contains_an_input_is_refused(tmp_path):
+    model = tmp_path / "runs" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    for out in (model, tmp_path / "runs"):
+        with pytest.raises(InputError, match="input"):
+            check_output(out, overwrite=True, inputs=[model])
+    link = tmp_path / "link"
+    link.symlink_to(model)
+    with pytest.raises(InputError, match="input"):  # the same folder through a symlink
+        check_output(link, overwrite=True, inputs=[model])
+    assert check_output(tmp_path / "runs" / "pruned", inputs=[model]) == tmp_path / "runs" / "pruned"
+    assert (model / "config.json").exists()
+
+
+def test_outputs_of_one_run_must_not_collide(tmp_path):
+    """score --out s.png would overwrite its scores with the heat map; export --out d/export.json its model."""
+    with pytest.raises(InputError, match="collides"):
+        check_outputs(tmp_path / "s.png", (tmp_path / "s.png").with_suffix(".png"))
+    with pytest.raises(InputError, match="collides"):
+        check_outputs(tmp_path / "d" / "export.json", tmp_path / "d" / "export.json")
+    with pytest.raises(InputError, match="collides"):
+        check_outputs(tmp_path / "d", tmp_path / "d" / "x.json")
+    with pytest.raises(InputError, match="collides"):
+        check_output(tmp_path / "s.png", others=[tmp_path / "s.png"])
+    assert check_outputs(tmp_path / "s.json", tmp_path / "s.png") == [tmp_path / "s.json", tmp_path / "s.png"]
+
+
+def test_overwrite_keeps_files_the_command_does_not_write(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "plan.json").write_text("old")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="notes.txt"):
+        with atomic_dir(out, overwrite=True) as tmp:
+            (tmp / "plan.json").write_text("new")
+    assert (out / "notes.txt").read_text() == "mine" and (out / "plan.json").read_text() == "old"
+    (out / "notes.txt").unlink()
+    with atomic_dir(out, overwrite=True) as tmp:
+        (tmp / "plan.json").write_text("new")
+        (tmp / "more.json").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (out / "plan.json").read_text() == "new"
+
+
+def test_overwrite_never_turns_a_file_into_a_folder_or_back(tmp_path):
+    (tmp_path / "f").write_text("a file")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(InputError, match="not a folder"), atomic_dir(tmp_path / "f", overwrite=True) as tmp:
+        (tmp / "x").write_text("x")
+    with pytest.raises(InputError, match="is a folder"), atomic_file(tmp_path / "d", overwrite=True) as tmp:
+        tmp.write_text("x")
+    assert (tmp_path / "f").read_text() == "a file" and (tmp_path / "d").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "f"]
+
+
+def test_tilde_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with atomic_file("~/x.json") as tmp:
+        tmp.write_text("{}")
+    assert (tmp_path / "x.json").read_text() == "{}" and not (tmp_path / "~").exists()
+
+
+def test_too_long_name_is_refused_before_any_work(tmp_path):
+    with pytest.raises(InputError, match="shorter"):
+        check_output(tmp_path / ("n" * 245 + ".json"))
+
+
+def test_output_under_a_regular_file_is_refused(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(InputError, match="cannot write"):
+        check_output(tmp_path / "a-file" / "deeper" / "out.json")
+
+
+# ----------------------------------------------------------------------------------------------- item 16: publish race
+
+def test_publish_never_replaces_an_output_that_appeared_meanwhile(tmp_path):
+    out = tmp_path / "out.json"
+    with pytest.raises(InputError, match="appeared"), atomic_file(out) as tmp:
+        tmp.write_text("new")
+        out.write_text("someone else's")  # appears after the up-front check
+    assert out.read_text() == "someone else's"
+    folder = tmp_path / "folder"
+    with pytest.raises(InputError, match="appeared"), atomic_dir(folder) as tmp:
+        (tmp / "x").write_text("new")
+        folder.mkdir()
+        (folder / "theirs").write_text("theirs")
+    assert [p.name for p in folder.iterdir()] == ["theirs"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "out.json"]
+
+
+def test_publish_dir_is_one_rename(tmp_path):
+    tmp = exclusive_temp(tmp_path, "out", directory=True)
+    (tmp / "a").write_text("a")
+    inode = tmp.stat().st_ino
+    publish_dir(tmp, tmp_path / "out", overwrite=False)
+    assert (tmp_path / "out").stat().st_ino == inode and not tmp.exists()
+
+
+# ----------------------------------------------------------------------------------------------- item 7: temp names
+
+def test_temp_names_never_follow_a_planted_symlink(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    made = [exclusive_temp(folder, "x.json") for _ in range(3)]
+    assert len(set(made)) == 3 and all(p.parent == folder and p.stat().st_size == 0 for p in made)
+    for p in made:  # an attacker replaces the temp name with a link: a new call never reuses it
+        p.unlink()
+        p.symlink_to(victim)
+    again = exclusive_temp(folder, "x.json")
+    assert again not in made and not again.is_symlink()
+    assert victim.read_text() == "keep"
+
+
+def test_sigterm_removes_temporary_outputs(tmp_path):
+    script = (
+        "import sys, time\n"
+        "from prunehead.outputs import atomic_dir, install_sigterm_handler\n"
+        "install_sigterm_handler()\n"
+        f"with atomic_dir({str(tmp_path / 'out')!r}) as tmp:\n"
+        "    (tmp / 'big').write_text('x' * 1000)\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "ready"
+    assert len(list(tmp_path.iterdir())) == 1  # the temporary folder
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait() == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []
