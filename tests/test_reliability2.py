@@ -165,3 +165,149 @@ def test_sigterm_removes_temporary_outputs(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait() == 128 + signal.SIGTERM
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------- finetune (items 2, 6, 8, 9, 15)
+
+def _tones(root: Path, n: int = 4) -> Path:
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label, freq in (("low", 300.0), ("high", 2500.0)):
+            (root / split / label).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                t = np.arange(4000) / 16000
+                wave = 0.5 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.standard_normal(len(t))
+                sf.write(root / split / label / f"{i}.wav", wave.astype(np.float32), 16000)
+    return root
+
+
+@pytest.fixture
+def tones(tmp_path):
+    return _tones(tmp_path / "data")
+
+
+def _cfg(**kw):
+    from prunehead.train import TrainConfig
+
+    return TrainConfig(**{"epochs": 2, "batch_size": 4, "lr": 1e-3, "head_lr": 1e-3, "eval_split": None, **kw})
+
+
+def _batches_that(monkeypatch, at: int, effect):
+    """Wrap train.make_batches so the `at`-th training batch (counted over the run) gets `effect`."""
+    import prunehead.train as train
+
+    real, seen = train.make_batches, [0]
+
+    def make_batches(*args, **kwargs):
+        for batch in real(*args, **kwargs):
+            seen[0] += 1
+            yield effect(batch) if seen[0] == at else batch
+    monkeypatch.setattr(train, "make_batches", make_batches)
+
+
+def test_training_stops_at_the_first_non_finite_loss_and_writes_nothing(tones, tmp_path, monkeypatch):
+    import torch
+
+    from prunehead.train import NonFiniteLossError, finetune
+
+    def poison(batch):
+        batch["input_values"][0, 10] = float("nan")
+        return batch
+    _batches_that(monkeypatch, 3, poison)  # epoch 2, after a checkpoint of epoch 1
+    with pytest.raises(NonFiniteLossError, match="epoch 2, step 1"):
+        finetune("arch:wav2vec2-tiny", str(tones), tmp_path / "m", _cfg(), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    assert torch.isnan(torch.tensor(float("nan")))  # the poison really is NaN
+
+
+@pytest.mark.parametrize("field, value", [("lr", float("nan")), ("head_lr", float("inf")), ("epochs", -3),
+                                          ("epochs", 0), ("batch_size", 0), ("clip_seconds", -1.0),
+                                          ("warmup", 2.0), ("max_seconds", float("nan"))])
+def test_training_options_are_range_checked(field, value):
+    with pytest.raises(InputError, match=f"--{field.replace('_', '-')}"):
+        _cfg(**{field: value})
+
+
+def test_recipe_values_must_be_finite(tmp_path):
+    from prunehead.recipe import load_recipe
+
+    for section, line in (("train", "lr = nan"), ("score", "lr = inf"), ("train", "epochs = 0")):
+        recipe = tmp_path / f"{section}.toml"
+        recipe.write_text(f'version = 1\ntask = "ks"\n[model]\npath = "arch:wav2vec2-tiny"\n[data]\nspec = "fsdd-ks"\n'
+                          f"[{section}]\n{line}\n")
+        with pytest.raises(InputError, match=rf"{section}\.toml \[{section}\].*{line.split()[0]}"):
+            load_recipe(recipe)
+
+
+def test_finetune_checks_out_before_loading_anything(tones, tmp_path, monkeypatch):
+    import prunehead.train as train
+
+    monkeypatch.setattr(train, "load_data", lambda *a, **k: pytest.fail("data loaded before --out was checked"))
+    (tmp_path / "a-file").write_text("x")
+    for out, message in ((tmp_path / "a-file" / "m", "cannot write"), (tones, "input"), (tmp_path, "working")):
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(InputError, match=message):
+            train.finetune("arch:wav2vec2-tiny", str(tones), out, _cfg(), progress=False)
+
+
+def test_finetune_output_is_atomic_and_an_interrupted_run_resumes(tones, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from prunehead.train import finetune
+
+    full = finetune("arch:wav2vec2-tiny", str(tones), tmp_path / "full", _cfg(), progress=False)
+
+    def interrupt(batch):
+        raise KeyboardInterrupt
+    _batches_that(monkeypatch, 3, interrupt)  # Ctrl-C in epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        finetune("arch:wav2vec2-tiny", str(tones), tmp_path / "m", _cfg(), progress=False)
+    assert not (tmp_path / "m").exists()  # no half-written model
+    assert [p.name for p in (tmp_path / ".m.partial" / "checkpoints").iterdir()] == ["epoch-001.pt"]
+    monkeypatch.undo()
+    with pytest.raises(InputError, match="pass --resume"):
+        finetune("arch:wav2vec2-tiny", str(tones), tmp_path / "m", _cfg(), progress=False)
+    resumed = finetune("arch:wav2vec2-tiny", str(tones), tmp_path / "m", _cfg(), resume=True, progress=False)
+    assert not (tmp_path / ".m.partial").exists() and resumed["epochs"] == full["epochs"] == 2
+    a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "m" / "model.safetensors")
+    for key in a:
+        assert (a[key] == b[key]).all(), key
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "full", "m"]
+
+
+def test_a_crafted_checkpoint_is_never_unpickled(tones, tmp_path):
+    import torch
+
+    from prunehead.train import finetune
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return os.mkdir, (str(marker),)
+
+    out = tmp_path / "m"
+    (out / "checkpoints").mkdir(parents=True)
+    torch.save({"format": "prunehead.train-checkpoint", "model": Payload()}, out / "checkpoints" / "epoch-999.pt")
+    with pytest.raises(InputError, match="not a prunehead training checkpoint"):
+        finetune("arch:wav2vec2-tiny", str(tones), out, _cfg(), resume=True, progress=False)
+    assert not marker.exists()
+
+
+def test_checkpoint_temp_files_do_not_follow_planted_links(tmp_path):
+    import torch
+
+    from prunehead.train import _save_checkpoint, load_checkpoint
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / ".epoch-001.pt.tmp").symlink_to(victim)  # the old fixed temp name
+    _save_checkpoint(folder, "epoch-001.pt", {"model": {"w": torch.ones(2)}, "epoch": 1})
+    assert victim.read_text() == "keep"
+    assert load_checkpoint(folder / "epoch-001.pt")["epoch"] == 1
+    assert sorted(p.name for p in folder.iterdir()) == [".epoch-001.pt.tmp", "epoch-001.pt"]
