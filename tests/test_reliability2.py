@@ -311,3 +311,78 @@ def test_checkpoint_temp_files_do_not_follow_planted_links(tmp_path):
     assert victim.read_text() == "keep"
     assert load_checkpoint(folder / "epoch-001.pt")["epoch"] == 1
     assert sorted(p.name for p in folder.iterdir()) == [".epoch-001.pt.tmp", "epoch-001.pt"]
+
+
+# ----------------------------------------------------------------------------------------------- score resume (items 4, 5, 7, 11)
+
+def test_run_key_changes_with_the_weights_the_audio_and_the_options(tmp_path):
+    import copy
+
+    import torch
+
+    from prunehead.scorers.parallel import model_fingerprint, run_key
+    from tests.conftest import tiny
+
+    a = tiny("wav2vec2-tiny")
+    same = tiny("wav2vec2-tiny")
+    other = copy.deepcopy(a)
+    with torch.no_grad():
+        next(other.parameters()).view(-1)[0] += 1e-6  # one weight, one ulp-scale change
+    assert model_fingerprint(a) == model_fingerprint(same) != model_fingerprint(other)
+    clip = tmp_path / "0.wav"
+    clip.write_bytes(b"RIFF-one")
+    key = run_key(a, [str(clip)], scorer="hib", steps=3)
+    assert key == run_key(same, [str(clip)], scorer="hib", steps=3)
+    assert key != run_key(other, [str(clip)], scorer="hib", steps=3)
+    assert key != run_key(a, [str(clip)], scorer="hib", steps=4)
+    clip.write_bytes(b"RIFF-two")  # same path and size, new audio
+    assert key != run_key(a, [str(clip)], scorer="hib", steps=3)
+
+
+def test_resume_with_replaced_weights_is_refused(tmp_path):
+    import copy
+
+    import torch
+
+    from prunehead.scorers import get_scorer
+    from prunehead.scorers.parallel import run, run_key
+    from tests.conftest import ce, tiny
+
+    model = tiny("wav2vec2-tiny")
+    g = torch.Generator().manual_seed(0)
+    batches = [{"input_values": torch.randn(2, 3200, generator=g), "labels": torch.tensor([0, 1])} for _ in range(2)]
+    path = tmp_path / "s.json.ckpt"
+    run(get_scorer("gradient"), model, batches[:1], ce, checkpoint=path, key=run_key(model, ["x"], scorer="gradient"))
+    replaced = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in replaced.parameters():
+            p.mul_(1.01)
+    with pytest.raises(InputError, match="other parameters, data or model"):
+        run(get_scorer("gradient"), replaced, batches, ce, checkpoint=path,
+            key=run_key(replaced, ["x"], scorer="gradient"), resume=True)
+
+
+def test_score_checkpoints_never_follow_planted_links_nor_unpickle_code(tmp_path):
+    import torch
+
+    from prunehead.scorers.parallel import Checkpoint
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    path = tmp_path / "s.json.ckpt"
+    (tmp_path / ".s.json.ckpt.tmp").symlink_to(victim)  # the old fixed temp name
+    store = Checkpoint(path, "k")
+    store.add(0, torch.arange(2), torch.zeros(2, 3))
+    assert victim.read_text() == "keep" and Checkpoint(path, "k").load() == 1
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return os.mkdir, (str(marker),)
+
+    torch.save({"format": "prunehead.score-checkpoint", "key": "k", "batches": Payload()}, path)
+    with pytest.raises(InputError, match="not a score checkpoint"):
+        Checkpoint(path, "k").load()
+    assert not marker.exists()
+    Checkpoint(path, "k", 1, 2).add(0, torch.arange(1), torch.zeros(1, 3))
+    assert [p.name for p in Checkpoint.files(path)] == ["s.json.ckpt", "s.json.ckpt.rank1-of-2"]
