@@ -386,3 +386,76 @@ def test_score_checkpoints_never_follow_planted_links_nor_unpickle_code(tmp_path
     assert not marker.exists()
     Checkpoint(path, "k", 1, 2).add(0, torch.arange(1), torch.zeros(1, 3))
     assert [p.name for p in Checkpoint.files(path)] == ["s.json.ckpt", "s.json.ckpt.rank1-of-2"]
+
+
+# ----------------------------------------------------------------------------------------------- score files (item 12)
+
+def _score_file(tmp_path, **changes):
+    data = {"format": "prunehead.scores", "version": 1, "scorer": "hand", "model": "m", "num_layers": 2,
+            "num_heads": 2, "scores": [[0.1, 0.2], [0.3, 0.4]], **changes}
+    path = tmp_path / "hand.json"
+    path.write_text(json.dumps({k: v for k, v in data.items() if v is not ...}))
+    return path
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"version": 2}, "version 2"), ({"version": 0}, "version 0"), ({"version": ...}, "version None"),
+    ({"version": True}, "version True"), ({"version": "1"}, "version '1'"),
+    ({"scores": [[True, 0.2], [0.3, False]]}, "true/false"),
+    ({"num_layers": True, "num_heads": 2, "scores": [[0.1, 0.2]]}, "file says True x 2"),
+], ids=["v2", "v0", "missing", "bool-version", "str-version", "bool-scores", "bool-size"])
+def test_score_files_with_unknown_versions_or_booleans_are_refused(tmp_path, changes, message):
+    from prunehead.plan import load_scores
+
+    with pytest.raises(InputError, match=message):
+        load_scores(_score_file(tmp_path, **changes))
+
+
+def test_score_files_record_the_model_and_warn_on_another(tmp_path, recwarn):
+    import warnings
+
+    import torch
+
+    from prunehead.plan import load_scores, save_scores
+    from prunehead.scorers.parallel import model_fingerprint
+    from tests.conftest import tiny
+
+    scored, other = tiny("wav2vec2-tiny", seed=0), tiny("wav2vec2-tiny", seed=1)
+    path = tmp_path / "s.json"
+    save_scores(path, torch.rand(2, 4), "random", "m", model_fingerprint=model_fingerprint(scored))
+    assert json.loads(path.read_text())["model_fingerprint"] == model_fingerprint(scored)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_scores(path, model_fingerprint=model_fingerprint(scored))
+        load_scores(_score_file(tmp_path), model_fingerprint=model_fingerprint(other))  # hand-written: accepted
+    with pytest.warns(UserWarning, match="another model") as caught:
+        load_scores(path, model_fingerprint=model_fingerprint(other))
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+
+
+# ----------------------------------------------------------------------------------------------- ranges (item 15)
+
+def test_min_heads_per_layer_that_blocks_the_ratio_warns():
+    import warnings
+
+    import torch
+
+    from prunehead.plan import select
+
+    scores = torch.rand(3, 4)
+    with pytest.warns(UserWarning, match="removing 0 of the 6 heads.*--min-heads-per-layer 4"):
+        assert select(scores, ratio=0.5, min_heads_per_layer=4).num_pruned == 0
+    with pytest.warns(UserWarning, match="removing 3 of the 6 heads"):
+        assert select(scores, ratio=0.5, scope="per_layer", min_heads_per_layer=3).num_pruned == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert select(scores, ratio=0.5, min_heads_per_layer=2).num_pruned == 6
+
+
+@pytest.mark.parametrize("spec", ["0:1:0.0000001", ",".join(["0.5"] * 1001)])
+def test_sweeps_of_more_than_1000_points_are_refused(spec):
+    from prunehead.sweep import parse_ratios
+
+    with pytest.raises(InputError, match="at most 1000"):
+        parse_ratios(spec)
+    assert len(parse_ratios("0:0.999:0.001")) == 1000  # the limit itself is accepted
