@@ -459,3 +459,29 @@ def test_sweeps_of_more_than_1000_points_are_refused(spec):
     with pytest.raises(InputError, match="at most 1000"):
         parse_ratios(spec)
     assert len(parse_ratios("0:0.999:0.001")) == 1000  # the limit itself is accepted
+
+
+# ----------------------------------------------------------------------------------------------- data synth (item 8)
+
+@pytest.mark.parametrize("failure", [RuntimeError("espeak died"), KeyboardInterrupt()], ids=["error", "ctrl-c"])
+def test_synth_appears_complete_or_not_at_all(tmp_path, monkeypatch, failure):
+    import numpy as np
+
+    import prunehead.synth as synth
+
+    calls = [0]
+
+    def tts(text, voice, speed=1.0):
+        calls[0] += 1
+        if calls[0] == 5:
+            raise failure
+        return np.zeros(8000, np.float32) + 0.1
+
+    monkeypatch.setattr(synth, "tts", tts)
+    with pytest.raises(type(failure)):
+        synth.synthesize("ks", tmp_path / "d", n_per_class=2, workers=1)
+    assert list(tmp_path.iterdir()) == []
+    calls[0] = -10**6
+    out = synth.synthesize("ks", tmp_path / "d", n_per_class=2, workers=2)
+    assert (out / "synth.json").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+    assert len(list((out / "train").rglob("*.wav"))) == 2 * 12 and len(list((out / "test").rglob("*.wav"))) == 12
