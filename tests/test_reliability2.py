@@ -485,3 +485,22 @@ def test_synth_appears_complete_or_not_at_all(tmp_path, monkeypatch, failure):
     out = synth.synthesize("ks", tmp_path / "d", n_per_class=2, workers=2)
     assert (out / "synth.json").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["d"]
     assert len(list((out / "train").rglob("*.wav"))) == 2 * 12 and len(list((out / "test").rglob("*.wav"))) == 12
+
+
+# ----------------------------------------------------------------------------------------------- HIB options (item 15)
+
+@pytest.mark.parametrize("options", [{"noise": float("nan")}, {"lr": float("inf")}, {"beta": float("nan")},
+                                     {"steps": -1}, {"lr": 0.0}], ids=["noise-nan", "lr-inf", "beta-nan",
+                                                                      "steps-neg", "lr-0"])
+def test_hib_options_are_checked_at_construction(options):
+    from prunehead.scorers.hib import HIBScorer
+
+    with pytest.raises(InputError, match="HIB"):
+        HIBScorer(**options)
+
+
+def test_hib_with_zero_steps_warns():
+    from prunehead.scorers.hib import HIBScorer
+
+    with pytest.warns(UserWarning, match="steps >= 1"):
+        HIBScorer(steps=0)

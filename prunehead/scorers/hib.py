@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -44,7 +45,7 @@ import torch
 from torch import nn
 
 from ..control import controlled
-from ..errors import InputError
+from ..errors import InputError, check_finite
 from ..heads import head_adapter
 from .base import (Batch, Objective, SampleScorer, check_loss, forward, index_batch, model_device,
                    sample_batches, valid_frames)
@@ -169,6 +170,16 @@ class HIBScorer(SampleScorer):
     stats: ValueStats | None = dataclasses.field(default=None, repr=False)  # sigma; default from the batches
     trace: Callable[[list[Row], torch.Tensor, dict[int, torch.Tensor]], None] | None = dataclasses.field(
         default=None, repr=False)  # called after every step with (rows, sample ids, A_r per layer)
+
+    def __post_init__(self) -> None:
+        """Options checked at construction, before any model or data loads (issue 17: NaN noise, steps 0)."""
+        for name in ("beta", "lr", "noise", "init_std", "min_std"):
+            check_finite(f"HIB {name}", getattr(self, name))
+        if self.steps < 0 or self.lr <= 0 or self.noise < 0 or self.init_std <= 0 or self.min_std <= 0:
+            raise InputError("HIB needs steps >= 1, lr > 0, noise >= 0, init_std > 0 and min_std > 0")
+        if self.steps == 0:
+            warnings.warn("HIB with steps=0 only scores its random initialisation (a diagnostic); "
+                          "use steps >= 1 for head scores", stacklevel=3)
 
     # -- SampleScorer -------------------------------------------------------------------------------
 
