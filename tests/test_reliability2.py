@@ -504,3 +504,35 @@ def test_hib_with_zero_steps_warns():
 
     with pytest.warns(UserWarning, match="steps >= 1"):
         HIBScorer(steps=0)
+
+
+# ----------------------------------------------------------------------------------------------- item 1 through the CLI
+
+@pytest.mark.parametrize("command", ["prune", "prune-dry-run", "sweep"])
+@pytest.mark.parametrize("out", [".", "./", ""])
+def test_out_dot_overwrite_keeps_the_working_directory(tmp_path, monkeypatch, command, out):
+    import numpy as np
+    import soundfile as sf
+    import torch
+    from transformers import Wav2Vec2FeatureExtractor
+    from typer.testing import CliRunner
+
+    from prunehead import save_scores
+    from prunehead.cli import app
+    from tests.conftest import tiny
+
+    model = tiny("wav2vec2-tiny", num_labels=2, id2label={0: "a", 1: "b"}, label2id={"a": 0, "b": 1})
+    model.save_pretrained(tmp_path / "model")
+    Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(tmp_path / "model")
+    for label in ("a", "b"):
+        (tmp_path / "data" / "test" / label).mkdir(parents=True)
+        sf.write(tmp_path / "data" / "test" / label / "0.wav", np.zeros(4000, np.float32) + 0.1, 16000)
+    save_scores(tmp_path / "scores.json", torch.rand(2, 4), "random", "model")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    monkeypatch.chdir(tmp_path)
+    argv = {"prune": ["prune", "-m", "model", "-s", "scores.json", "--ratio", "0.5"],
+            "prune-dry-run": ["prune", "-m", "model", "-s", "scores.json", "--ratio", "0.5", "--dry-run"],
+            "sweep": ["sweep", "-m", "model", "-d", "data", "-s", "scores.json", "--ratios", "0.5"]}[command]
+    result = CliRunner().invoke(app, [*argv, "--out", out, "--overwrite"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
