@@ -347,8 +347,8 @@ def finetune(model_spec: str, data_spec: str, out_dir: str | Path, cfg: TrainCon
     work, created = _open_work_dir(out_dir, resume)
     try:
         record = _train_loop(model, objective, train, evaluation, (fe, tok), cfg, work, resume, dev, progress)
-        record.update(model=model_spec, data=data_spec, eval_data=eval_data or data_spec, task=task, device=str(dev), threads=torch.get_num_threads(),
-                      config=asdict(cfg), train_samples=len(train))
+        record.update(model=model_spec, data=data_spec, eval_data=eval_data or data_spec, task=task, device=str(dev),
+                      threads=torch.get_num_threads(), config=asdict(cfg), train_samples=len(train))
         _write_outputs(work, model, fe, tok if task == "asr" else None, record)
         _publish_run(work, out_dir)
     except Exception:  # a failed run leaves nothing; Ctrl-C / SIGTERM keep the checkpoints for --resume

@@ -167,7 +167,7 @@ def test_sigterm_removes_temporary_outputs(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-# ----------------------------------------------------------------------------------------------- finetune (items 2, 6, 8, 9, 15)
+# ------------------------------------------------------------------------------------ finetune (items 2, 6, 8, 9, 15)
 
 def _tones(root: Path, n: int = 4) -> Path:
     import numpy as np
@@ -209,8 +209,6 @@ def _batches_that(monkeypatch, at: int, effect):
 
 
 def test_training_stops_at_the_first_non_finite_loss_and_writes_nothing(tones, tmp_path, monkeypatch):
-    import torch
-
     from prunehead.train import NonFiniteLossError, finetune
 
     def poison(batch):
@@ -219,8 +217,7 @@ def test_training_stops_at_the_first_non_finite_loss_and_writes_nothing(tones, t
     _batches_that(monkeypatch, 3, poison)  # epoch 2, after a checkpoint of epoch 1
     with pytest.raises(NonFiniteLossError, match="epoch 2, step 1"):
         finetune("arch:wav2vec2-tiny", str(tones), tmp_path / "m", _cfg(), progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
-    assert torch.isnan(torch.tensor(float("nan")))  # the poison really is NaN
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no model, no .m.partial, no checkpoint
 
 
 @pytest.mark.parametrize("field, value", [("lr", float("nan")), ("head_lr", float("inf")), ("epochs", -3),
@@ -313,7 +310,7 @@ def test_checkpoint_temp_files_do_not_follow_planted_links(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == [".epoch-001.pt.tmp", "epoch-001.pt"]
 
 
-# ----------------------------------------------------------------------------------------------- score resume (items 4, 5, 7, 11)
+# ------------------------------------------------------------------------------------ score resume (items 4, 5, 7, 11)
 
 def test_run_key_changes_with_the_weights_the_audio_and_the_options(tmp_path):
     import copy
