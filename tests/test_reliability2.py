@@ -150,7 +150,10 @@ def test_temp_names_never_follow_a_planted_symlink(tmp_path):
 
 def test_sigterm_removes_temporary_outputs(tmp_path):
     script = (
-        "import sys, time\n"
+        "import sys, time, types\n"
+        "package = types.ModuleType('prunehead')\n"  # skip the package's heavy __init__: outputs needs errors only
+        f"package.__path__ = [{str(ROOT / 'prunehead')!r}]\n"
+        "sys.modules['prunehead'] = package\n"
         "from prunehead.outputs import atomic_dir, install_sigterm_handler\n"
         "install_sigterm_handler()\n"
         f"with atomic_dir({str(tmp_path / 'out')!r}) as tmp:\n"
