@@ -87,22 +87,27 @@ def check_output(path: PathLike, overwrite: bool = False, *, inputs: Iterable[Pa
     """Validate an output path before any work; returns it with `~` expanded.
 
     Refuses: an empty path; a path that is or contains the working directory; one that is or contains
-    an input (`inputs`: files and folders the command reads) or is, contains or lies in another output
-    of the same run (`others`); an existing path without `overwrite`; an unwritable parent or one under
-    a regular file; a name too long for the temporary siblings.
+    an input (`inputs`: files and folders the command reads), or exists inside one; one that is, contains
+    or lies in another output of the same run (`others`); an existing path without `overwrite`; an
+    unwritable parent or one under a regular file; a name too long for the temporary siblings.
     """
     path = output_path(path)
     real = _real(path)
     if _within(Path.cwd().resolve(), real):
         raise InputError(f"--out {path} is or contains the working directory; name a new file or folder instead")
+    exists = path.exists() or path.is_symlink()
     for item in inputs:
-        if item is not None and str(item).strip() and _within(_real(item), real):
+        if item is None or not str(item).strip():
+            continue
+        if _within(_real(item), real):
             raise InputError(f"--out {path} is or contains the input {item}; write the result somewhere else")
+        if exists and _within(real, _real(item)):
+            raise InputError(f"--out {path} is part of the input {item}; write the result somewhere else")
     for other in others:
         other_real = _real(other)
         if _within(other_real, real) or _within(real, other_real):
             raise InputError(f"{path} collides with {other}, another output of this run; choose another --out")
-    if (path.exists() or path.is_symlink()) and not overwrite:
+    if exists and not overwrite:
         raise InputError(f"{path} already exists; choose another output path or pass --overwrite")
     _check_name(path, _check_parent(path))
     return path

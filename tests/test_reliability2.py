@@ -42,7 +42,10 @@ def test_output_that_is_or_contains_an_input_is_refused(tmp_path):
     link.symlink_to(model)
     with pytest.raises(InputError, match="input"):  # the same folder through a symlink
         check_output(link, overwrite=True, inputs=[model])
+    with pytest.raises(InputError, match="part of the input"):  # eval --out model/config.json --overwrite
+        check_output(model / "config.json", overwrite=True, inputs=[model])
     assert check_output(tmp_path / "runs" / "pruned", inputs=[model]) == tmp_path / "runs" / "pruned"
+    assert check_output(model / "new.json", inputs=[model]) == model / "new.json"  # a new file beside it is fine
     assert (model / "config.json").exists()
 
 
