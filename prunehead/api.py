@@ -114,7 +114,7 @@ def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "
         raise InputError("--reference-samples sets HIB's V statistics; it applies to --scorer hib only")
     build_scorer(scorer, options, seed=seed)  # fail on bad options before anything loads
     ws = model if isinstance(model, Workspace) else _workspace(model, data, split, task, device, clip_seconds)
-    method = build_scorer(scorer, options, task=ws.task.name, seed=seed)
+    method = build_scorer(scorer, options, task=task or ws.task.name, seed=seed)
     method.progress = progress
     drawn = ws.draw(samples, seed, batch_size)
     if reference_samples:
@@ -123,7 +123,7 @@ def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "
         method.stats = value_statistics(ws.model, [to_device(b, where) for b in reference], method.min_std)
     outcome = run(method, ws.model, drawn.batches, ws.task.objective, checkpoint=checkpoint, key=key, resume=resume,
                   progress=progress)
-    settings = {"model": ws.source or type(ws.model).__name__, "data": data or str(ws.dataset.info.description or ""),
+    settings = {"model": ws.source or type(ws.model).__name__, "data": data,
                 "split": split, "seed": seed, "batch_size": batch_size, "reference_samples": reference_samples}
     return ScoreResult(outcome.scores, scorer, method.params(), ws.task.name, drawn.paths, outcome.spread,
                        outcome.world_size, next(ws.model.parameters()).device.type, settings)
