@@ -21,6 +21,10 @@ class DataError(InputError):
     """A data set or audio file cannot be used."""
 
 
+class Interrupted(PruneheadError):
+    """The user pressed Ctrl-C; the message says how to continue (the CLI exits 130)."""
+
+
 class DataWarning(UserWarning):
     """Some of a data set could not be read (named in the message); the rest is used."""
 
