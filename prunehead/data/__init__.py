@@ -21,9 +21,9 @@ from .batches import collate, default_feature_extractor, make_batches, split_pro
 from .labels import align_labels, label_names
 from .loading import CLIP_KEY, load_data
 from .sources import (AUDIO_COLUMNS, BUILTIN_SETS, DIGITS, HUB_ALIASES, KS_LABELS, KS_WORDS, SPLITS, Source,
-                      shared_dir, spec_paths)
+                      shared_dir, spec_paths, split_exists)
 
 __all__ = ["AUDIO_COLUMNS", "AUDIO_SUFFIXES", "BUILTIN_SETS", "CLIP_KEY", "DEFAULT_RATE", "DIGITS", "HUB_ALIASES",
            "KS_LABELS", "KS_WORDS", "SPLITS", "Item", "Source", "align_labels", "collate", "default_feature_extractor",
            "fix_length", "label_names", "load_data", "make_batches", "read_audio", "resample", "sampling_rate_of",
-           "shared_dir", "spec_paths", "split_processor"]
+           "shared_dir", "spec_paths", "split_exists", "split_processor"]

@@ -197,6 +197,8 @@ def _hub(name: str, config: str | None, split: str, label_column: str | None) ->
 
 def resolve(spec: str, split: str, label_column: str | None) -> Source:
     """Turn one spec (no `+`) into a Source."""
+    if not spec.strip():
+        raise DataError("a data spec part is empty; name a folder, manifest or data set (./ for the current folder)")
     kind, _, arg = spec.partition(":")
     if kind in ("fsdd-ks", "fsdd-sid"):
         root = Path(arg) if arg else shared_dir() / "data" / "fsdd" / "recordings"
@@ -218,6 +220,14 @@ def resolve(spec: str, split: str, label_column: str | None) -> Source:
         return _manifest(path, split, label_column)
     raise DataError(f"data {spec!r} is not a folder, a .csv/.jsonl manifest, fsdd-ks, fsdd-sid, "
                     "speech-commands[-all][:DIR], or hub:NAME[:CONFIG]; check the path")
+
+
+def split_exists(spec: str, split: str) -> bool:
+    """True when every part of `spec` has files in `split` (nothing is decoded)."""
+    try:
+        return all(resolve(part.strip(), split, None).items for part in spec.split("+"))
+    except DataError:
+        return False
 
 
 def spec_paths(spec: str) -> list[Path]:
