@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from .options import (BatchSize, ClipSeconds, Device, DryRun, Global, Heads, MinHeads, Model, OptionalData, Out,
-                      Finite, Overwrite, Positive, Ratio, Samples, ScorerOptions, Seed, Task, parse_options)
+                      Finite, Overwrite, Positive, Ratio, Samples, ScorerOptions, Seed, Task, inputs_of,
+                      parse_options)
 
 Opt = typer.Option
 ScoreFile = Annotated[Path | None, Opt("--scores", "-s", show_default=False,
@@ -59,7 +60,8 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
     from ..outputs import atomic_dir, check_output
     from ..surgery import save_pretrained
 
-    check_output(out, overwrite)
+    inputs = inputs_of(model, data, scores, plan)
+    check_output(out, overwrite, inputs=inputs)
     scope = None if global_ is None else "global" if global_ else "per_layer"
     result = api.prune(model, scores=scores, plan=plan, ratio=ratio, heads=heads, scope=scope,
                        min_heads_per_layer=min_heads_per_layer, rounds=rounds, scorer=scorer, data=data,
@@ -72,11 +74,11 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
     typer.echo(f"plan: remove {result.plan.num_pruned} of {result.plan.num_layers * result.plan.num_heads} heads "
                f"{json.dumps(result.plan.to_json()['pruned_heads'])}")
     if dry_run:
-        with atomic_dir(out, overwrite) as tmp:
+        with atomic_dir(out, overwrite, inputs=inputs) as tmp:
             result.plan.save(tmp / "plan.json")
         typer.echo(f"wrote {out}/plan.json")
         return
-    with atomic_dir(out, overwrite) as tmp:
+    with atomic_dir(out, overwrite, inputs=inputs) as tmp:
         save_pretrained(result.model.cpu(), tmp, source=model)
         (tmp / "report.json").write_text(json.dumps(result.report, indent=2) + "\n")
     _summary(result.report)
