@@ -1,0 +1,210 @@
+"""WavLM, the family outside transformers' attention interface: its gated relative position bias is made in
+layer 0 and shared by all layers, so uneven pruning (layer 0 included) must slice it per layer."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers.models.wavlm.modeling_wavlm import WavLMAttention
+
+from prunehead import head_adapter, load, plan_of, prune_, save_pretrained
+from prunehead.control import controlled
+from prunehead.export.onnx import check_onnx, export_onnx, signature
+from prunehead.families import family_of
+from prunehead.families.wavlm import WavLMEmptyAttention, WavLMFamily, WavLMHeadAttention
+from prunehead.plan import PruningPlan
+from prunehead.scorers import available, get_scorer
+from tests.conftest import ce, tiny
+from tests.test_hib import run_hib
+
+FAST = {"hib": {"steps": 3}, "attattr": {"steps": 4}}
+# 3 layers x 4 heads; every plan touches layer 0, whose bias table all later layers need.
+PLANS = {
+    "uneven": {0: (1, 3), 1: (0,), 2: (0, 2, 3)},
+    "layer0_emptied": {0: (0, 1, 2, 3), 1: (2,), 2: (1, 3)},
+    "layer0_one_head_left": {0: (0, 1, 3), 2: (0, 1, 2, 3)},
+}
+
+
+def wavlm(layers: int = 3, **overrides) -> torch.nn.Module:
+    """A wavlm-tiny classifier with every parameter perturbed (fresh gate constants are all 1, biases 0)."""
+    model = tiny("wavlm-tiny", num_hidden_layers=layers, **overrides)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    return model
+
+
+def padded_batch(n: int = 3, samples: int = 6000, keep: int = 3700, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(n, samples, dtype=torch.long)
+    mask[-1, keep:] = 0
+    return {"input_values": torch.randn(n, samples, generator=g) * mask, "attention_mask": mask}
+
+
+def logits(model, inputs):
+    with torch.no_grad():
+        return model(**inputs).logits
+
+
+def test_family_and_sites():
+    model = wavlm()
+    adapter = head_adapter(model)
+    assert isinstance(family_of(model), WavLMFamily)
+    assert (adapter.num_layers, adapter.num_heads, adapter.head_dim) == (3, 4, 8)
+    assert all(type(site.module) is WavLMAttention for site in adapter.sites)  # untouched outside controlled()
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+@pytest.mark.parametrize("masked", [False, True])
+def test_head_attention_equals_wavlm_attention(layer, masked):
+    """The swapped-in block computes WavLMAttention's function: output and the bias handed on."""
+    model = wavlm()
+    original = model.wavlm.encoder.layers[layer].attention
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(2, 9, 32, generator=g)
+    mask = torch.tensor([[1] * 9, [1] * 6 + [0] * 3]) if masked else None
+    bias = None if layer == 0 else torch.randn(2 * 4, 9, 9, generator=g)  # (B*H, T, T) from layer 0
+    with torch.no_grad():
+        expected, _, expected_bias = original(hidden, attention_mask=mask, position_bias=bias)
+        ours = WavLMHeadAttention(original)
+        got, probs, got_bias = ours(hidden, attention_mask=mask, position_bias=bias)  # SDPA delegate
+        with controlled(model) as ctl, ctl.recording({layer: lambda p, m: p}) as store:
+            active = model.wavlm.encoder.layers[layer].attention(hidden, attention_mask=mask, position_bias=bias)[0]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(active, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got_bias, expected_bias, atol=0, rtol=0)
+    assert store[layer].shape == (2, 4, 9, 9) and probs is None
+    assert model.wavlm.encoder.layers[layer].attention is original  # routed() restored the block
+
+
+def test_recorders_and_replacements_see_only_the_padding_mask():
+    """HIB's A_r replaces the scores: the position bias must not reach it as part of the mask."""
+    model = wavlm()
+    batch = padded_batch()
+    seen = {}
+    plain = logits(model, batch)
+    with torch.no_grad(), controlled(model) as ctl, ctl.replacing(
+            {1: lambda p, v, m: (seen.setdefault("m", m), (torch.matmul(p, v), p))[1]}):
+        same = model(**batch).logits
+    mask = seen["m"]
+    frames = mask.shape[-1]
+    assert mask.shape == (3, 1, frames, frames)
+    assert set(mask.unique().tolist()) == {0.0, torch.finfo(mask.dtype).min}
+    assert (mask[:2] == 0).all() and (mask[2, 0, :, -1] < 0).all() and (mask[2, 0, :, 0] == 0).all()
+    torch.testing.assert_close(same, plain, atol=1e-5, rtol=0)  # probs already carry the bias
+
+
+@pytest.mark.parametrize("plan_name", PLANS)
+def test_gated_equals_pruned_and_reloads(plan_name, tmp_path):
+    model = wavlm()
+    plan = PruningPlan(3, 4, PLANS[plan_name])
+    batch = padded_batch()
+    with torch.no_grad(), controlled(model) as ctl, ctl.gating(plan.keep_mask()):
+        gated = model(**batch).logits
+    pruned = prune_(copy.deepcopy(model), plan)
+    torch.testing.assert_close(logits(pruned, batch), gated, atol=1e-5, rtol=0)
+    assert (gated - logits(model, batch)).abs().max() > 1e-3  # the plan changes the outputs
+    kept = head_adapter(pruned).kept_heads(pruned)
+    assert head_adapter(pruned).heads_per_layer(pruned) == [4 - len(PLANS[plan_name].get(l, ())) for l in range(3)]
+    for layer, attention in enumerate(pruned.wavlm.encoder.layers):
+        attention = attention.attention
+        if isinstance(attention, WavLMHeadAttention):
+            assert attention.heads == kept[layer] and attention.gru_rel_pos_const.shape == (1, len(kept[layer]), 1, 1)
+        assert hasattr(attention, "rel_attn_embed") == (layer == 0)
+    assert pruned.wavlm.encoder.layers[0].attention.rel_attn_embed.weight.shape[1] == 4  # all original heads
+    save_pretrained(pruned, tmp_path / "m")
+    reloaded = load(tmp_path / "m")
+    assert plan_of(reloaded) == plan
+    torch.testing.assert_close(logits(reloaded, batch), logits(pruned, batch), atol=0, rtol=0)
+
+
+def test_pruned_padded_sample_equals_the_sample_alone():
+    """Independent truth for the mask: a layer-norm front end makes padding with a mask exact."""
+    pruned = prune_(wavlm(), PruningPlan(3, 4, PLANS["layer0_emptied"]))
+    batch = padded_batch(keep=3700)
+    alone = {k: v[-1:, :3700] for k, v in batch.items()}
+    torch.testing.assert_close(logits(pruned, batch)[-1:], logits(pruned, alone), atol=1e-5, rtol=0)
+
+
+def test_emptied_layer0_still_hands_on_the_bias():
+    model = wavlm()
+    original = model.wavlm.encoder.layers[0].attention
+    hidden = torch.randn(2, 7, 32)
+    with torch.no_grad():
+        _, _, expected = original(hidden)
+        prune_(model, PruningPlan(3, 4, {0: (0, 1, 2, 3)}))
+        empty = model.wavlm.encoder.layers[0].attention
+        out, _, bias = empty(hidden)
+    assert isinstance(empty, WavLMEmptyAttention)
+    torch.testing.assert_close(bias, expected, atol=0, rtol=0)  # (B*H, T, T) for all 4 original heads
+    torch.testing.assert_close(out, original.out_proj.bias.expand(2, 7, 32))
+
+
+def test_incremental_pruning_equals_one_shot():
+    model = wavlm()
+    first, second = PruningPlan(3, 4, {0: (1,), 1: (0, 2)}), PruningPlan(3, 4, {0: (3,), 1: (2, 3), 2: (0,)})
+    stepwise = prune_(prune_(copy.deepcopy(model), first), second)
+    oneshot = prune_(copy.deepcopy(model), first.union(second))
+    batch = padded_batch()
+    torch.testing.assert_close(logits(stepwise, batch), logits(oneshot, batch), atol=1e-6, rtol=0)
+    assert stepwise.wavlm.encoder.layers[0].attention.heads == [0, 2]
+
+
+def test_pruned_model_trains_every_parameter():
+    """Fine-tuning after pruning: every parameter, layer 0's bias table behind an emptied layer 0 included,
+    gets a gradient (the table feeds the later layers)."""
+    model = prune_(wavlm(), PruningPlan(3, 4, PLANS["layer0_emptied"])).train()
+    batch = {**padded_batch(2, 4000, 3000), "labels": torch.tensor([1, 0])}
+    model(**batch).loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == [] and "wavlm.encoder.layers.0.attention.rel_attn_embed.weight" in dict(model.named_parameters())
+
+
+@pytest.mark.parametrize("pruned", [{}, {0: (0, 1, 2, 3), 2: (1,)}])
+@pytest.mark.parametrize("name", available())
+def test_every_scorer_runs(name, pruned):
+    """Shape, finite values, and removed heads (a whole layer 0 included) just below every remaining head."""
+    model = prune_(wavlm(), PruningPlan(3, 4, pruned)) if pruned else wavlm()
+    batch = {**padded_batch(2, 4000, 3000), "labels": torch.tensor([0, 2])}
+    scores = get_scorer(name, **FAST.get(name, {})).score(model, [batch], ce)
+    assert scores.shape == (3, 4) and torch.isfinite(scores).all()
+    removed = torch.zeros(3, 4, dtype=torch.bool)
+    for layer, heads in pruned.items():
+        removed[layer, list(heads)] = True
+    if pruned:
+        assert scores[removed].max() < scores[~removed].min()
+    assert all(not isinstance(layer.attention, WavLMHeadAttention) or pruned for layer in model.wavlm.encoder.layers)
+
+
+@pytest.mark.parametrize("pruned", [{}, {0: (1, 2), 1: (0, 1, 2, 3)}])
+def test_cached_hib_follows_the_plain_loop(pruned):
+    """Staggered rows from cached layer inputs get the (row-independent) position bias for the rows present."""
+    model = prune_(wavlm(), PruningPlan(3, 4, pruned)) if pruned else wavlm()
+    batch = {**padded_batch(2, 4000, 3000), "labels": torch.tensor([1, 0])}
+    plain, plain_trace = run_hib(model, [batch], steps=3, batched=False, cache=False)
+    fast, fast_trace = run_hib(model, [batch], steps=3)
+    assert fast_trace.max_diff(plain_trace) < 1e-4
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0, equal_nan=True)  # NaN: removed heads
+
+
+@pytest.mark.parametrize("plan", [PLANS["layer0_emptied"], pytest.param(PLANS["uneven"], marks=pytest.mark.slow)])
+def test_onnx_export_matches_onnxruntime(tmp_path, plan):
+    model = prune_(wavlm(num_labels=5), PruningPlan(3, 4, plan))
+    sig = export_onnx(model, tmp_path / "m.onnx")
+    assert sig.input_names == ("input_values", "attention_mask")
+    result = check_onnx(model, tmp_path / "m.onnx", sig, atol=1e-4)  # padded batches at unseen lengths
+    assert result.agreement == 1.0 and len(result.shapes) == 3
+    assert all(type(layer.attention) is not WavLMHeadAttention or not layer.attention.eager
+               for layer in model.wavlm.encoder.layers)  # exportable() restored the blocks
+
+
+@pytest.mark.slow
+def test_unpruned_onnx_export_matches_onnxruntime(tmp_path):
+    model = wavlm(layers=2)
+    sig = export_onnx(model, tmp_path / "m.onnx")
+    check_onnx(model, tmp_path / "m.onnx", sig, atol=1e-4)
+    assert all(type(layer.attention) is WavLMAttention for layer in model.wavlm.encoder.layers)
+    assert signature(model).input_names == ("input_values", "attention_mask")
