@@ -11,11 +11,13 @@ from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
 from prunehead import head_adapter, load, plan_of, prune_, save_pretrained
 from prunehead.control import controlled
+from prunehead.cost import count_macs, count_params
 from prunehead.export.onnx import check_onnx, export_onnx, signature
 from prunehead.families import family_of
 from prunehead.families.wavlm import WavLMEmptyAttention, WavLMFamily, WavLMHeadAttention
 from prunehead.plan import PruningPlan
 from prunehead.scorers import available, get_scorer
+from prunehead.scorers.layers import select_rows
 from tests.conftest import ce, tiny
 from tests.test_hib import run_hib
 
@@ -119,6 +121,47 @@ def test_gated_equals_pruned_and_reloads(plan_name, tmp_path):
     reloaded = load(tmp_path / "m")
     assert plan_of(reloaded) == plan
     torch.testing.assert_close(logits(reloaded, batch), logits(pruned, batch), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("overrides", [{"do_stable_layer_norm": True}, {"task": "asr", "vocab_size": 12}])
+def test_variants_gated_equal_pruned_and_run_from_any_layer(overrides):
+    """Stable-layer-norm encoder (final norm after the layers) and the CTC head."""
+    model = wavlm(**overrides)
+    plan = PruningPlan(3, 4, PLANS["layer0_emptied"])
+    batch = padded_batch()
+    with torch.no_grad(), controlled(model) as ctl, ctl.gating(plan.keep_mask()):
+        gated = model(**batch).logits
+    pruned = prune_(copy.deepcopy(model), plan)
+    torch.testing.assert_close(logits(pruned, batch), gated, atol=1e-5, rtol=0)
+    runner = family_of(pruned).runner(pruned)
+    expected = logits(pruned, batch)
+    with torch.no_grad():
+        with controlled(pruned), runner.capturing() as captured:
+            pruned(**batch)
+        for start in (1, 2):  # row 0 enters at layer 0, rows 1 and 2 at `start`: 1 row, then 3
+            entering = [None] * 3
+            entering[0], entering[start] = captured[0][0][:1], captured[start][0][1:]
+            extras = [select_rows(captured[j][1], torch.arange(1 if j < start else 3), 3) for j in range(3)]
+            with runner.head_from(runner.run_layers(entering, extras)):
+                got = pruned(**batch).logits
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_params_and_macs_drop_by_the_removed_heads():
+    """Known answer: a removed head takes 4 d D + 3 d projection weights and its gate constant, and on T frames
+    4 T d D projection MACs, 8 T d gate MACs and 2 T T d attention MACs."""
+    model = wavlm()
+    D, d = 32, 8
+    inputs = {"input_values": torch.randn(1, 16000)}
+    frames = model._get_feat_extract_output_lengths(16000)
+    before_p, before = count_params(model), count_macs(model, inputs)
+    prune_(model, PruningPlan(3, 4, {0: (0, 2, 3), 1: (1,), 2: (2,)}))
+    after_p, after = count_params(model), count_macs(model, inputs)
+    k = 5
+    assert before_p - after_p == k * (4 * d * D + 3 * d + 1)
+    assert before["linear"] - after["linear"] == k * (4 * frames * d * D + 8 * frames * d)
+    assert before["attention"] - after["attention"] == k * 2 * frames * frames * d
+    assert before["conv"] == after["conv"]
 
 
 def test_pruned_padded_sample_equals_the_sample_alone():
