@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
+import prunehead
 from prunehead import head_adapter, load, plan_of, prune_, save_pretrained
 from prunehead.control import controlled
 from prunehead.cost import count_macs, count_params
@@ -18,7 +19,7 @@ from prunehead.families.wavlm import WavLMEmptyAttention, WavLMFamily, WavLMHead
 from prunehead.plan import PruningPlan
 from prunehead.scorers import available, get_scorer
 from prunehead.scorers.layers import select_rows
-from tests.conftest import ce, tiny
+from tests.conftest import TONE_LABELS, ce, tiny
 from tests.test_hib import run_hib
 
 FAST = {"hib": {"steps": 3}, "attattr": {"steps": 4}}
@@ -49,6 +50,37 @@ def padded_batch(n: int = 3, samples: int = 6000, keep: int = 3700, seed: int = 
 def logits(model, inputs):
     with torch.no_grad():
         return model(**inputs).logits
+
+
+def saved_wavlm(root) -> tuple[str, str]:
+    """(model dir, audiofolder): a 3-layer wavlm-tiny with the 3 tone labels, 4 train and 3 test clips a label."""
+    import numpy as np
+    import soundfile as sf
+    from transformers import Wav2Vec2FeatureExtractor
+
+    rng = np.random.default_rng(0)
+    for split, n in {"train": 12, "test": 9}.items():
+        for i in range(n):
+            label = TONE_LABELS[i % 3]
+            (root / "data" / split / label).mkdir(parents=True, exist_ok=True)
+            wave = np.sin(np.arange(6000 + 300 * i) * 0.05 * (1 + i % 3)) + 0.3 * rng.standard_normal(6000 + 300 * i)
+            sf.write(root / "data" / split / label / f"{i}.wav", wave.astype(np.float32), 16000)
+    model = wavlm(id2label=dict(enumerate(TONE_LABELS)), label2id={n: i for i, n in enumerate(TONE_LABELS)})
+    model.save_pretrained(root / "model")
+    Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(root / "model")
+    return str(root / "model"), str(root / "data")
+
+
+def test_library_score_prune_evaluate(tmp_path):
+    """The application layer on WavLM: score a saved model, prune it by a plan that empties layer 0,
+    evaluate it; the report's metrics are evaluate's."""
+    model, data = saved_wavlm(tmp_path)
+    result = prunehead.score(model, data, "gradient", samples=6)
+    assert result.scores.shape == (3, 4) and torch.isfinite(result.scores).all()
+    plan = PruningPlan(3, 4, PLANS["layer0_emptied"])
+    pruned = prunehead.prune(model, plan=plan, data=data, split="test")
+    assert plan_of(pruned.model) == plan and pruned.report["after"]["heads_per_layer"] == [0, 3, 2]
+    assert prunehead.evaluate(pruned.model, data, split="test") == pruned.report["metrics_after"]
 
 
 def test_family_and_sites():
