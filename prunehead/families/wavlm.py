@@ -1,5 +1,6 @@
 """WavLM: wav2vec2's layout (`encoder.layers[i].attention`) with its own attention code and a gated
-relative position bias (Chen et al. 2022, "WavLM", §2.2).
+relative position bias (Chen et al. 2022, "WavLM: Large-Scale Self-Supervised Pre-Training for Full Stack
+Speech Processing").
 
 Layer 0 embeds the relative positions into a bias for all H heads, (B*H, T, T), and hands it, ungated, to
 every later layer. Layer l gates head h's slice with a gate computed from chunk h of its *input* hidden
@@ -80,7 +81,7 @@ class WavLMHeadAttention(_RelativeBias):
         self.num_heads = len(self.heads)
 
     def gated_bias(self, hidden_states: torch.Tensor, position_bias: torch.Tensor) -> torch.Tensor:
-        """(B, H_l, T, T) bias of the kept heads, each gated from its chunk of the input (WavLM eq. 6-7)."""
+        """(B, H_l, T, T) bias of the kept heads, each gated from its own chunk of the input (as WavLMAttention)."""
         B, T, D = hidden_states.shape
         total = D // self.head_dim  # the original head count: the gate always reads the original chunks
         chunks = hidden_states.view(B, T, total, self.head_dim).permute(0, 2, 1, 3)  # (B, H, T, d)
