@@ -32,8 +32,9 @@ PLANS = {
 
 
 def wavlm(layers: int = 3, **overrides) -> torch.nn.Module:
-    """A wavlm-tiny classifier with every parameter perturbed (fresh gate constants are all 1, biases 0)."""
-    model = tiny("wavlm-tiny", num_hidden_layers=layers, **overrides)
+    """A wavlm-tiny classifier (eval mode) with every parameter perturbed (fresh gate constants are all 1,
+    biases 0) and attention dropout configured, as in real checkpoints (eval mode must switch it off)."""
+    model = tiny("wavlm-tiny", num_hidden_layers=layers, **{"attention_dropout": 0.1, **overrides})
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.2 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))

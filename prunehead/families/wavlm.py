@@ -68,6 +68,7 @@ class WavLMHeadAttention(_RelativeBias):
         self.heads: list[int] = list(getattr(source, "heads", range(source.num_heads)))
         self.num_heads = len(self.heads)
         self.eager = False  # plain matmul/softmax attention, for export
+        self.train(source.training)  # (a fresh module is in training mode: attention dropout would be on)
 
     def keep_(self, positions: list[int]) -> None:
         """Keep the heads at `positions` (current order): q/k/v rows, output columns, gate constants."""
@@ -121,6 +122,7 @@ class WavLMEmptyAttention(_RelativeBias):
         super().__init__()
         self.out_proj = BiasOnly(output_bias(source.out_proj))
         self._take_bias_table(source)
+        self.train(source.training)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_bias: torch.Tensor | None = None, **kwargs: Any) -> tuple[torch.Tensor, None, torch.Tensor]:
