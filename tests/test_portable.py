@@ -282,3 +282,23 @@ def test_whisper_tiny_en_stays_fp16_when_pruned(tmp_path, shared):
     assert json.loads((tmp_path / "pruned" / "config.json").read_text())["dtype"] == "float16"
     assert (tmp_path / "pruned" / "tokenizer.json").exists()
     assert plan_of(load(tmp_path / "pruned")) == plan_of(model)
+
+
+@pytest.mark.slow
+def test_whisper_tiny_en_speech_recognition_pipeline_with_a_pruned_encoder(tmp_path, shared):
+    import re
+
+    import soundfile as sf
+
+    source = shared / "models" / "whisper-tiny.en"
+    save_pretrained(prune_(load(source), PruningPlan(4, 6, {1: (2,), 2: (3,)})), tmp_path / "p", source=source)
+    wav, _ = sf.read(shared / "data" / "libri-1088-134315-0000.wav", dtype="float32")
+    wav = wav[:8 * 16_000]
+    run = tf.pipeline("automatic-speech-recognition", model=str(tmp_path / "p"), trust_remote_code=True,
+                      dtype=torch.float32)
+    assert run.type == "seq2seq_whisper"  # the pipeline sees a Whisper model, not a generic seq2seq one
+    text = re.sub(r"<\|[^|]*\|>", "", run(wav, generate_kwargs={"max_new_tokens": 40})["text"]).strip()
+    processor = tf.WhisperProcessor.from_pretrained(source)
+    ids = load(tmp_path / "p").generate(processor(wav, sampling_rate=16_000, return_tensors="pt").input_features,
+                                          max_new_tokens=40)
+    assert text == processor.batch_decode(ids, skip_special_tokens=True)[0].strip() and len(text) > 20
