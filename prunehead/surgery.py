@@ -84,10 +84,10 @@ def save_pretrained(model: nn.Module, out_dir: str | Path, source: str | Path | 
     if processor is not None:
         processor.save_pretrained(out_dir)
     if source is not None:
-        _copy_preprocessing(str(source), out_dir)
+        copy_preprocessing(str(source), out_dir)
 
 
-def _copy_preprocessing(source: str, out_dir: Path) -> None:
+def copy_preprocessing(source: str, out_dir: Path) -> None:
     """Copy the feature extractor / tokenizer files of a folder or (cached) hub id that `out_dir` lacks."""
     for name in PREPROCESSING_FILES:
         if (out_dir / name).exists():
