@@ -8,7 +8,7 @@ HIB settings default to the paper's Table 1 for the recipe's task (Appendix C).
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,11 @@ from .data import BUILTIN_SETS
 from .errors import InputError
 from .tasks import TASKS
 from .train import TrainConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as the `tomli` package (a dependency there)
+    import tomli as tomllib
 
 VERSION = 1
 # HIB paper, Appendix C, Table 1: Adam lr 0.1, noise lambda 0.9, 200 samples; beta and steps per task.

@@ -302,3 +302,25 @@ def test_whisper_tiny_en_speech_recognition_pipeline_with_a_pruned_encoder(tmp_p
     ids = load(tmp_path / "p").generate(processor(wav, sampling_rate=16_000, return_tensors="pt").input_features,
                                           max_new_tokens=40)
     assert text == processor.batch_decode(ids, skip_special_tokens=True)[0].strip() and len(text) > 20
+
+
+def test_recipes_parse_with_tomli_on_python_3_10(monkeypatch, tmp_path):
+    """Below 3.11 recipe.py takes its TOML parser from the `tomli` package (pyproject: a 3.10-only dependency)."""
+    import dataclasses
+    import importlib.util
+    import tomllib
+    import types
+
+    import prunehead.recipe
+
+    fake = types.ModuleType("tomli")
+    fake.loads, fake.TOMLDecodeError = tomllib.loads, tomllib.TOMLDecodeError
+    monkeypatch.setitem(sys.modules, "tomli", fake)
+    monkeypatch.setattr(sys, "version_info", (3, 10, 14, "final", 0))
+    spec = importlib.util.spec_from_file_location("prunehead._recipe_py310", prunehead.recipe.__file__)
+    copy = importlib.util.module_from_spec(spec)  # a separate copy: prunehead.recipe stays as imported
+    monkeypatch.setitem(sys.modules, spec.name, copy)
+    spec.loader.exec_module(copy)
+    assert copy.tomllib is fake and prunehead.recipe.tomllib is tomllib
+    shipped = sorted((Path(__file__).parents[1] / "recipes").glob("*.toml"))[0]
+    assert dataclasses.asdict(copy.load_recipe(shipped)) == dataclasses.asdict(prunehead.recipe.load_recipe(shipped))
