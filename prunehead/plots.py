@@ -50,3 +50,25 @@ def curve_table(result: dict[str, Any]) -> str:
             cells.append(f"{p[metric]:.4f} ± {p['std']:.4f}" if "std" in p else f"{p[metric]:.4f}")
         lines.append(f"| {point['x']} | {point['heads_removed']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def heatmap(scores: Any, path: str | Path, title: str) -> None:
+    """An L x H heat map of `scores` (layers down, heads across), written to `path` (PNG)."""
+    import numpy as np
+
+    values = np.asarray(scores, dtype=float)
+    L, H = values.shape
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.5 + 0.5 * H), max(3.0, 1.0 + 0.4 * L)))
+    image = ax.imshow(values, cmap="viridis", aspect="auto")
+    if L * H <= 64:  # small grids: print the values
+        for (l, h), value in np.ndenumerate(values):
+            ax.text(h, l, f"{value:.3g}", ha="center", va="center", fontsize=7, color="white")
+    ax.set_xticks(range(H))
+    ax.set_yticks(range(L))
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
