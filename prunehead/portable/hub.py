@@ -44,10 +44,14 @@ def read_config(spec: str, **hub: Any) -> transformers.PretrainedConfig:
     except (OSError, ValueError) as err:
         raise InputError(f"cannot load a model from {spec!r}: not a model directory or reachable hub id "
                          f"({_first_line(err)})") from None
-    model_type = str(config_dict.get("model_type", "")).removeprefix(TYPE_PREFIX)
+    declared = config_dict.get("model_type")
+    model_type = str(declared or "").removeprefix(TYPE_PREFIX)
+    if not declared:
+        raise InputError(f"cannot load a model from {spec!r}: its config.json has no model_type; "
+                         "save the model with save_pretrained")
     if model_type not in transformers.CONFIG_MAPPING:
-        raise InputError(f"{spec}: config.json has model_type {config_dict.get('model_type')!r}, which this "
-                         f"transformers {transformers.__version__} does not know; upgrade transformers")
+        raise InputError(f"cannot load a model from {spec!r}: model_type {declared!r} is unknown to "
+                         f"transformers {transformers.__version__}; upgrade transformers")
     legacy = _legacy_pruned(config_dict.get(LEGACY_PRUNED_KEY) or {})
     config_dict = {k: v for k, v in config_dict.items() if k not in ("auto_map", LEGACY_PRUNED_KEY)}
     if legacy and not config_dict.get(PRUNED_HEADS_KEY):
