@@ -9,11 +9,13 @@ The removed heads are recorded in `config.prunehead_pruned_heads`, so `load()` c
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from pathlib import Path
 
 import torch
 import transformers
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.utils import cached_file
 
@@ -22,6 +24,7 @@ from .families.base import BiasOnly, EmptyAttention  # noqa: F401 - re-exported 
 from .heads import PRUNED_HEADS_KEY, head_adapter, pruned_heads_of
 from .plan import PruningPlan
 from .portable import checkpoint_dtype, read_config, read_state_dict, weight_files, write_remote_code
+from .portable.remote import transformers_class
 
 CHECKPOINT_DTYPE_ATTR = "prunehead_checkpoint_dtype"  # set by load(): the dtype of the weights on disk
 
@@ -80,11 +83,37 @@ def save_pretrained(model: nn.Module, out_dir: str | Path, source: str | Path | 
     plan = plan_of(model)
     plan.save(out_dir / "plan.json")
     if plan.num_pruned:
+        _add_placeholders(model, out_dir, target)
         write_remote_code(model, out_dir)
     if processor is not None:
         processor.save_pretrained(out_dir)
     if source is not None:
         copy_preprocessing(str(source), out_dir)
+
+
+def _add_placeholders(model: nn.Module, out_dir: Path, dtype: torch.dtype) -> None:
+    """Store the weights an emptied layer lost as 0-size tensors (transformers 4 did the same).
+
+    A plain transformers class then fails on their size instead of re-initialising the layer at random;
+    `load` and the folder's remote code ignore them.
+    """
+    config = copy.deepcopy(model.config)
+    delattr(config, PRUNED_HEADS_KEY)
+    with torch.device("meta"):
+        full = transformers_class(model)(config)
+    present = set(model.state_dict())
+    placeholders = {key: torch.zeros(0, dtype=dtype) for key in full.state_dict() if key not in present}
+    if not placeholders:
+        return
+    index_path = out_dir / "model.safetensors.index.json"
+    if index_path.exists():  # sharded: one more shard
+        index = json.loads(index_path.read_text())
+        index["weight_map"].update(dict.fromkeys(placeholders, "model-placeholders.safetensors"))
+        save_file(placeholders, out_dir / "model-placeholders.safetensors", metadata={"format": "pt"})
+        index_path.write_text(json.dumps(index, indent=2) + "\n")
+        return
+    weights = out_dir / "model.safetensors"
+    save_file({**load_file(weights), **placeholders}, weights, metadata={"format": "pt"})
 
 
 def copy_preprocessing(source: str, out_dir: Path) -> None:

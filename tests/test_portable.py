@@ -62,8 +62,9 @@ def test_remote_code_loads_exactly_what_prunehead_loads(tmp_path, case):
     arch, task, overrides, auto = CASES[case]
     folder = saved(tmp_path, arch, task, overrides, UNEVEN)
     ours = load(folder)
-    theirs = auto.from_pretrained(folder, trust_remote_code=True)
+    theirs, info = auto.from_pretrained(folder, trust_remote_code=True, output_loading_info=True)
     assert type(theirs).__module__.startswith("transformers_modules")  # the folder's code, not ours
+    assert not any(info.values()), info  # nothing missing, unexpected (placeholders are expected) or mismatched
     assert plan_of(theirs) == UNEVEN
     inputs = inputs_for(arch)
     torch.testing.assert_close(outputs(theirs, inputs), outputs(ours, inputs), atol=0, rtol=0)
@@ -75,7 +76,7 @@ def test_modeling_file_imports_only_torch_and_transformers(tmp_path):
     tree = ast.parse((folder / REMOTE_FILE).read_text())
     roots = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     roots |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert roots == {"__future__", "typing", "torch", "transformers"}
+    assert roots == {"__future__", "re", "typing", "torch", "transformers"}
 
 
 @pytest.mark.parametrize("trust", [None, False])
@@ -87,6 +88,17 @@ def test_plain_transformers_refuses_a_folder_with_an_emptied_layer(tmp_path, tru
         tf.AutoConfig.from_pretrained(folder)
 
 
+@pytest.mark.parametrize("case", ["wav2vec2-audio-classification", "whisper-encoder-classification",
+                                  "bert-sequence-classification"])
+def test_the_transformers_class_itself_refuses_an_emptied_layer(tmp_path, case):
+    """Named directly (no auto class, no model_type check) the class meets 0-size placeholders: an error."""
+    arch, task, overrides, _ = CASES[case]
+    model = tiny(arch, task=task, **overrides)
+    folder = saved(tmp_path, arch, task, overrides, EMPTIED_ONLY)
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        type(model).from_pretrained(folder)
+
+
 def test_old_layout_loads_silently_wrong_in_transformers_but_right_in_prunehead(tmp_path):
     """Why the folder must refuse plain loading: main's old layout (plain model_type) re-initialises the layer."""
     folder = saved(tmp_path, "wav2vec2-tiny", "ks", {}, EMPTIED_ONLY)
@@ -95,6 +107,8 @@ def test_old_layout_loads_silently_wrong_in_transformers_but_right_in_prunehead(
     config.pop("auto_map")
     (folder / "config.json").write_text(json.dumps(config))
     (folder / REMOTE_FILE).unlink()
+    weights = folder / "model.safetensors"  # main's old folders had no 0-size placeholders either
+    save_file({k: v for k, v in load_file(weights).items() if v.numel()}, weights, metadata={"format": "pt"})
     inputs = inputs_for("wav2vec2-tiny")
     expected = outputs(prune_(tiny("wav2vec2-tiny"), EMPTIED_ONLY), inputs)
     silently_wrong = tf.AutoModelForAudioClassification.from_pretrained(folder)  # no error: random attention

@@ -8,6 +8,7 @@ type with `prunehead_pruned_heads`), transformers 4's `pruned_heads` (TextPruner
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from typing import Any
 
@@ -96,15 +97,15 @@ def read_state_dict(files: list[str]) -> dict[str, torch.Tensor]:
 
 
 def checkpoint_dtype(files: list[str]) -> torch.dtype | None:
-    """The floating dtype most of a checkpoint's tensors have (from the safetensors headers), or None."""
+    """The floating dtype of most of a checkpoint's weights (by element count, from the safetensors headers)."""
     counts: Counter[torch.dtype] = Counter()
     for file in files:
         if not file.endswith(".safetensors"):
             return None
         with safe_open(file, "pt") as handle:
             for key in handle.keys():
-                dtype = handle.get_slice(key).get_dtype()
-                counts[_SAFETENSORS_DTYPES.get(dtype)] += 1
+                tensor = handle.get_slice(key)
+                counts[_SAFETENSORS_DTYPES.get(tensor.get_dtype())] += math.prod(tensor.get_shape())
     counts.pop(None, None)
     return counts.most_common(1)[0][0] if counts else None
 

@@ -15,6 +15,7 @@ reads that back as `<type>`, so pipelines and generation treat the model as its 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -123,22 +124,36 @@ def _empty_(layer: nn.Module, site: tuple) -> None:
         _set(layer, out_path, BiasOnly(bias))
 
 
-def remove_heads_(model: nn.Module, model_type: str, pruned: dict[str, list[int]]) -> nn.Module:
-    """Remove the heads `pruned` ({"<layer>": [original ids]}) from a freshly built `model` in place."""
+def placeholder_pattern(model_type: str, layer: int) -> str:
+    """Regex of the checkpoint keys an emptied layer stores as 0-size placeholders (q/k/v, output weight).
+
+    The placeholders make the classes of plain transformers fail on a size mismatch instead of silently
+    re-initialising the layer; the classes here ignore them.
+    """
+    (layers, block, projections, out), _ = SITES[model_type]
+    names = "|".join(f"{re.escape(block)}\\.{p}\\.(weight|bias)" for p in projections)
+    return rf"(^|\.){re.escape(layers)}\.{layer}\.({names}|{re.escape(out)}\.weight)$"
+
+
+def remove_heads_(model: nn.Module, model_type: str, pruned: dict[str, list[int]]) -> list[str]:
+    """Remove the heads `pruned` ({"<layer>": [original ids]}) from a freshly built `model` in place.
+
+    Returns the `placeholder_pattern` of every emptied layer.
+    """
     site, heads_key = SITES[model_type]
     num_heads = getattr(model.config, heads_key)
     head_dim = getattr(model.config, "d_model", None) or model.config.hidden_size
     head_dim //= num_heads
+    emptied = []
     for index, layer in enumerate(_layers(model, model_type)):
         gone = set(int(h) for h in pruned.get(str(index), ()))
         keep = [h for h in range(num_heads) if h not in gone]
-        if not gone:
-            continue
-        if keep:
+        if keep and gone:
             _slice_(layer, site, keep, head_dim)
-        else:
+        elif not keep:
             _empty_(layer, site)
-    return model
+            emptied.append(placeholder_pattern(model_type, index))
+    return emptied
 
 
 class PrunedConfigMixin:
@@ -162,7 +177,8 @@ class PrunedModelMixin:
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any):
         super().__init__(config, *args, **kwargs)
-        remove_heads_(self, type(config).model_type, getattr(config, PRUNED_HEADS_KEY, None) or {})
+        emptied = remove_heads_(self, type(config).model_type, getattr(config, PRUNED_HEADS_KEY, None) or {})
+        self._keys_to_ignore_on_load_unexpected = set(self._keys_to_ignore_on_load_unexpected or ()) | set(emptied)
 
 
 # Generated classes for this checkpoint follow.
