@@ -74,7 +74,8 @@ def test_remote_code_loads_exactly_what_prunehead_loads(tmp_path, case):
 def test_modeling_file_imports_only_torch_and_transformers(tmp_path):
     folder = saved(tmp_path, "wav2vec2-tiny", "ks", {}, UNEVEN)
     tree = ast.parse((folder / REMOTE_FILE).read_text())
-    roots = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    roots = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+             for alias in node.names}
     roots |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert roots == {"__future__", "re", "typing", "torch", "transformers"}
 

@@ -70,4 +70,5 @@ def _print(summary: dict, out: Path) -> None:
         macs = ratios[f"macs_{row['length']}"]
         typer.echo(f"batch {row['batch']:>2} length {row['length']:>6}: {row['model_ms']:.2f} ms vs unpruned "
                    f"{row['unpruned_ms']:.2f} ms (x{row['speedup']:.3f}; MACs x{macs:.3f})")
-    typer.echo(f"wrote {out}/ ({', '.join([*summary['graphs'].values(), 'config.json', *summary['preprocessing'], 'export.json'])})")
+    files = [*summary["graphs"].values(), "config.json", *summary["preprocessing"], "export.json"]
+    typer.echo(f"wrote {out}/ ({', '.join(files)})")

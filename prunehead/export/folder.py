@@ -13,6 +13,7 @@ from pathlib import Path
 from torch import nn
 
 from ..portable import TYPE_PREFIX
+from ..portable.remote import transformers_class
 from ..surgery import copy_preprocessing
 
 # Graph file per export stage (optimum's names).
@@ -24,7 +25,7 @@ def write_config(model: nn.Module, folder: Path) -> None:
     config = model.config.to_dict()
     config.pop("auto_map", None)
     config["model_type"] = str(config.get("model_type", "")).removeprefix(TYPE_PREFIX)
-    config["architectures"] = [next(c for c in type(model).__mro__ if c.__module__.startswith("transformers.")).__name__]
+    config["architectures"] = [transformers_class(model).__name__]
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
@@ -38,7 +39,8 @@ def write_preprocessing(model: nn.Module, folder: Path, source: str | None) -> l
     if not (folder / "preprocessor_config.json").exists() and \
             getattr(model, "main_input_name", "") in ("input_values", "input_features"):
         default_feature_extractor(model.config).save_pretrained(folder)
-    return sorted(p.name for p in folder.iterdir() if p.suffix in (".json", ".txt", ".model") and p.name != "config.json")
+    return sorted(p.name for p in folder.iterdir()
+                  if p.suffix in (".json", ".txt", ".model") and p.name != "config.json")
 
 
 def write_model_files(model: nn.Module, folder: Path, source: str | None) -> list[str]:
