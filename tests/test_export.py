@@ -218,6 +218,9 @@ def test_optimized_and_quantized_graphs_are_rechecked_on_a_data_set(tmp_path):
     model = prune_(tiny("whisper-encoder-tiny"), PruningPlan(2, 4, {1: (0, 2)}))
     options = ExportOptions(optimize=True, quantize="int8", repeats=1, batches=(1,))
     summary = export_model(model, tmp_path / "m", options, data=str(tmp_path / "data"))
+    graphs = {"export": "model.onnx", "optimize": "model_optimized.onnx", "quantize": "model_quantized.onnx"}
+    assert summary["graphs"] == graphs and summary["onnx"] == "model_quantized.onnx"
+    assert all((tmp_path / "m" / name).exists() for name in graphs.values())
     metrics = summary["checks"]["data"]["metrics"]
     assert set(metrics) == {"pytorch", "export", "optimize", "quantize"}
     assert metrics["export"]["accuracy"] == metrics["optimize"]["accuracy"] == metrics["pytorch"]["accuracy"]
