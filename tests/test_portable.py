@@ -71,6 +71,16 @@ def test_remote_code_loads_exactly_what_prunehead_loads(tmp_path, case):
     assert sum(p.numel() for p in theirs.parameters()) == sum(p.numel() for p in ours.parameters())
 
 
+def test_automodel_gives_the_pruned_backbone(tmp_path):
+    folder = saved(tmp_path, "wav2vec2-tiny", "ks", {}, UNEVEN)
+    backbone = tf.AutoModel.from_pretrained(folder, trust_remote_code=True)
+    assert type(backbone).__name__ == "PrunedWav2Vec2Model"
+    inputs = inputs_for("wav2vec2-tiny")
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(**inputs).last_hidden_state,
+                                   load(folder).wav2vec2(**inputs).last_hidden_state, atol=0, rtol=0)
+
+
 def test_modeling_file_imports_only_torch_and_transformers(tmp_path):
     folder = saved(tmp_path, "wav2vec2-tiny", "ks", {}, UNEVEN)
     tree = ast.parse((folder / REMOTE_FILE).read_text())
@@ -244,7 +254,8 @@ def test_hub_ids_load_from_the_cache_offline(tmp_path, offline_cache):
 # -- other layouts and checks --------------------------------------------------------------------------------
 
 
-def test_transformers4_pruned_heads_folder_loads_as_pruned(tmp_path):
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_transformers4_pruned_heads_folder_loads_as_pruned(tmp_path, weights):
     """What TextPruner / nn_pruning / bertology wrote: plain model_type, `pruned_heads`, 0-size emptied q/k/v."""
     model = prune_(tiny("bert-tiny"), UNEVEN)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
@@ -253,7 +264,10 @@ def test_transformers4_pruned_heads_folder_loads_as_pruned(tmp_path):
         state[f"bert.encoder.layer.0.attention.self.{name}.bias"] = torch.zeros(0)
     folder = tmp_path / "tf4"
     folder.mkdir()
-    save_file(state, folder / "model.safetensors")
+    if weights.endswith(".safetensors"):
+        save_file(state, folder / weights)
+    else:  # the pickled format most transformers-4 tools wrote
+        torch.save(state, folder / weights)
     config = tiny("bert-tiny").config.to_dict()
     config.update(architectures=["BertForSequenceClassification"], pruned_heads={"0": [0, 1, 2, 3], "1": [3, 1]})
     (folder / "config.json").write_text(json.dumps(config))
