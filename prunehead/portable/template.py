@@ -1,4 +1,4 @@
-"""Modeling code for a model whose attention heads were removed by prunehead (https://github.com/prunehead).
+"""Modeling code for a model whose attention heads were removed by prunehead.
 
 This file travels with the checkpoint (Hugging Face remote code, `auto_map` in config.json) and imports
 only torch and transformers. Each class below subclasses the transformers class of the same
