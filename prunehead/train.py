@@ -147,11 +147,7 @@ def load_model(spec: str, task: str, labels: list[str] | None = None, tokenizer:
            "ctc_loss_reduction": "mean"} if task == "asr" and tokenizer is not None else {}
     if spec.startswith("arch:"):
         return build_model(spec[5:], task, **(head or {"num_labels": 2}), **ctc)
-    try:
-        config = tf.AutoConfig.from_pretrained(spec)
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot load a model from {spec!r}: not a model directory, hub id or arch:NAME "
-                         f"({str(err).splitlines()[0]})") from None
+    config = surgery.load_config(spec)  # pruned folders carry a model_type only prunehead and remote code read
     if _has_head(config, task, labels):
         return surgery.load(spec)
     if getattr(config, PRUNED_HEADS_KEY, None):

@@ -23,6 +23,6 @@ def test_demo_runs_every_step_and_lists_the_artefacts(tmp_path):
     assert sum(head_adapter(model).heads_per_layer(model)) == 12
     scores = json.loads((out / "scores.json").read_text())
     assert scores["scorer"] == "hib" and scores["samples"] == 4
-    assert json.loads((out / "export.json").read_text())["checks"]
-    for name in ("scores.png", "pruned.onnx"):
+    assert json.loads((out / "onnx" / "export.json").read_text())["checks"] and (out / "onnx" / "model.onnx").exists()
+    for name in ("scores.png", "onnx"):
         assert (out / name).exists() and str(out / name) in result.output

@@ -46,7 +46,7 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     paths = {"data": out / "data", "model": out / "model", "scores": out / "scores.json",
-             "pruned": out / "pruned", "onnx": out / "pruned.onnx"}
+             "pruned": out / "pruned", "onnx": out / "onnx"}
     if data is None:
         argv = ["data", "synth", "ks", "--out", str(paths["data"]), "--n-per-class", str(n_per_class)]
         _step("1/5 synthesize keywords (espeak-ng + flite)", argv)
@@ -86,6 +86,6 @@ def _summary(out: Path, paths: dict[str, Path], seconds: float) -> None:
     for name, path in paths.items():
         if path.exists():
             typer.echo(f"  {name:<7} {path}")
-    for extra in (paths["scores"].with_suffix(".png"), paths["onnx"].with_name("export.json")):
+    for extra in (paths["scores"].with_suffix(".png"), paths["onnx"] / "export.json"):
         if extra.exists():
             typer.echo(f"  {'':<7} {extra}")

@@ -1,4 +1,4 @@
-"""`prunehead export onnx`: a verified ONNX graph plus export.json (sizes, MACs, latency vs unpruned)."""
+"""`prunehead export onnx`: a folder with a verified ONNX graph, config, preprocessing files and export.json."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ class Quantize(str, Enum):
 @app.command("onnx")
 def onnx(
     model: Model,
-    out: Annotated[Path, typer.Option(help="The .onnx file to write; export.json is written beside it.")],
+    out: Annotated[Path, typer.Option(help="The folder to write: model.onnx (+ optimized / int8 graphs), config.json, "
+                                           "the feature extractor / tokenizer files and export.json.")],
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the exporter's).")] = None,
     optimize: Annotated[bool, typer.Option(help="Apply ONNX Runtime's extended graph optimizations (fusions; "
                                                 "the graph then needs ONNX Runtime's CPU provider).")] = False,
@@ -39,12 +40,11 @@ def onnx(
     overwrite: Overwrite = False,
 ) -> None:
     """Export MODEL to ONNX with dynamic batch and length, check it, and time it against the unpruned model."""
-    from ..export.pipeline import SUMMARY_NAME, ExportOptions, export_model
+    from ..export.pipeline import ExportOptions, export_model
     from ..outputs import check_output
     from ..surgery import load
 
     check_output(out, overwrite)
-    check_output(out.with_name(SUMMARY_NAME), overwrite)
     options = ExportOptions(opset=opset, optimize=optimize, quantize=quantize.value if quantize else None,
                             check=check, atol=atol, repeats=repeats)
     loaded = load(model)
@@ -55,8 +55,6 @@ def onnx(
 
 
 def _print(summary: dict, out: Path) -> None:
-    from ..export.pipeline import SUMMARY_NAME
-
     checks = dict(summary["checks"])
     data = checks.pop("data", None)
     for stage, result in checks.items():
@@ -72,4 +70,5 @@ def _print(summary: dict, out: Path) -> None:
         macs = ratios[f"macs_{row['length']}"]
         typer.echo(f"batch {row['batch']:>2} length {row['length']:>6}: {row['model_ms']:.2f} ms vs unpruned "
                    f"{row['unpruned_ms']:.2f} ms (x{row['speedup']:.3f}; MACs x{macs:.3f})")
-    typer.echo(f"wrote {out} and {out.with_name(SUMMARY_NAME)}")
+    files = [*summary["graphs"].values(), "config.json", *summary["preprocessing"], "export.json"]
+    typer.echo(f"wrote {out}/ ({', '.join(files)})")
