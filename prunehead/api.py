@@ -453,3 +453,28 @@ def finetune(model: ModelLike, data: str, out: str | Path, config: TrainConfig |
                          progress=progress, eval_data=eval_data)
     return train(str(model), data, out, cfg, task=task, resume=resume, device=device, on_error=on_error,
                  progress=progress, eval_data=eval_data)
+
+
+# -------------------------------------------------------------------------------------------------- export
+
+def export_onnx(model: ModelLike, out: str | Path, *, opset: int | None = None, optimize: bool = False,
+                quantize: str | None = None, check: bool = True, atol: float = 1e-4, data: str | None = None,
+                split: str = "test", baseline: ModelLike | None = None, repeats: int = 20,
+                overwrite: bool = False) -> dict[str, Any]:
+    """Export `model` to the ONNX folder `out` (model.onnx [+ optimized / int8], config.json, the
+    preprocessing files, export.json), checked against PyTorch and timed beside the unpruned model.
+
+    Returns the export summary (export.json). Cost: two exports, a few checking forwards, and
+    (3 + repeats) ONNX Runtime runs per model, batch size and length.
+    """
+    from .export.pipeline import ExportOptions, export_model
+
+    options = ExportOptions(opset=opset, optimize=optimize, quantize=quantize, check=check, atol=atol,
+                            repeats=repeats)
+    options.validate()
+    spec = str(model) if isinstance(model, (str, Path)) else None
+    loaded = surgery.load(spec) if spec is not None else model
+    base_spec = str(baseline) if isinstance(baseline, (str, Path)) else None
+    reference = surgery.load(base_spec) if base_spec is not None else baseline
+    return export_model(loaded, out, options, baseline=reference, data=data, split=split, source=spec,
+                        baseline_source=base_spec, overwrite=overwrite)

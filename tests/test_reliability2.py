@@ -21,7 +21,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("out", [".", "./", "", "..", "/"])
 def test_output_that_is_or_contains_the_working_directory_is_refused(tmp_path, monkeypatch, out):
+    """Checked with `check_output`, which never deletes: run against a broken `atomic_dir`, "/" and ".."
+    would remove the machine's root or the test's parent (this happened once, to /etc)."""
     work = tmp_path / "a" / "work"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    with pytest.raises(InputError, match="working directory|empty"):
+        check_output(out, overwrite=True)
+
+
+@pytest.mark.parametrize("out", [".", "./", ""])
+def test_atomic_dir_on_the_working_directory_deletes_nothing(tmp_path, monkeypatch, out):
+    work = tmp_path / "a" / "work"  # only paths inside tmp_path: a regression cannot reach further
     work.mkdir(parents=True)
     (work / "model.safetensors").write_text("precious")
     monkeypatch.chdir(work)

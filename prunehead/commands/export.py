@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .options import Model, Overwrite
+from .options import Model, Overwrite, Positive, inputs_of
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Export a pruned (or unpruned) model for deployment.")
 
@@ -29,28 +29,24 @@ def onnx(
                                                           "(checked by argmax agreement, not --atol).")] = None,
     check: Annotated[bool, typer.Option(help="Compare ONNX Runtime with PyTorch on inputs of other lengths; "
                                              "fail above --atol.")] = True,
-    atol: Annotated[float, typer.Option(help="Largest accepted absolute output difference.")] = 1e-4,
+    atol: Annotated[float, typer.Option(callback=Positive, help="Largest accepted absolute output difference.")] = 1e-4,
     data: Annotated[str | None, typer.Option(help="Data spec (as for `prunehead eval`): report the metric "
                                                   "of PyTorch and of each exported / optimized / quantized "
                                                   "graph.")] = None,
     split: Annotated[str, typer.Option(help="Split of --data to use.")] = "test",
     baseline: Annotated[str | None, typer.Option(help="Unpruned model to time against (default: rebuilt "
                                                          "from the model's config).")] = None,
-    repeats: Annotated[int, typer.Option(help="Timed runs per model and input; the median is reported.")] = 20,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed runs per model and input; the median is reported.")] = 20,
     overwrite: Overwrite = False,
 ) -> None:
     """Export MODEL to ONNX with dynamic batch and length, check it, and time it against the unpruned model."""
-    from ..export.pipeline import ExportOptions, export_model
+    from ..api import export_onnx
     from ..outputs import check_output
-    from ..surgery import load
 
-    check_output(out, overwrite)
-    options = ExportOptions(opset=opset, optimize=optimize, quantize=quantize.value if quantize else None,
-                            check=check, atol=atol, repeats=repeats)
-    loaded = load(model)
-    reference = load(baseline) if baseline else None
-    summary = export_model(loaded, out, options, baseline=reference, data=data, split=split, source=model,
-                           baseline_source=baseline, overwrite=overwrite)
+    out = check_output(out, overwrite, inputs=inputs_of(model, data, baseline))
+    summary = export_onnx(model, out, opset=opset, optimize=optimize, quantize=quantize.value if quantize else None,
+                          check=check, atol=atol, data=data, split=split, baseline=baseline, repeats=repeats,
+                          overwrite=overwrite)
     _print(summary, out)
 
 
