@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import transformers as tf
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import bar as progress_bar
 
 from . import surgery
 from .architectures import build_model
@@ -274,8 +274,8 @@ def _train_loop(model: nn.Module, task: Any, train: Any, evaluation: Any, proces
     while epoch < cfg.epochs and not stopped:
         model.train()
         batches = make_batches(train, processor, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
-        bar = tqdm(batches, total=steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress)
+        bar = progress_bar(batches, total=steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                           enable=progress)
         for step, batch in enumerate(bar):
             if step < skip:
                 continue
