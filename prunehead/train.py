@@ -103,8 +103,8 @@ def chance_warning(final: dict[str, float], chance: float | None, margin: float 
         return None
     if final["accuracy"] >= chance + margin * (1.0 - chance):
         return None
-    return (f"accuracy {final['accuracy']:.3f} is at or below chance level ({chance:.3f}): the model learned nothing; "
-            "train longer (--epochs) or with other --lr / --head-lr / --train-feature-encoder")
+    return (f"accuracy {final['accuracy']:.3f} is at or below chance level ({chance:.3f}): the model learned "
+            "nothing; train longer (--epochs) or with other --lr / --head-lr / --train-feature-encoder")
 
 
 @contextlib.contextmanager
