@@ -32,3 +32,19 @@ def enabled(wanted: bool = True) -> bool:
 def bar(iterable: Iterable[Any] | None = None, *, enable: bool = True, **kwargs: Any) -> tqdm:
     """A tqdm bar (same keyword arguments), disabled unless `enable` and `enabled()` say it is watched."""
     return tqdm(iterable, disable=not enabled(enable), **kwargs)
+
+
+def library_bars(enable: bool = True) -> bool:
+    """Show the bars of transformers / datasets / huggingface_hub (model saving, dataset maps, downloads)
+    only where `enabled(enable)`; returns that decision. Call once, at the start of a command."""
+    import datasets
+    import huggingface_hub.utils as hub_utils
+    from transformers.utils import logging as tf_logging
+
+    shown = enabled(enable)
+    switches = ((tf_logging.enable_progress_bar, datasets.enable_progress_bars, hub_utils.enable_progress_bars)
+                if shown else
+                (tf_logging.disable_progress_bar, datasets.disable_progress_bars, hub_utils.disable_progress_bars))
+    for switch in switches:
+        switch()
+    return shown

@@ -47,3 +47,24 @@ def test_a_training_log_has_no_bar(monkeypatch, tmp_path):
              "labels": torch.tensor([0, 1])}
     get_task("ks", model).evaluate(model, [batch], progress=True)
     assert err.getvalue() == ""
+
+
+def test_library_bars_follow_the_same_rule(monkeypatch):
+    """transformers' 'Writing model shards' and datasets' 'Map' bars: off in a log, on on a terminal."""
+    import datasets
+    from transformers.utils import logging as tf_logging
+
+    from prunehead.progress import library_bars
+
+    monkeypatch.delenv(ENV, raising=False)
+    was = tf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    try:
+        monkeypatch.setattr(sys, "stderr", io.StringIO())
+        assert library_bars() is False
+        assert not tf_logging.is_progress_bar_enabled() and not datasets.is_progress_bar_enabled()
+        monkeypatch.setattr(sys, "stderr", FakeTerminal())
+        assert library_bars() is True
+        assert tf_logging.is_progress_bar_enabled() and datasets.is_progress_bar_enabled()
+    finally:
+        (tf_logging.enable_progress_bar if was[0] else tf_logging.disable_progress_bar)()
+        (datasets.enable_progress_bars if was[1] else datasets.disable_progress_bars)()
