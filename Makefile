@@ -28,7 +28,8 @@ system:
 	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$pkgs >/dev/null; \
 	elif command -v sudo >/dev/null 2>&1; then echo "installing with sudo (apt needs root):"; \
 		sudo apt-get update -qq && sudo apt-get install -y -qq $$pkgs >/dev/null; \
-	else echo "apt needs root; as root run:  apt-get install -y $$pkgs  (then run make again)"; exit 1; fi
+	else echo "apt needs root and there is no sudo; as root run:  apt-get install -y $$pkgs  then make again"; \
+		exit 1; fi
 
 $(VPY):
 	$(PY) -m venv $(VENV)
