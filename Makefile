@@ -38,7 +38,7 @@ $(VPY):
 $(VENV)/.installed: pyproject.toml | $(VPY)
 	@$(VPY) -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$(TORCH)')" 2>/dev/null || \
 		$(PIP) --retries 1 --timeout 20 "torch==$(TORCH)" --index-url $(TORCH_INDEX) 2>/dev/null || \
-		(echo "$(TORCH_INDEX) not reachable: torch==$(TORCH) from pip's configured index"; \
+		(echo "no torch==$(TORCH) from $(TORCH_INDEX): trying pip's configured index"; \
 		 $(PIP) "torch==$(TORCH)")
 	$(PIP) -e ".[test]"
 	@touch $@
