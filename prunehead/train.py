@@ -69,7 +69,7 @@ SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def model_source(model_spec: str) -> str:
-    """"scratch" for `arch:NAME` (random initialisation), else "pretrained"."""
+    """Where the model comes from: "scratch" for `arch:NAME` (random initialisation), else "pretrained"."""
     return "scratch" if model_spec.startswith("arch:") else "pretrained"
 
 

@@ -96,6 +96,13 @@ def test_the_docs_have_commands_to_check():
     assert len(COMMANDS) >= 20 and any(c.where.startswith("README.md") for c in COMMANDS)
 
 
+def test_the_readme_set_up_is_two_commands():
+    """Issue 16: a new user types `make demo` and `make test`, nothing else (the Makefile does the rest)."""
+    text = (ROOT / "README.md").read_text()
+    set_up = text[text.index("## Set-up"):text.index("\n## ", text.index("## Set-up") + 1)]
+    assert [m[2].strip() for m in FENCE.finditer(set_up)] == ["make demo", "make test"]
+
+
 def test_an_unknown_option_or_bad_value_is_caught():
     """The checker itself: what it must reject, it rejects."""
     from prunehead.cli import app
