@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 SCORE_UNIT = "importance (higher = keep)"
-PRUNED_MARK = "x"  # drawn over every pruned head; a legend says what it means
+PRUNED_MARK = "x"  # drawn over every pruned head; the title says what it means
 
 
 def _pruned_cells(pruned: Any) -> list[tuple[int, int]]:
@@ -108,3 +108,4 @@ def curve_table(result: dict[str, Any]) -> str:
             cells.append(f"{p[metric]:.4f} ± {p['std']:.4f}" if "std" in p else f"{p[metric]:.4f}")
         lines.append(f"| {point['x']} | {point['heads_removed']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+

@@ -378,20 +378,3 @@ def _evaluate(model: nn.Module, task: Any, evaluation: Any, processor: tuple[Any
     if evaluation is None:
         return {}
     return task.evaluate(model, make_batches(evaluation, processor, cfg.batch_size), progress=progress)
-
-
-def evaluate_model(model_spec: str, data_spec: str, split: str = "test", batch_size: int = 16,
-                   task: str | None = None, device: str | None = None, on_error: str = "stop",
-                   clip_seconds: float | None = None, progress: bool = True) -> dict[str, float]:
-    """Metrics of a saved model on `split` of a data set (labels matched to the model's by name).
-
-    Cost: one forward pass per sample (plus `generate` for Whisper ASR).
-    """
-    model = surgery.load(model_spec).to(pick_device(device))
-    fe, tok = load_processor(model_spec)
-    fe = fe or default_feature_extractor(model.config)
-    task = task or infer_task(model)
-    data = load_data(data_spec, split, fe, task, on_error, clip_seconds)
-    if task != "asr":
-        data = align_labels(data, list(model.config.id2label.values()))
-    return get_task(task, model, tok).evaluate(model, make_batches(data, (fe, tok), batch_size), progress)

@@ -14,11 +14,8 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 
-from ..errors import InputError
-from ..outputs import check_output
 from .options import Overwrite
 
 MARKER = ".prunehead-demo"  # written first into the demo's folder: a later demo may replace that folder
@@ -38,6 +35,9 @@ def written_by_demo(out: Path) -> bool:
 def fresh_output(out: Path, overwrite: bool = False) -> None:
     """Make `out` an empty folder marked as the demo's: an earlier demo's folder is replaced (a fresh run
     each time); any other existing path only with `overwrite`, and never the working folder or one above it."""
+    from ..errors import InputError
+    from ..outputs import check_output
+
     if out.exists():
         if out.is_dir() and Path.cwd().resolve().is_relative_to(out.resolve()):
             raise InputError(f"{out} holds the working folder; choose a new --out for the demo")
@@ -65,6 +65,8 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every
 
     Each run starts afresh: it replaces the folder an earlier demo wrote (only that: any other existing
     --out needs --overwrite)."""
+    import torch
+
     from . import data as data_cmd
     from . import export, finetune, prune, score
 

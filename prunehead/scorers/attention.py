@@ -45,7 +45,7 @@ class AttentionScorer(SampleScorer):
     name: ClassVar[str] = "attention"
     variant: str = "max"
 
-    def prepare(self, model: nn.Module, batches: list[Batch], objective: Objective) -> None:
+    def __post_init__(self) -> None:  # options checked when built, before anything loads
         if self.variant not in VARIANTS:
             raise InputError(f"unknown attention variant {self.variant!r}; choose one of: {', '.join(VARIANTS)}")
 

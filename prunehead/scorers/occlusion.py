@@ -41,7 +41,7 @@ class OcclusionScorer(SampleScorer):
     by: str = "metric"
     metric: Metric | None = dataclasses.field(default=None, repr=False)
 
-    def prepare(self, model: nn.Module, batches: list[Batch], objective: Objective) -> None:
+    def __post_init__(self) -> None:  # options checked when built, before anything loads
         if self.by not in ("metric", "loss"):
             raise InputError(f"occlusion by {self.by!r}: choose 'metric' or 'loss'")
 
