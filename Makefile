@@ -31,7 +31,7 @@ system:
 	else echo "apt needs root and there is no sudo; as root run:  apt-get install -y $$pkgs  then make again"; \
 		exit 1; fi
 
-$(VPY):
+$(VPY): | system
 	$(PY) -m venv $(VENV)
 
 # The CPU torch wheel first (PyTorch's CPU index; pip's configured index if that fails), then the package.
