@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import platform
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -21,9 +22,11 @@ from torch import nn
 
 from . import surgery
 from .curves import parse_ratios, run_sweep
+from .data import split_exists
 from .errors import InputError
 from .heads import head_adapter
 from .iterative import Target, prune_iteratively
+from .budget import AUTO_SCORERS, best_curve, choose_scorer, max_drop_plan
 from .plan import PruningPlan, load_scores, read_json, save_scores
 from .pruning import change_report, recover
 from .scorers import get_scorer
@@ -143,25 +146,33 @@ class PruneResult:
 def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPlan | str | Path | None = None,
           ratio: float | None = None, heads: int | None = None, scope: str | None = None,
           min_heads_per_layer: int = 0, rounds: int = 1, scorer: str | None = None, data: str | None = None,
-          samples: int = 200, score_split: str = "train", seed: int = 0, split: str = "test",
+          samples: int = 200, score_split: str = "train", seed: int = 0, split: str | None = None,
           batch_size: int = 16, task: str | None = None, clip_seconds: float | None = None,
           recover_epochs: int = 0, recover_lr: float = 5e-5, device: str | None = None, dry_run: bool = False,
-          progress: bool = False, options: Mapping[str, Any] | None = None) -> PruneResult:
+          progress: bool = False, options: Mapping[str, Any] | None = None, max_drop: float | None = None,
+          auto_scorers: Sequence[str] = AUTO_SCORERS) -> PruneResult:
     """Decide which heads to remove, then (unless `dry_run`) remove them from a copy of `model`.
 
     The heads come from a saved `plan`, or from `scores` (a matrix or score file) / a `scorer` run on
     `samples` of `data`'s `score_split`, cut at `ratio` (global or per layer: `scope`) or `heads` per
     layer. With `rounds` > 1 the target is reached in rounds, re-scoring the remaining heads before each
-    (Michel et al. 2019 §6). With `data`, the model is evaluated on `split` before and after, and
-    `recover_epochs` fine-tune the pruned model on the train split.
+    (Michel et al. 2019 §6). With `data`, the model is evaluated on `split` (default test) before and
+    after, and `recover_epochs` fine-tune the pruned model on the train split.
+
+    `max_drop` replaces the target: remove as many heads as possible while the metric on the selection
+    split (`split`, default validation when the data has one, else train) stays within `max_drop` of the
+    unpruned model (`prunehead.budget`); the test split, when there is one, is then reported apart.
+    `scorer="auto"` scores with each of `auto_scorers` and keeps the ranking that holds the metric best on
+    the selection split.
 
     Returns:
         the pruned model (None with `dry_run`: the decision needs no surgery), its plan, and the report
         (heads, parameters and MACs before / after, metrics, every round).
     """
-    _check_prune(scores, plan, ratio, heads, rounds, scorer, data, samples, recover_epochs, recover_lr, dry_run)
-    if scorer is not None:
-        build_scorer(scorer, options, seed=seed)  # fail on bad options before anything loads
+    _check_prune(scores, plan, ratio, heads, rounds, scorer, data, samples, recover_epochs, recover_lr, dry_run,
+                 max_drop)
+    for name in (auto_scorers if scorer == AUTO else [scorer] if scorer is not None else []):
+        build_scorer(name, options if scorer != AUTO else None, seed=seed)  # bad options fail before loading
     spec = str(model) if isinstance(model, (str, Path)) else None
     net = surgery.load(spec) if spec is not None else model
     adapter = head_adapter(net)
@@ -173,8 +184,14 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
         if (chosen.num_layers, chosen.num_heads) != (adapter.num_layers, adapter.num_heads):
             raise InputError(f"{plan}: the plan is for {chosen.num_layers} x {chosen.num_heads} heads but the "
                              f"model has {adapter.num_layers} x {adapter.num_heads}; make the plan for this model")
-        return _apply(net, chosen.union(surgery.plan_of(net)), None, rounds, report, data, spec, split, task,
+        return _apply(net, chosen.union(surgery.plan_of(net)), None, rounds, report, data, spec, split or "test", task,
                       device, batch_size, clip_seconds, recover_epochs, recover_lr, seed, dry_run, progress)
+    if max_drop is not None or scorer == AUTO:
+        return _prune_by_measurement(net, spec, report, scores, ratio, heads, resolve_scope(ratio, heads, scope),
+                                     min_heads_per_layer, scorer, data, samples, score_split, seed, split, batch_size,
+                                     task, clip_seconds, recover_epochs, recover_lr, device, dry_run, progress,
+                                     options, max_drop, auto_scorers)
+    split = split or "test"
     target = Target(ratio, heads, resolve_scope(ratio, heads, scope), min_heads_per_layer)
     target.check(surgery.plan_of(net))
     report["scope"] = target.scope
@@ -234,6 +251,69 @@ def _apply(net: nn.Module, target: Target | PruningPlan, scoring: tuple | None, 
     return PruneResult(pruned, plan, report)
 
 
+def _prune_by_measurement(net: nn.Module, spec: str | None, report: dict[str, Any], scores: ScoresLike | None,
+                          ratio: float | None, heads: int | None, scope: str, min_heads: int, scorer: str | None,
+                          data: str, samples: int, score_split: str, seed: int, split: str | None, batch_size: int,
+                          task: str | None, clip_seconds: float | None, recover_epochs: int, recover_lr: float,
+                          device: str | None, dry_run: bool, progress: bool, options: Mapping[str, Any] | None,
+                          max_drop: float | None, auto_scorers: Sequence[str]) -> PruneResult:
+    """`--max-drop` and / or `--scorer auto`: decide on the selection split, apply once, report test apart."""
+    say = _say if progress else None
+    selection = open_workspace(net, data, split or _selection_split(data),
+                               task=task, device=device, batch_size=batch_size, clip_seconds=clip_seconds, source=spec)
+    net = selection.model
+    report.update(scope=scope, selection={"split": selection.split, "samples": selection.dataset.num_rows})
+    if scorer == AUTO:
+        ws = _workspace(net, data, score_split, task, device, clip_seconds, source=spec)
+        drawn = ws.draw(samples, seed, 8)
+        report["score_samples"] = drawn.paths
+        rankings = {}
+        for name in auto_scorers:
+            if say:
+                say(f"auto: scoring with {name} on {len(drawn.paths)} samples of {score_split}")
+            method = build_scorer(name, None, task=ws.task.name, seed=seed)
+            rankings[name] = run(method, net, drawn.batches, ws.task.objective).scores
+        choice = choose_scorer(net, rankings, selection.evaluate, max_drop=max_drop, ratio=ratio, heads=heads,
+                               scope=scope, min_heads_per_layer=min_heads)
+        report["auto"] = {"chosen": choice.best, "candidates": choice.candidates}
+        report["scorer"] = choice.best
+        matrix = rankings[choice.best]
+        if say:
+            say(f"auto: {choice.best} keeps the metric best on the {selection.split} split")
+    elif scorer is not None:
+        matrix = score(selection if score_split == selection.split else
+                       _workspace(net, data, score_split, task, device, clip_seconds, source=spec),
+                       scorer=scorer, samples=samples, seed=seed, progress=progress, **dict(options or {})).scores
+    else:
+        matrix = _scores(scores, head_adapter(net))
+    if max_drop is not None:
+        search = max_drop_plan(net, matrix, selection.evaluate, max_drop, scope=scope, min_heads_per_layer=min_heads,
+                               progress=say)
+        report["max_drop"] = {"budget": max_drop, **search.to_json()}
+        chosen = search.plan
+    else:
+        chosen = Target(ratio, heads, scope, min_heads).plan(matrix, surgery.plan_of(net))
+    if dry_run:
+        return PruneResult(None, chosen, {**report, "pruned_heads": chosen.to_json()["pruned_heads"]})
+    test = "test" if selection.split != "test" and split_exists(data, "test") else None
+    return _apply(net, chosen, None, 1, report, data if test else None, spec, test or "test", task, device,
+                  batch_size, clip_seconds, recover_epochs, recover_lr, seed, dry_run, progress)
+
+
+AUTO = "auto"
+
+
+def _selection_split(data: str) -> str:
+    """validation when the data has one, else train: selection never reads the test split by default."""
+    return "validation" if split_exists(data, "validation") else "train"
+
+
+def _say(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
+
+
 def resolve_scope(ratio: float | None, heads: int | None, scope: str | None) -> str:
     """"global" or "per_layer": `heads` implies per layer, `ratio` defaults to global."""
     if scope is None:
@@ -244,11 +324,26 @@ def resolve_scope(ratio: float | None, heads: int | None, scope: str | None) -> 
 
 
 def _check_prune(scores: Any, plan: Any, ratio: float | None, heads: int | None, rounds: int, scorer: str | None,
-                 data: str | None, samples: int, recover_epochs: int, recover_lr: float, dry_run: bool) -> None:
+                 data: str | None, samples: int, recover_epochs: int, recover_lr: float, dry_run: bool,
+                 max_drop: float | None = None) -> None:
     """One-line errors for option combinations that cannot work, before anything is loaded."""
     check_counts(rounds=rounds, samples=samples)
+    if max_drop is not None:
+        if not (math.isfinite(max_drop) and 0 <= max_drop <= 1):
+            raise InputError(f"--max-drop must be within [0, 1], got {max_drop}")
+        if ratio is not None or heads is not None or plan is not None:
+            raise InputError("--max-drop chooses how many heads to remove: drop --ratio, --heads and --plan")
+        if rounds > 1:
+            raise InputError("--max-drop searches one ranking: drop --rounds")
+        if data is None:
+            raise InputError("--max-drop measures the metric on data: give --data")
+    if scorer == AUTO and (data is None or scores is not None or rounds > 1):
+        raise InputError("--scorer auto scores and compares rankings on --data: give --data, drop --scores "
+                         "and --rounds")
     if plan is not None and (scores is not None or scorer is not None or ratio is not None or heads is not None):
         raise InputError("--plan applies a saved plan as it is: drop --scores, --scorer, --ratio and --heads")
+    if max_drop is None and plan is None and ratio is None and heads is None:
+        raise InputError("give exactly one of --ratio, --heads, --max-drop or --plan")
     if plan is None and scores is None and scorer is None:
         raise InputError("give --scores FILE, --scorer NAME with --data to score the heads here, or --plan FILE")
     if plan is not None and rounds > 1:
@@ -312,6 +407,7 @@ def sweep(model: ModelLike, data: str, scores: Mapping[str, ScoresLike] | Sequen
     result = run_sweep(ws.model, ws.evaluate, sets, metric=metric, scope=resolve_scope(None, None, scope),
                        ratios=points if points is not None else parse_ratios("0:0.9:0.1"),
                        heads=list(range(adapter.num_heads)) if per_layer_heads else None, progress=progress)
+    result["best"] = best_curve(result)
     result.update(model=str(model) if isinstance(model, (str, Path)) else None, data=data, split=split,
                   samples=ws.dataset.num_rows,
                   score_files=[str(s) for s in (scores.values() if isinstance(scores, Mapping) else scores)

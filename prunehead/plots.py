@@ -81,6 +81,8 @@ def plot_curves(result: dict[str, Any], path: str | Path, title: str = "") -> No
             ax.plot(xs, ys, color="grey", linestyle="--", label="random (mean of 5 seeds)")
             ax.fill_between(xs, [y - s for y, s in zip(ys, std)], [y + s for y, s in zip(ys, std)],
                             color="grey", alpha=0.2)
+        elif name == result.get("best"):
+            ax.plot(xs, ys, marker="o", markersize=4, linewidth=2.5, label=f"{name} (best)")
         else:
             ax.plot(xs, ys, marker="o", markersize=3, label=name)
     ax.axhline(result["unpruned"][metric], color="black", linewidth=0.8, linestyle=":", label="unpruned")
@@ -100,7 +102,8 @@ def curve_table(result: dict[str, Any]) -> str:
     names = list(result["curves"])
     first = result["curves"][names[0]]
     x_name = "heads/layer" if result["scope"] == "per_layer" and isinstance(first[0]["x"], int) else "ratio"
-    lines = [f"| {x_name} | removed | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    header = [f"{n} (best)" if n == result.get("best") else n for n in names]
+    lines = [f"| {x_name} | removed | " + " | ".join(header) + " |", "|---" * (len(names) + 2) + "|"]
     for i, point in enumerate(first):
         cells = []
         for name in names:

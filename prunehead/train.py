@@ -27,6 +27,7 @@ from . import surgery
 from .architectures import build_model
 from .data import CLIP_KEY, align_labels, default_feature_extractor, label_names, load_data, make_batches
 from .errors import InputError
+from .families import family_for_type, family_of
 from .heads import PRUNED_HEADS_KEY
 from .progress import bar as progress_bar
 from .tasks import classification_task, get_task, infer_task
@@ -184,20 +185,13 @@ def load_model(spec: str, task: str, labels: list[str] | None = None, tokenizer:
     with _quiet():
         if task == "asr":
             return tf.AutoModelForCTC.from_pretrained(spec, dtype=torch.float32, ignore_mismatched_sizes=True, **ctc)
-        if config.model_type == "whisper":
-            return tf.WhisperForAudioClassification.from_pretrained(spec, dtype=torch.float32, **head)
-        return tf.AutoModelForAudioClassification.from_pretrained(spec, dtype=torch.float32,
-                                                                  ignore_mismatched_sizes=True, **head)
+        classifier = family_for_type(config.model_type).audio_classifier()
+        return classifier.from_pretrained(spec, dtype=torch.float32, ignore_mismatched_sizes=True, **head)
 
 
 def freeze_feature_encoder_(model: nn.Module) -> None:
-    """Stop gradients into the convolutional front end (wav2vec2 family or Whisper)."""
-    if hasattr(model, "freeze_feature_encoder"):
-        model.freeze_feature_encoder()
-    elif model.config.model_type == "whisper":
-        encoder = getattr(model, "encoder", None) or model.model.encoder
-        for module in (encoder.conv1, encoder.conv2):
-            module.requires_grad_(False)
+    """Stop gradients into the convolutional front end (the model's family knows where it is)."""
+    family_of(model).freeze_front_end_(model)
 
 
 # ----------------------------------------------------------------------------------------------- training

@@ -44,6 +44,7 @@ class Workspace:
     dataset: datasets.Dataset
     batch_size: int = 16
     source: str | None = None  # where the model was loaded from (processor files), if a path or hub id
+    split: str = "test"
     _batches: list[Batch] | None = field(default=None, repr=False)
 
     def batches(self) -> list[Batch]:
@@ -89,7 +90,7 @@ def open_workspace(model: ModelLike, data: str, split: str = "test", *, task: st
     dataset = load_data(data, split, fe, name, on_error, clip_seconds)
     if name != "asr":
         dataset = align_labels(dataset, list(net.config.id2label.values()))
-    return Workspace(net, get_task(name, net, tok), (fe, tok), dataset, batch_size, where)
+    return Workspace(net, get_task(name, net, tok), (fe, tok), dataset, batch_size, where, split)
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .options import (BatchSize, ClipSeconds, Device, DryRun, Global, Heads, MinHeads, Model, OptionalData, Out,
-                      Overwrite, Positive, Ratio, Samples, ScorerOptions, Seed, Split, Task, parse_options)
+                      Finite, Overwrite, Positive, Ratio, Samples, ScorerOptions, Seed, Task, parse_options)
 
 Opt = typer.Option
 ScoreFile = Annotated[Path | None, Opt("--scores", "-s", show_default=False,
@@ -21,7 +21,19 @@ Rounds = Annotated[int, Opt(min=1, help="Reach the target in K rounds, re-scorin
                                         "--scorer before each (needs --data).")]
 ScorerName = Annotated[str | None, Opt(show_default=False,
                                        help="Score the heads here, on --data's --score-split: hib, attattr, "
-                                            "gradient, occlusion, attention, random or a plugin.")]
+                                            "gradient, occlusion, attention, random, a plugin, or auto (score "
+                                            "with each of --auto-scorers, keep the one that holds the metric "
+                                            "best on the selection split).")]
+MaxDrop = Annotated[float | None, Opt(min=0.0, max=1.0, callback=Finite, show_default=False,
+                                      help="Instead of --ratio / --heads: remove as many heads as possible while "
+                                           "accuracy on the selection split (--split; default validation when "
+                                           "the data has one, else train) drops by at most this much (ASR: WER "
+                                           "rises by at most this much). The test split is reported apart.")]
+AutoScorers = Annotated[str, Opt(help="Comma list of the candidates of --scorer auto.")]
+SplitOption = Annotated[str | None, Opt(show_default=False,
+                                        help="Split to evaluate on. [default: test; with --max-drop or --scorer "
+                                             "auto, the selection split: validation when the data has one, "
+                                             "else train]")]
 ScoreSplit = Annotated[str, Opt(help="Split the scorer draws its samples from.")]
 RecoverEpochs = Annotated[int, Opt(min=0, help="After pruning, fine-tune this many epochs on --data's train split "
                                                "(reported separately; --out gets the recovered model).")]
@@ -34,11 +46,13 @@ EvalData = Annotated[str | None, Opt("--data", "-d", show_default=False,
 def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = None, ratio: Ratio = None,
           heads: Heads = None, global_: Global = None, min_heads_per_layer: MinHeads = 0, rounds: Rounds = 1,
           scorer: ScorerName = None, samples: Samples = 200, score_split: ScoreSplit = "train", seed: Seed = 0,
-          option: ScorerOptions = None, data: EvalData = None, split: Split = "test", batch_size: BatchSize = 16,
+          option: ScorerOptions = None, data: EvalData = None, split: SplitOption = None, batch_size: BatchSize = 16,
           task: Task = None, clip_seconds: ClipSeconds = None, recover_epochs: RecoverEpochs = 0,
           recover_lr: RecoverLr = 5e-5, device: Device = None, overwrite: Overwrite = False,
-          dry_run: DryRun = False) -> None:
-    """Remove the lowest-scoring heads (globally or per layer, at once or in --rounds) and save to --out."""
+          dry_run: DryRun = False, max_drop: MaxDrop = None,
+          auto_scorers: AutoScorers = "gradient,attention,occlusion,attattr") -> None:
+    """Remove the lowest-scoring heads (globally or per layer, at once or in --rounds, or as many as
+    --max-drop allows) and save to --out."""
     import json
 
     from .. import api
@@ -52,7 +66,9 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
                        samples=samples, score_split=score_split, seed=seed, split=split, batch_size=batch_size,
                        task=task and task.value, clip_seconds=clip_seconds, recover_epochs=recover_epochs,
                        recover_lr=recover_lr, device=device, dry_run=dry_run, progress=True,
-                       options=parse_options(option))
+                       options=parse_options(option), max_drop=max_drop,
+                       auto_scorers=[n.strip() for n in auto_scorers.split(",") if n.strip()])
+    _decision(result.report)
     typer.echo(f"plan: remove {result.plan.num_pruned} of {result.plan.num_layers * result.plan.num_heads} heads "
                f"{json.dumps(result.plan.to_json()['pruned_heads'])}")
     if dry_run:
@@ -65,6 +81,23 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
         (tmp / "report.json").write_text(json.dumps(result.report, indent=2) + "\n")
     _summary(result.report)
     typer.echo(f"wrote {out}")
+
+
+def _decision(report: dict) -> None:
+    """What --scorer auto and --max-drop measured, in a few lines."""
+    if "auto" in report:
+        for name, entry in report["auto"]["candidates"].items():
+            if "chosen" in entry:
+                numbers = f"{entry['chosen']['heads_removed']} heads within budget, accuracy {entry['chosen']['accuracy']:.4f}"
+            else:
+                numbers = f"mean accuracy up to the target {entry['area']:.4f}"
+            mark = "  <- chosen" if name == report["auto"]["chosen"] else ""
+            typer.echo(f"auto: {name:<10} {numbers}{mark}")
+    if "max_drop" in report:
+        search = report["max_drop"]
+        typer.echo(f"max-drop {search['budget']}: {search['chosen']['heads_removed']} heads removed, "
+                   f"{report['selection']['split']} accuracy {search['unpruned']['accuracy']:.4f} -> "
+                   f"{search['chosen']['accuracy']:.4f} ({len(search['probes'])} probes)")
 
 
 def _summary(report: dict) -> None:
