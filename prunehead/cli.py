@@ -64,6 +64,9 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         debug = os.environ.get("PRUNEHEAD_DEBUG") == "1"
         try:
+            from .progress import library_bars
+
+            library_bars()  # transformers / datasets bars follow prunehead's rule: only on a terminal
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
@@ -98,8 +101,17 @@ _register()
 _wrap_all(app)
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    """Warnings as `warning: <message>` (the library's warnings are written for users)."""
+    return f"warning: {str(message).splitlines()[0] if str(message) else category.__name__}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors as one line (exit 2), Ctrl-C anywhere as `interrupted` (exit 130)."""
+    import warnings
+
+    warnings.formatwarning = _one_line_warning
     click = sys.modules[typer.BadParameter.__module__]  # click's exceptions (typer may vendor click)
     try:
         from .outputs import install_sigterm_handler

@@ -63,9 +63,10 @@ def count_macs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, i
 
     Cost: one forward pass (no gradients).
     """
-    head_adapter(model)  # fail early on unsupported architectures
+    family = head_adapter(model).family  # fails early on unsupported architectures
     counter = FlopCounterMode(display=False, custom_mapping=_CUSTOM)
-    with torch.no_grad(), _frozen(model), counter:
+    # the family's routed blocks (equal outputs): an unpruned model is counted on the path a pruned one runs
+    with torch.no_grad(), _frozen(model), family.routed(model), counter:
         model(**inputs)
     counts: Counter[str] = Counter({"linear": 0, "conv": 0, "attention": 0})
     for op, flops in counter.get_flop_counts()["Global"].items():

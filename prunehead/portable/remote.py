@@ -63,16 +63,22 @@ def write_remote_code(model: nn.Module, folder: str | Path) -> None:
     """
     folder = Path(folder)
     model_type = model.config.model_type.removeprefix(TYPE_PREFIX)
-    if model_type not in SITES:
-        raise UnsupportedModelError(f"model type {model_type!r} has no portable modeling code; "
-                                    f"supported: {', '.join(SITES)}")
+    config_path = folder / "config.json"
+    if model_type not in SITES:  # still refused by plain transformers (unknown type), never loaded wrong
+        import warnings
+
+        config = json.loads(config_path.read_text())
+        config.update(model_type=TYPE_PREFIX + model_type)
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        warnings.warn(f"{folder}: {model_type} has no portable modeling code yet, so this folder loads with "
+                      "prunehead.load only (plain transformers refuses it)", stacklevel=3)
+        return
     arch = transformers_class(model).__name__
     backbone = transformers.AutoModel._model_mapping._model_mapping.get(model_type)
     classes = [arch] + ([backbone] if isinstance(backbone, str) and backbone != arch else [])
     code, auto_map = _generated(model_type, classes)
     source = Path(template.__file__).read_text()
     (folder / REMOTE_FILE).write_text(source + "\n\n" + code)
-    config_path = folder / "config.json"
     config = json.loads(config_path.read_text())
     config.update(model_type=TYPE_PREFIX + model_type, auto_map=auto_map, architectures=[arch])
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
