@@ -58,7 +58,8 @@ class EmptySelfAttention(nn.Module):
 
 def _zero_bias(linear: nn.Module) -> torch.Tensor:
     bias = getattr(linear, "bias", None)
-    return bias if bias is not None else torch.zeros(linear.weight.shape[0])
+    weight = linear.weight
+    return bias if bias is not None else torch.zeros(weight.shape[0], device=weight.device, dtype=weight.dtype)
 
 
 def _empty_site(site: AttentionSite) -> None:

@@ -52,4 +52,4 @@ class AttentionScorer(SampleScorer):
     def score_batch(self, model: nn.Module, batch: Batch, objective: Objective, ids: torch.Tensor,
                     context: None) -> torch.Tensor:
         probs, valid = clean_attention(model, batch)
-        return to_grid({l: head_statistic(p.double(), valid, self.variant) for l, p in probs.items()}, model)
+        return to_grid({l: head_statistic(p.float(), valid, self.variant) for l, p in probs.items()}, model)

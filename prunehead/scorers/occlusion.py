@@ -30,7 +30,7 @@ def gold_accuracy(outputs: Any, batch: Batch) -> torch.Tensor:
     if logits.dim() != 2 or not isinstance(labels, torch.Tensor) or labels.shape != logits.shape[:1]:
         raise InputError("occlusion's default metric is classification accuracy; for other tasks pass the "
                          "task's per-sample metric or use by='loss'")
-    return (logits.argmax(-1) == labels).double()
+    return (logits.argmax(-1) == labels).float()
 
 
 @dataclasses.dataclass
@@ -49,8 +49,8 @@ class OcclusionScorer(SampleScorer):
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         with ctl.gating(gate):
             outputs = forward(model, batch)
-        loss = check_loss(objective(outputs, batch), batch_size(batch)).double()
-        metric = (self.metric or gold_accuracy)(outputs, batch).double() if self.by == "metric" else loss * 0
+        loss = check_loss(objective(outputs, batch), batch_size(batch)).detach().cpu().double()  # host: no float64 on the device
+        metric = (self.metric or gold_accuracy)(outputs, batch).cpu().double() if self.by == "metric" else loss * 0
         return metric, loss
 
     def score_batch(self, model: nn.Module, batch: Batch, objective: Objective, ids: torch.Tensor,
@@ -67,8 +67,8 @@ class OcclusionScorer(SampleScorer):
                     gate[l, position] = 0.0
                     metric, loss = self._evaluate(model, batch, objective, ctl, gate)
                     gate[l, position] = 1.0
-                    out[:, 0, l, h] = (base_metric - metric).cpu()
-                    out[:, 1, l, h] = (loss - base_loss).cpu()
+                    out[:, 0, l, h] = base_metric - metric
+                    out[:, 1, l, h] = loss - base_loss
         return out
 
     def reduce(self, results: torch.Tensor) -> torch.Tensor:
