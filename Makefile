@@ -2,7 +2,7 @@
 PY ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test test-slow bench
+.PHONY: install demo test test-slow test-gpu bench
 
 install:
 	@command -v espeak-ng >/dev/null && command -v flite >/dev/null && command -v ffmpeg >/dev/null || \
@@ -18,6 +18,10 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -m slow
+
+# The CUDA suite (tests/test_device.py): key paths end to end on the GPU, compared with the CPU.
+test-gpu: install
+	$(PY) -m pytest -m cuda -rs
 
 bench: install
 	$(PY) bench/bench_hib.py
