@@ -4,10 +4,13 @@
 softmax and losses in float32; parameters stay float32. "float32" is no autocast at all, so it gives
 exactly the float32 results.
 
-Effect on scores (measured on tiny models in tests/test_device.py; bfloat16 has an 8-bit mantissa,
-float16 10 bits with a narrower range): the ranking of heads with clearly different scores is kept, heads
-whose scores differ by less than about 1 % of the score range can swap. Occlusion by accuracy can flip a
-prediction whose logits are nearly tied. HIB optimizes its own float32 logits A_r and is not autocast.
+Effect on scores (bfloat16 keeps 8 mantissa bits, ~3 significant digits; float16 10 bits, narrower range).
+Measured with bfloat16 on the CPU on the random-init tiny wav2vec2 / Whisper / BERT of the tests: gradient
+scores (scaled to [0, 1]) move by up to 0.004, attention maxima by up to 2e-4 (probabilities), occlusion's
+loss rise by up to 1e-4, the mean loss by 3e-5. Heads whose scores are closer than that can swap
+places; on these untrained models that is many (their attention is nearly uniform), on trained models with
+spread-out scores few. Occlusion by accuracy can flip a prediction whose logits are nearly tied.
+HIB optimizes its own float32 logits A_r and is not autocast.
 """
 
 from __future__ import annotations

@@ -239,7 +239,8 @@ def test_float32_pearson_matches_the_float64_reference(sharpness, offset):
     x, y, valid = _maps(sharpness, offset)  # nearly uniform maps (1e-4) and a large common offset included
     got = pearson_valid(x, y, valid)
     assert got.dtype == torch.float32
-    torch.testing.assert_close(got.double(), _pearson64(x, y, valid), rtol=0, atol=2e-6)
+    # Measured 1e-7; one-pass float32 centring misses this bound by up to 7x on the sharp and flat maps.
+    torch.testing.assert_close(got.double(), _pearson64(x, y, valid), rtol=0, atol=5e-7)
 
 
 def test_welford_float32_moments_match_float64():
@@ -283,11 +284,11 @@ def test_bfloat16_evaluation_is_close_to_float32_and_float32_is_exact():
     assert task.evaluate(model, batches, progress=False, dtype="float32") == plain
     low = task.evaluate(model, batches, progress=False, dtype="bfloat16")
     assert low["loss"] != plain["loss"]  # autocast did run in bfloat16
-    assert abs(low["loss"] - plain["loss"]) < 0.02 * plain["loss"]
+    assert abs(low["loss"] - plain["loss"]) < 1e-3 * plain["loss"]  # measured: 3e-5 relative
 
 
-@pytest.mark.parametrize("name,params,atol", [("gradient", {}, 0.1), ("attention", {}, 0.02),
-                                              ("occlusion", {"by": "loss"}, 0.01)])
+@pytest.mark.parametrize("name,params,atol", [("gradient", {}, 0.02), ("attention", {}, 1e-3),
+                                              ("occlusion", {"by": "loss"}, 5e-4)])  # measured: 4e-3, 2e-4, 8e-5
 def test_bfloat16_scores_are_close_to_float32(name, params, atol):
     model = tiny("wav2vec2-tiny")
     batches = [batch_for("wav2vec2-tiny", mask=False)]
