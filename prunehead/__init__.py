@@ -1,18 +1,43 @@
 """prunehead: measure each attention head's contribution, remove the weakest, export the result.
 
-Pipeline: data -> score -> plan -> prune -> evaluate -> export.
+Pipeline: data -> score -> plan -> prune -> evaluate -> export. Each `prunehead <command>` is a thin
+wrapper over the function of the same name here. Names are imported on first use, so `import prunehead`
+(and the CLI's `--help`) does not pay for torch and transformers until they are needed.
 """
 
-from .control import controlled
-from .errors import InputError, PruneheadError, UnsupportedModelError
-from .heads import HeadAdapter, head_adapter
-from .plan import PruningPlan, load_scores, save_scores, select
-from .surgery import load, plan_of, prune_, save_pretrained
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import Any
 
-__all__ = [
-    "HeadAdapter", "InputError", "PruneheadError", "PruningPlan", "UnsupportedModelError", "__version__",
-    "controlled", "head_adapter", "load", "load_scores", "plan_of", "prune_", "save_pretrained",
-    "save_scores", "select",
-]
+__version__ = "0.2.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # application layer: one function per command
+    "evaluate": "api", "score": "api", "prune": "api", "sweep": "api", "finetune": "api",
+    "build_scorer": "api", "ScoreResult": "api", "PruneResult": "api",
+    "open_workspace": "workspace", "Workspace": "workspace",
+    "max_drop_plan": "budget", "choose_scorer": "budget",
+    # core: plan (pure), surgery (the only mutator), control (gating / recording)
+    "PruningPlan": "plan", "load_scores": "plan", "save_scores": "plan", "select": "plan",
+    "load": "surgery", "plan_of": "surgery", "prune_": "surgery", "save_pretrained": "surgery",
+    "controlled": "control",
+    "HeadAdapter": "heads", "head_adapter": "heads",
+    "Family": "families", "family_of": "families",
+    "InputError": "errors", "PruneheadError": "errors", "UnsupportedModelError": "errors",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'prunehead' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

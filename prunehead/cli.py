@@ -1,43 +1,60 @@
-"""The `prunehead` command line: a thin typer app; each command lives in `prunehead/commands/`.
+"""The `prunehead` command line: a thin typer app; each command lives in `prunehead/commands/` and calls the
+library function of the same name (`prunehead.api`).
 
-Every command's `PruneheadError` becomes one line on stderr and exit code 1 (a traceback only with
-PRUNEHEAD_DEBUG=1); unexpected errors likewise, with a hint to set PRUNEHEAD_DEBUG=1.
+Commands import torch and transformers inside their bodies, so `--help`, `--version` and option errors
+answer at once. Every error is one line on stderr starting with `error:` (exit 1; usage errors exit 2), a
+traceback only with PRUNEHEAD_DEBUG=1; Ctrl-C prints `interrupted` (and, where it applies, how to resume)
+and exits 130.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import typer
 
-from .errors import PruneheadError
+from . import __version__
+from .errors import Interrupted, PruneheadError
+
+SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, context_settings=SETTINGS,
                   help="Score, prune, evaluate and export attention heads of speech transformers.")
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"prunehead {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
     """Score, prune, evaluate and export attention heads of speech transformers."""
 
 
 def _register() -> None:
-    from .commands import demo, prune, sweep
+    from .commands import data, demo, evaluate, export, finetune, prune, score, sweep
 
     app.command("demo")(demo.demo)
+    app.add_typer(data.app, name="data")
+    app.command("finetune")(finetune.finetune_cmd)
+    app.command("eval")(evaluate.eval_cmd)
+    app.command("score")(score.score)
     app.command("prune")(prune.prune)
     app.command("sweep")(sweep.sweep_cmd)
-    from .commands import data, evaluate, finetune  # noqa: E402 - issue 3: data, eval, finetune
-    app.command("eval")(evaluate.eval_cmd)
-    app.command("finetune")(finetune.finetune_cmd)
-    app.add_typer(data.app, name="data")
-    from .commands import score  # noqa: E402 - issue 4: score
-    app.command("score")(score.score)
-    from .commands import export  # noqa: E402 - issue 6: export onnx
     app.add_typer(export.app, name="export")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", err=True, fg="red")
+    raise typer.Exit(code)
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -45,25 +62,26 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = os.environ.get("PRUNEHEAD_DEBUG") == "1"
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
-        except PruneheadError as err:
-            if os.environ.get("PRUNEHEAD_DEBUG") == "1":
-                raise
-            typer.secho(f"error: {err}", err=True, fg="red")
-            raise typer.Exit(1) from None
+        except Interrupted as err:
+            typer.secho(f"interrupted; {err}", err=True)
+            raise typer.Exit(130) from None
         except KeyboardInterrupt:
             typer.secho("interrupted", err=True)
             raise typer.Exit(130) from None
+        except PruneheadError as err:
+            if debug:
+                raise
+            _fail(str(err))
         except Exception as err:  # noqa: BLE001 - the last line of defence for users
-            if os.environ.get("PRUNEHEAD_DEBUG") == "1":
+            if debug:
                 raise
             message = str(err).splitlines()[0] if str(err) else ""
-            typer.secho(f"error: {type(err).__name__}: {message} (set PRUNEHEAD_DEBUG=1 for the traceback)",
-                        err=True, fg="red")
-            raise typer.Exit(1) from None
+            _fail(f"{type(err).__name__}: {message} (set PRUNEHEAD_DEBUG=1 for the traceback)")
 
     return wrapper
 
@@ -80,6 +98,25 @@ _register()
 _wrap_all(app)
 
 
-def main() -> None:
-    """Console entry point."""
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: usage errors as one line (exit 2), Ctrl-C anywhere as `interrupted` (exit 130)."""
+    click = sys.modules[typer.BadParameter.__module__]  # click's exceptions (typer may vendor click)
+    try:
+        command = typer.main.get_command(app)
+        code = command.main(args=argv, prog_name="prunehead", standalone_mode=False)
+    except click.NoArgsIsHelpError as err:
+        typer.echo(err.ctx.get_help() if err.ctx else "")
+        code = 0
+    except click.UsageError as err:
+        where = f" (see `{err.ctx.command_path} --help`)" if err.ctx is not None else ""
+        typer.secho(f"error: {err.format_message()}{where}", err=True, fg="red")
+        code = 2
+    except typer.Exit as err:
+        code = err.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        typer.secho("interrupted", err=True)
+        code = 130
+    except click.ClickException as err:
+        typer.secho(f"error: {err.format_message()}", err=True, fg="red")
+        code = err.exit_code
+    sys.exit(code if isinstance(code, int) else 0)

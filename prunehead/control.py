@@ -158,9 +158,12 @@ def controlled(model: nn.Module) -> Iterator[Controller]:
     adapter = head_adapter(model)
     ctl = Controller(adapter.num_layers)
     saved = _implementations(model)
-    previous = {site.module: _SITES.get(site.module) for site in adapter.sites}
+    stack = contextlib.ExitStack()
+    previous: dict[nn.Module, tuple[Controller, int] | None] = {}
     try:
-        for site in adapter.sites:
+        stack.enter_context(adapter.family.routed(model))  # families outside AttentionInterface swap blocks
+        for site in head_adapter(model).sites:  # the routed blocks
+            previous[site.module] = _SITES.get(site.module)
             _SITES[site.module] = (ctl, site.layer)
         for config, _ in saved:
             config._attn_implementation_internal = NAME
@@ -173,6 +176,7 @@ def controlled(model: nn.Module) -> Iterator[Controller]:
                 _SITES.pop(module, None)
             else:
                 _SITES[module] = entry
+        stack.close()
 
 
 def is_controlled(model: nn.Module) -> bool:

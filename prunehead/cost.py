@@ -54,17 +54,7 @@ def count_macs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, i
     return counts
 
 
-def example_inputs(model: nn.Module, seconds: float = 1.0, batch: int = 1) -> dict[str, torch.Tensor]:
-    """Model inputs for counting and timing: `seconds` of audio (or 128 tokens for text models)."""
-    config = model.config
-    adapter = head_adapter(model)
-    if adapter.model_type == "whisper":
-        frames = 2 * config.max_source_positions  # Whisper's encoder takes a fixed window
-        inputs = {"input_features": torch.zeros(batch, config.num_mel_bins, frames)}
-        if hasattr(model, "get_decoder"):  # encoder-decoder: one decoder step
-            inputs["decoder_input_ids"] = torch.full((batch, 1), config.decoder_start_token_id)
-        return inputs
-    if hasattr(config, "vocab_size") and adapter.model_type not in ("wav2vec2", "hubert", "data2vec-audio"):
-        return {"input_ids": torch.ones(batch, 128, dtype=torch.long)}
-    generator = torch.Generator().manual_seed(0)
-    return {"input_values": torch.randn(batch, int(16000 * seconds), generator=generator)}
+def example_inputs(model: nn.Module, seconds: float = 1.0, batch: int = 1,
+                   device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+    """Model inputs for counting and timing: `seconds` of audio (Whisper: its window; text: 128 tokens)."""
+    return head_adapter(model).family.example_inputs(model, seconds, batch, device)

@@ -252,6 +252,14 @@ def _resolve(spec: str, split: str, label_column: str | None) -> Source:
                     "speech-commands[-all][:DIR], or hub:NAME[:CONFIG]; check the path")
 
 
+def split_exists(spec: str, split: str) -> bool:
+    """True when every part of `spec` has files in `split` (nothing is decoded)."""
+    try:
+        return all(_resolve(part.strip(), split, None).items for part in spec.split("+"))
+    except DataError:
+        return False
+
+
 def _require_dir(root: Path, spec: str) -> None:
     if not root.is_dir():
         raise DataError(f"{spec}: folder {root} not found; pass the folder as {spec.split(':')[0]}:/path")

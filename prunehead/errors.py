@@ -17,3 +17,7 @@ class InputError(PruneheadError):
 
 class DataError(InputError):
     """A data set or audio file cannot be used."""
+
+
+class Interrupted(PruneheadError):
+    """The user pressed Ctrl-C; the message says how to continue (the CLI exits 130)."""

@@ -1,9 +1,9 @@
-"""Iterative pruning: reach a pruning target in K steps, re-scoring the heads that are left before each.
+"""Iterative pruning: reach a pruning target in K rounds, re-scoring the heads that are left before each.
 
 One-shot pruning ranks every head once, on the full model; removing heads changes what the others
-contribute, so Michel et al. (2019, §6) and TextPruner prune in steps and re-score in between. Step i of
+contribute, so Michel et al. (2019, §6) and TextPruner prune in rounds and re-score in between. Round i of
 K removes heads until round(i / K * target) are gone in all (global) or in every layer (per layer), halves
-rounded up; the last step uses the target itself, so `steps=1` is exactly one-shot pruning and K steps
+rounded up; the last round uses the target itself, so `rounds=1` is exactly one-shot pruning and K rounds
 remove exactly as many heads as one-shot pruning at the same target.
 
 Cost: up to K scorings (the scorer's cost, on the model pruned so far) and K evaluations when asked.
@@ -46,8 +46,8 @@ class Target:
         """InputError for an invalid target (before anything is scored)."""
         self.plan(torch.zeros(pruned.num_layers, pruned.num_heads), pruned)
 
-    def at_step(self, step: int, steps: int, num_layers: int, num_heads: int) -> Target:
-        """The cumulative target after `step` of `steps`: round(step / steps * this target)."""
+    def at_round(self, step: int, steps: int, num_layers: int, num_heads: int) -> Target:
+        """The cumulative target after round `step` of `steps`: round(step / steps * this target)."""
         if step == steps:
             return self
         if self.scope == "global":  # select's own count: floor(ratio * L * H)
@@ -65,36 +65,36 @@ def step_share(count: int, step: int, steps: int) -> int:
     return (2 * step * count + steps) // (2 * steps)
 
 
-def prune_iteratively(model: nn.Module, score_fn: ScoreFn | None, target: Target, steps: int, *,
+def prune_iteratively(model: nn.Module, score_fn: ScoreFn | None, target: Target, rounds: int, *,
                       first_scores: torch.Tensor | None = None, evaluate: Evaluate | None = None,
                       ) -> tuple[nn.Module, PruningPlan, list[dict[str, Any]]]:
-    """Prune a copy of `model` to `target` in `steps` steps, re-scoring its remaining heads before each.
+    """Prune a copy of `model` to `target` in `rounds` rounds, re-scoring its remaining heads before each.
 
     Args:
         model: the model to prune (not changed); heads it has already lost count towards the target.
         score_fn: scores the model pruned so far, (L, H), removed heads ranked lowest (every prunehead
-            scorer does this). Not called for a step that has nothing to remove.
-        target: the final target, reached by the last step exactly as one-shot pruning would.
-        steps: K >= 1.
-        first_scores: (L, H) scores for the first step that removes heads, instead of calling `score_fn`
+            scorer does this). Not called for a round that has nothing to remove.
+        target: the final target, reached by the last round exactly as one-shot pruning would.
+        rounds: K >= 1.
+        first_scores: (L, H) scores for the first round that removes heads, instead of calling `score_fn`
             (e.g. a score file).
-        evaluate: metrics of the model after each step (re-used while a step removes nothing).
+        evaluate: metrics of the model after each round (re-used while a round removes nothing).
 
     Returns:
-        (pruned copy, its plan, one record per step: plan, heads removed, scores used, metrics).
+        (pruned copy, its plan, one record per round: plan, heads removed, scores used, metrics).
     """
     adapter = head_adapter(model)
     L, H = adapter.num_layers, adapter.num_heads
-    if steps < 1:
-        raise InputError(f"--steps must be at least 1, got {steps}")
-    if score_fn is None and (steps > 1 or first_scores is None):
-        raise InputError("pruning in steps re-scores the remaining heads: give a scorer (--scorer with --data)")
+    if rounds < 1:
+        raise InputError(f"--rounds must be at least 1, got {rounds}")
+    if score_fn is None and (rounds > 1 or first_scores is None):
+        raise InputError("pruning in rounds re-scores the remaining heads: give a scorer (--scorer with --data)")
     target.check(plan_of(model))
     pruned = copy.deepcopy(model)
     history: list[dict[str, Any]] = []
     metrics: dict[str, float] | None = None
-    for step in range(1, steps + 1):
-        done, goal = plan_of(pruned), target.at_step(step, steps, L, H)
+    for step in range(1, rounds + 1):
+        done, goal = plan_of(pruned), target.at_round(step, rounds, L, H)
         scores, source = None, None
         if goal.plan(torch.zeros(L, H), done).num_pruned > done.num_pruned:  # counts do not depend on scores
             use_file = first_scores is not None and not any(h["scored_by"] for h in history)
@@ -108,8 +108,8 @@ def prune_iteratively(model: nn.Module, score_fn: ScoreFn | None, target: Target
 
 def _record(step: int, before: PruningPlan, after: PruningPlan, scores: torch.Tensor | None, source: str | None,
             metrics: dict[str, float] | None) -> dict[str, Any]:
-    """One entry of the history (report.json "steps"); `source`: "scores" (given), "scorer" or None."""
-    record = {"step": step, "heads_removed": after.num_pruned - before.num_pruned,
+    """One entry of the history (report.json "rounds"); `source`: "scores" (given), "scorer" or None."""
+    record = {"round": step, "heads_removed": after.num_pruned - before.num_pruned,
               "heads_removed_total": after.num_pruned, "pruned_heads": after.to_json()["pruned_heads"],
               "scored_by": source, "scores": scores.tolist() if scores is not None else None}
     return record if metrics is None else {**record, "metrics": metrics}

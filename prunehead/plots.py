@@ -23,6 +23,8 @@ def plot_curves(result: dict[str, Any], path: str | Path, title: str = "") -> No
             ax.plot(xs, ys, color="grey", linestyle="--", label="random (mean of 5 seeds)")
             ax.fill_between(xs, [y - s for y, s in zip(ys, std)], [y + s for y, s in zip(ys, std)],
                             color="grey", alpha=0.2)
+        elif name == result.get("best"):
+            ax.plot(xs, ys, marker="o", markersize=4, linewidth=2.5, label=f"{name} (best)")
         else:
             ax.plot(xs, ys, marker="o", markersize=3, label=name)
     ax.axhline(result["unpruned"][metric], color="black", linewidth=0.8, linestyle=":", label="unpruned")
@@ -42,7 +44,8 @@ def curve_table(result: dict[str, Any]) -> str:
     names = list(result["curves"])
     first = result["curves"][names[0]]
     x_name = "heads/layer" if result["scope"] == "per_layer" and isinstance(first[0]["x"], int) else "ratio"
-    lines = [f"| {x_name} | removed | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    header = [f"{n} (best)" if n == result.get("best") else n for n in names]
+    lines = [f"| {x_name} | removed | " + " | ".join(header) + " |", "|---" * (len(names) + 2) + "|"]
     for i, point in enumerate(first):
         cells = []
         for name in names:
@@ -50,3 +53,25 @@ def curve_table(result: dict[str, Any]) -> str:
             cells.append(f"{p[metric]:.4f} ± {p['std']:.4f}" if "std" in p else f"{p[metric]:.4f}")
         lines.append(f"| {point['x']} | {point['heads_removed']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def heatmap(scores: Any, path: str | Path, title: str) -> None:
+    """An L x H heat map of `scores` (layers down, heads across), written to `path` (PNG)."""
+    import numpy as np
+
+    values = np.asarray(scores, dtype=float)
+    L, H = values.shape
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.5 + 0.5 * H), max(3.0, 1.0 + 0.4 * L)))
+    image = ax.imshow(values, cmap="viridis", aspect="auto")
+    if L * H <= 64:  # small grids: print the values
+        for (l, h), value in np.ndenumerate(values):
+            ax.text(h, l, f"{value:.3g}", ha="center", va="center", fontsize=7, color="white")
+    ax.set_xticks(range(H))
+    ax.set_yticks(range(L))
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

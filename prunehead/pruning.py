@@ -15,13 +15,6 @@ from .surgery import load, plan_of, save_pretrained
 from .train import TrainConfig, finetune
 
 
-def resolve_scope(ratio: float | None, heads: int | None, global_: bool | None) -> str:
-    """"global" or "per_layer": --heads implies per-layer, --ratio defaults to global."""
-    if global_ is None:
-        return "per_layer" if heads is not None else "global"
-    return "global" if global_ else "per_layer"
-
-
 def cost_summary(model: nn.Module, seconds: float = 1.0) -> dict[str, Any]:
     """Heads, parameters and MACs (on `seconds` of audio) of `model`, on whichever device it is."""
     adapter = head_adapter(model)

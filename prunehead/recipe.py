@@ -19,10 +19,7 @@ from .errors import InputError
 from .tasks import TASKS
 from .train import TrainConfig
 
-VERSION = 1
-# HIB paper, Appendix C, Table 1: Adam lr 0.1, noise lambda 0.9, 200 samples; beta and steps per task.
-HIB_TABLE1 = {"asr": {"beta": 10.0, "steps": 100}, "sid": {"beta": 0.1, "steps": 200},
-              "ks": {"beta": 1.0, "steps": 200}, "ic": {"beta": 1.0, "steps": 100}}
+VERSION = 2  # 2: [score] `method` -> `scorer`, `lam` -> `noise` (CHANGELOG 0.2.0)
 
 
 @dataclass(frozen=True)
@@ -46,10 +43,10 @@ class DataSection:
 class ScoreSection:
     """Head-scoring settings (HIB defaults from the paper's Table 1 for the task)."""
 
-    method: str = "hib"
+    scorer: str = "hib"
     beta: float | None = None
     steps: int | None = None
-    lam: float = 0.9
+    noise: float = 0.9
     lr: float = 0.1
     samples: int = 200
     init_std: float = 1.0
@@ -122,6 +119,9 @@ def load_recipe(path: str | Path) -> Recipe:
         raise InputError(f"recipe {path} not found; see recipes/ for the shipped ones") from None
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"recipe {path} is not valid TOML: {err}") from None
+    if raw.get("version") == 1:
+        raise InputError(f"{path}: version 1 recipes name [score] keys `method` and `lam`; rename them `scorer` "
+                         f"and `noise` and set version = {VERSION}")
     if raw.get("version") != VERSION:
         raise InputError(f"{path}: version must be {VERSION}, not {raw.get('version')!r}")
     if raw.get("task") not in TASKS:
@@ -135,6 +135,9 @@ def load_recipe(path: str | Path) -> Recipe:
     data = built["data"]
     built["data"] = dataclasses.replace(data, spec=_resolve(data.spec, path.parent),
                                         eval_spec=data.eval_spec and _resolve(data.eval_spec, path.parent))
-    hib = {k: v for k, v in HIB_TABLE1[raw["task"]].items() if getattr(built["score"], k) is None}
-    built["score"] = dataclasses.replace(built["score"], **hib)
+    if built["score"].scorer == "hib":  # the paper's Table 1 for the task, from the scorer's own table
+        from .scorers.hib import TABLE1
+
+        hib = {k: v for k, v in TABLE1[raw["task"]].items() if getattr(built["score"], k) is None}
+        built["score"] = dataclasses.replace(built["score"], **hib)
     return Recipe(version=VERSION, name=str(raw.get("name", path.stem)), task=raw["task"], **built)

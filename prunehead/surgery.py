@@ -15,79 +15,16 @@ import torch
 import transformers
 from safetensors.torch import load_file
 from torch import nn
-from transformers.pytorch_utils import prune_linear_layer
 
 from .errors import InputError
-from .heads import PRUNED_HEADS_KEY, AttentionSite, head_adapter, pruned_heads_of
+from .families.base import BiasOnly, EmptyAttention  # noqa: F401 - re-exported for old imports
+from .heads import PRUNED_HEADS_KEY, head_adapter, pruned_heads_of
 from .plan import PruningPlan
 
 # Files besides weights and config that a model directory may carry (feature extractor, tokenizer, ...).
 PREPROCESSING_FILES = ("preprocessor_config.json", "processor_config.json", "tokenizer.json",
                        "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
                        "added_tokens.json", "normalizer.json", "generation_config.json", "vocab.txt")
-
-
-class BiasOnly(nn.Module):
-    """Stands in for an output projection with no inputs left: returns its bias at every position."""
-
-    def __init__(self, bias: torch.Tensor):
-        super().__init__()
-        self.bias = nn.Parameter(bias.detach().clone())
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.bias.expand(*hidden_states.shape[:-1], self.bias.shape[0])  # (B, L, D)
-
-
-class EmptyAttention(nn.Module):
-    """A speech/Whisper attention block with no heads: (out_proj.bias at every frame, no weights)."""
-
-    def __init__(self, bias: torch.Tensor):
-        super().__init__()
-        self.out_proj = BiasOnly(bias)
-
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, None]:
-        return self.out_proj(hidden_states), None
-
-
-class EmptySelfAttention(nn.Module):
-    """A BERT self-attention with no heads: a zero-width context that the bias-only dense maps to its bias."""
-
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, None]:
-        return hidden_states[..., :0], None  # (B, L, 0)
-
-
-def _zero_bias(linear: nn.Module) -> torch.Tensor:
-    bias = getattr(linear, "bias", None)
-    weight = linear.weight
-    return bias if bias is not None else torch.zeros(weight.shape[0], device=weight.device, dtype=weight.dtype)
-
-
-def _empty_site(site: AttentionSite) -> None:
-    bias = _zero_bias(site.out)
-    if site.out_owner is site.module:  # speech / Whisper: one module holds q/k/v and out_proj
-        setattr(site.owner, site.attr, EmptyAttention(bias))
-    else:  # BERT: attention.self and attention.output.dense
-        setattr(site.owner, site.attr, EmptySelfAttention())
-        setattr(site.out_owner, site.out_attr, BiasOnly(bias))
-
-
-def _slice_site(site: AttentionSite, positions: list[int], head_dim: int) -> None:
-    index = torch.cat([torch.arange(p * head_dim, (p + 1) * head_dim) for p in positions])
-    for name in ("q", "k", "v"):
-        linear = getattr(site, name)
-        new = prune_linear_layer(linear, index.to(linear.weight.device), dim=0)
-        setattr(site.module, _attr_name(site.module, linear), new)
-    out = prune_linear_layer(site.out, index.to(site.out.weight.device), dim=1)
-    setattr(site.out_owner, site.out_attr, out)
-    for attr in ("num_heads", "num_attention_heads"):
-        if hasattr(site.module, attr):
-            setattr(site.module, attr, len(positions))
-    if hasattr(site.module, "all_head_size"):
-        site.module.all_head_size = len(positions) * head_dim
-
-
-def _attr_name(parent: nn.Module, child: nn.Module) -> str:
-    return next(name for name, module in parent.named_children() if module is child)
 
 
 def prune_(model: nn.Module, plan: PruningPlan) -> nn.Module:
@@ -103,9 +40,9 @@ def prune_(model: nn.Module, plan: PruningPlan) -> nn.Module:
             continue
         new_kept = [h for h in kept if h not in remove]
         if new_kept:
-            _slice_site(site, [kept.index(h) for h in new_kept], adapter.head_dim)
+            adapter.family.slice_heads_(site, [kept.index(h) for h in new_kept], adapter.head_dim)
         else:
-            _empty_site(site)
+            adapter.family.empty_(site)
     merged = PruningPlan(adapter.num_layers, adapter.num_heads,
                          {l: tuple(h) for l, h in pruned_heads_of(model).items()}).union(plan)
     setattr(model.config, PRUNED_HEADS_KEY, {str(l): list(h) for l, h in merged.pruned_heads.items()})

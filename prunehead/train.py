@@ -27,6 +27,7 @@ from . import surgery
 from .architectures import build_model
 from .data import CLIP_KEY, align_labels, default_feature_extractor, label_names, load_data, make_batches
 from .errors import InputError
+from .families import family_for_type, family_of
 from .heads import PRUNED_HEADS_KEY
 from .tasks import classification_task, get_task, infer_task
 from .whisper_window import crop_window_, window_feature_extractor
@@ -133,20 +134,13 @@ def load_model(spec: str, task: str, labels: list[str] | None = None, tokenizer:
     with _quiet():
         if task == "asr":
             return tf.AutoModelForCTC.from_pretrained(spec, dtype=torch.float32, ignore_mismatched_sizes=True, **ctc)
-        if config.model_type == "whisper":
-            return tf.WhisperForAudioClassification.from_pretrained(spec, dtype=torch.float32, **head)
-        return tf.AutoModelForAudioClassification.from_pretrained(spec, dtype=torch.float32,
-                                                                  ignore_mismatched_sizes=True, **head)
+        classifier = family_for_type(config.model_type).audio_classifier()
+        return classifier.from_pretrained(spec, dtype=torch.float32, ignore_mismatched_sizes=True, **head)
 
 
 def freeze_feature_encoder_(model: nn.Module) -> None:
-    """Stop gradients into the convolutional front end (wav2vec2 family or Whisper)."""
-    if hasattr(model, "freeze_feature_encoder"):
-        model.freeze_feature_encoder()
-    elif model.config.model_type == "whisper":
-        encoder = getattr(model, "encoder", None) or model.model.encoder
-        for module in (encoder.conv1, encoder.conv2):
-            module.requires_grad_(False)
+    """Stop gradients into the convolutional front end (the model's family knows where it is)."""
+    family_of(model).freeze_front_end_(model)
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -312,20 +306,3 @@ def _evaluate(model: nn.Module, task: Any, evaluation: Any, processor: tuple[Any
     if evaluation is None:
         return {}
     return task.evaluate(model, make_batches(evaluation, processor, cfg.batch_size), progress=progress)
-
-
-def evaluate_model(model_spec: str, data_spec: str, split: str = "test", batch_size: int = 16,
-                   task: str | None = None, device: str | None = None, on_error: str = "stop",
-                   clip_seconds: float | None = None, progress: bool = True) -> dict[str, float]:
-    """Metrics of a saved model on `split` of a data set (labels matched to the model's by name).
-
-    Cost: one forward pass per sample (plus `generate` for Whisper ASR).
-    """
-    model = surgery.load(model_spec).to(pick_device(device))
-    fe, tok = load_processor(model_spec)
-    fe = fe or default_feature_extractor(model.config)
-    task = task or infer_task(model)
-    data = load_data(data_spec, split, fe, task, on_error, clip_seconds)
-    if task != "asr":
-        data = align_labels(data, list(model.config.id2label.values()))
-    return get_task(task, model, tok).evaluate(model, make_batches(data, (fe, tok), batch_size), progress)

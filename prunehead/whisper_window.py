@@ -16,16 +16,16 @@ from torch import nn
 from transformers import WhisperFeatureExtractor
 
 from .errors import InputError
+from .families.whisper import WhisperFamily
 
 FRAMES_PER_SECOND = 50  # encoder positions per second of audio (10 ms hop, conv stride 2)
 
 
 def whisper_encoder(model: nn.Module) -> nn.Module:
     """The encoder of a Whisper model (ForAudioClassification, ForConditionalGeneration, WhisperModel)."""
-    encoder = getattr(model, "encoder", None) or getattr(getattr(model, "model", None), "encoder", None)
-    if encoder is None or not hasattr(encoder, "embed_positions"):
+    if getattr(getattr(model, "config", None), "model_type", None) != "whisper":
         raise InputError(f"{type(model).__name__} is not a Whisper model; the window crop applies to Whisper only")
-    return encoder
+    return WhisperFamily().encoder(model)
 
 
 def window_positions(window_s: float) -> int:

@@ -1,20 +1,37 @@
-"""A model, its task and one data split, loaded once for commands that evaluate or score repeatedly."""
+"""The one loader: a model, its processor, its task and one data split, loaded once.
+
+Every library function and command that needs a model with data goes through `open_workspace`, so the
+same options give the same model, clip length, labels and samples everywhere (score, prune --scorer,
+sweep, eval). `Workspace.draw` is the seeded sample draw of the scorers.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
 from torch import nn
 
 from . import surgery
 from .data import align_labels, default_feature_extractor, load_data, make_batches
+from .scorers.base import padding_changes_outputs
 from .tasks import Task, get_task, infer_task
 from .train import load_processor, pick_device
 
 Batch = dict[str, torch.Tensor]
+ModelLike = str | Path | nn.Module
+
+
+@dataclass
+class Draw:
+    """A seeded draw of samples from a workspace's split, batched for scoring."""
+
+    batches: list[Batch]
+    paths: list[str]  # the drawn files, in batch order
 
 
 @dataclass
@@ -26,6 +43,8 @@ class Workspace:
     processor: tuple[Any, Any]
     dataset: datasets.Dataset
     batch_size: int = 16
+    source: str | None = None  # where the model was loaded from (processor files), if a path or hub id
+    split: str = "test"
     _batches: list[Batch] | None = field(default=None, repr=False)
 
     def batches(self) -> list[Batch]:
@@ -35,24 +54,44 @@ class Workspace:
         return self._batches
 
     def evaluate(self, model: nn.Module | None = None, progress: bool = False) -> dict[str, float]:
-        """Task metrics of `model` (default: the workspace's) on the split."""
+        """Task metrics of `model` (default: the workspace's) on the split. Cost: one forward per sample."""
         return self.task.evaluate(model if model is not None else self.model, self.batches(), progress=progress)
 
+    def draw(self, samples: int, seed: int = 0, batch_size: int = 8) -> Draw:
+        """The first `samples` of a seeded permutation of the split, as scoring batches (model inputs plus
+        labels). Padding-sensitive models get equal-length batches (method.md §1.9)."""
+        order = np.random.default_rng(seed).permutation(len(self.dataset)).tolist()
+        rows = sorted(order[:samples])
+        part = self.dataset.select(rows)
+        equal = padding_changes_outputs(self.model)
+        batches = [{**self.task.model_inputs(b), "labels": b["labels"]}
+                   for b in make_batches(part, self.processor, batch_size, equal_length=equal)]
+        return Draw(batches, [str(p) for p in part["path"]])
 
-def open_workspace(model_spec: str | nn.Module, data_spec: str, split: str = "test", *, task: str | None = None,
-                   device: str | None = None, batch_size: int = 16, clip_seconds: float | None = None,
-                   on_error: str = "stop", source: str | None = None) -> Workspace:
-    """Load a model (spec or loaded module) and `split` of a data set, with labels matched by name.
+
+def open_workspace(model: ModelLike, data: str, split: str = "test", *, task: str | None = None,
+                   device: str | torch.device | None = None, batch_size: int = 16,
+                   clip_seconds: float | None = None, on_error: str = "stop",
+                   source: str | Path | None = None) -> Workspace:
+    """Load a model (path, hub id or loaded module) and `split` of a data set, labels matched by name.
 
     Args:
-        source: where to read the feature extractor / tokenizer when `model_spec` is a module.
+        task: ks, sid, ic or asr (default: inferred from the model's head).
+        clip_seconds: crop / pad labelled clips (default: the length the model was fine-tuned with).
+        source: where to read the feature extractor / tokenizer when `model` is a module.
     """
-    model = surgery.load(model_spec) if isinstance(model_spec, str) else model_spec
-    model = model.to(pick_device(device)).eval()
-    fe, tok = load_processor(source or model_spec) if isinstance(source or model_spec, str) else (None, None)
-    fe = fe or default_feature_extractor(model.config)
-    name = task or infer_task(model)
-    data = load_data(data_spec, split, fe, name, on_error, clip_seconds)
+    spec = str(model) if isinstance(model, (str, Path)) else None
+    net = surgery.load(spec) if spec is not None else model
+    net = net.to(pick_device(device) if device is not None or spec is not None else _device_of(net)).eval()
+    where = spec or (str(source) if source is not None else None)
+    fe, tok = load_processor(where) if where is not None else (None, None)
+    fe = fe or default_feature_extractor(net.config)
+    name = task or infer_task(net)
+    dataset = load_data(data, split, fe, name, on_error, clip_seconds)
     if name != "asr":
-        data = align_labels(data, list(model.config.id2label.values()))
-    return Workspace(model, get_task(name, model, tok), (fe, tok), data, batch_size)
+        dataset = align_labels(dataset, list(net.config.id2label.values()))
+    return Workspace(net, get_task(name, net, tok), (fe, tok), dataset, batch_size, where, split)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device

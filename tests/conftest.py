@@ -96,3 +96,20 @@ def dead_head_workspace(root: Path, clips: dict[str, int], split: str):
     save_scores(root / "gradient.json", scores, "gradient", "model")
     save_scores(root / "anti.json", -scores, "anti", "model")
     return ws, scores
+
+
+def run_main(*args) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of the console entry point `prunehead.cli.main`, in process."""
+    import contextlib
+    import io
+
+    from prunehead.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, out.getvalue(), err.getvalue()

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from prunehead import head_adapter, load, save_scores
 from prunehead.cli import app
-from tests.conftest import tiny
+from tests.conftest import run_main, tiny
 
 runner = CliRunner()
 
@@ -57,8 +57,14 @@ def test_dry_run_writes_only_the_plan(saved_model, tmp_path):
     assert all(len(h) == 3 for h in plan["pruned_heads"].values()) and len(plan["pruned_heads"]) == 12
 
 
+def test_out_of_range_options_fail_while_parsing_in_one_line(saved_model, tmp_path):
+    path, scores = saved_model
+    code, out, err = run_main("prune", "-m", path, "-s", scores, "--out", tmp_path / "out", "--ratio", "1.2")
+    assert code == 2 and out == "" and not (tmp_path / "out").exists()
+    assert err.count("\n") == 1 and err.startswith("error: ") and "'--ratio'" in err and "1" in err
+
+
 @pytest.mark.parametrize("extra, message", [
-    (["--ratio", "1.2"], "within [0, 1]"),
     (["--ratio", "0.2", "--heads", "2"], "exactly one"),
     ([], "exactly one"),
     (["--heads", "12"], "--heads must be within"),

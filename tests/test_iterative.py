@@ -43,8 +43,8 @@ def _gradient(ws):
 def test_step_shares_are_cumulative_and_end_at_the_target():
     assert [step_share(6, i, 3) for i in range(4)] == [0, 2, 4, 6]
     assert [step_share(2, i, 5) for i in range(1, 6)] == [0, 1, 1, 2, 2]  # 0.4, 0.8, 1.2, 1.6, 2.0 rounded
-    assert Target(ratio=0.75).at_step(1, 3, 2, 4) == Target(ratio=2 / 8)
-    assert Target(heads=3, scope="per_layer").at_step(2, 3, 2, 4) == Target(ratio=2 / 4, scope="per_layer")
+    assert Target(ratio=0.75).at_round(1, 3, 2, 4) == Target(ratio=2 / 8)
+    assert Target(heads=3, scope="per_layer").at_round(2, 3, 2, 4) == Target(ratio=2 / 4, scope="per_layer")
 
 
 @pytest.mark.parametrize("target", [Target(ratio=0.75), Target(ratio=0.5), Target(heads=2, scope="per_layer"),
@@ -112,7 +112,7 @@ def test_cli_one_step_with_a_scorer_equals_score_then_prune(setup, tmp_path, sco
     assert result.exit_code == 0, result.output
     once, here = (json.loads((tmp_path / name / "report.json").read_text()) for name in ("once", "here"))
     assert once["pruned_heads"] == here["pruned_heads"] and once["heads_removed"] == 6
-    assert once["metrics_after"] == here["metrics_after"] == here["steps"][0]["metrics"]
+    assert once["metrics_after"] == here["metrics_after"] == here["rounds"][0]["metrics"]
 
 
 def test_prune_passes_scorer_options_through(setup, tmp_path):
@@ -139,11 +139,11 @@ def test_cli_prunes_in_steps_from_a_first_score_file(setup, tmp_path):
     root, ws, scores = setup
     out = tmp_path / "steps"
     result = runner.invoke(app, ["prune", "-m", str(root / "model"), "-d", str(root / "data"), "--ratio", "0.75",
-                                 "--steps", "3", "-s", str(root / "anti.json"), "--scorer", "gradient",
+                                 "--rounds", "3", "-s", str(root / "anti.json"), "--scorer", "gradient",
                                  "--samples", "24", "--batch-size", "8", "--out", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    steps = report["steps"]
+    steps = report["rounds"]
     assert [s["heads_removed_total"] for s in steps] == [2, 4, 6] and report["heads_removed"] == 6
     assert [s["scored_by"] for s in steps] == ["scores", "scorer", "scorer"]
     assert select(-scores, ratio=0.25).to_json()["pruned_heads"] == steps[0]["pruned_heads"]
@@ -172,12 +172,12 @@ def trained(setup, tmp_path_factory):
 
 def test_recovery_keeps_the_plan_lowers_the_loss_and_saves_the_recovered_model(setup, trained, tmp_path):
     """Pruned in 2 steps (the most important heads first), then 2 epochs of recovery on the train split."""
-    from prunehead.train import evaluate_model
+    from prunehead import evaluate
 
     root, _, _ = setup
     out = tmp_path / "recovered"
     result = runner.invoke(app, ["prune", "-m", str(trained), "-s", str(trained.parent / "anti.json"), "--heads", "2",
-                                 "--steps", "2", "--scorer", "gradient", "-d", str(root / "data"), "--batch-size", "8",
+                                 "--rounds", "2", "--scorer", "gradient", "-d", str(root / "data"), "--batch-size", "8",
                                  "--recover-epochs", "2", "--recover-lr", "2e-3", "--out", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
@@ -185,23 +185,22 @@ def test_recovery_keeps_the_plan_lowers_the_loss_and_saves_the_recovered_model(s
     after, recovered = report["metrics_after"]["loss"], report["metrics_after_recovery"]["loss"]
     assert recovered < 0.5 * after, (after, recovered)
     assert [len(h) for h in report["pruned_heads"].values()] == [2, 2]
-    assert report["pruned_heads"] == report["steps"][-1]["pruned_heads"]
+    assert report["pruned_heads"] == report["rounds"][-1]["pruned_heads"]
     model = load(out)
     assert plan_of(model).to_json()["pruned_heads"] == report["pruned_heads"]
     assert head_adapter(model).heads_per_layer(model) == [2, 2]
-    saved = evaluate_model(str(out), str(root / "data"), batch_size=8, progress=False)
+    saved = evaluate(str(out), str(root / "data"), batch_size=8)
     assert saved["loss"] == pytest.approx(recovered, abs=1e-6)  # --out holds the recovered model
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["-s", "{scores}", "--steps", "0"], "--steps must be at least 1"),
-    (["-s", "{scores}", "--steps", "2", "-d", "{data}"], "give --scorer"),
-    (["--steps", "2", "--scorer", "gradient"], "give --data"),
+    (["-s", "{scores}", "--rounds", "2", "-d", "{data}"], "give --scorer"),
+    (["--rounds", "2", "--scorer", "gradient"], "give --data"),
     (["-s", "{scores}", "--recover-epochs", "1"], "give --data"),
     ([], "give --scores FILE"),
     (["-s", "{scores}", "--scorer", "gradient", "-d", "{data}"], "drop one"),
     (["--scorer", "nope", "-d", "{data}"], "unknown scorer"),
-    (["--steps", "2", "--scorer", "gradient", "-d", "{data}", "--heads", "2", "--global"], "--per-layer"),
+    (["--rounds", "2", "--scorer", "gradient", "-d", "{data}", "--heads", "2", "--global"], "--per-layer"),
 ])
 def test_bad_combinations_fail_in_one_line_and_write_nothing(setup, tmp_path, extra, message):
     root, _, _ = setup

@@ -243,8 +243,8 @@ def test_torchrun_launch_of_the_cli_matches_one_process(cli_assets, tmp_path):
 
 def test_recipe_settings_and_flag_overrides(cli_assets, tmp_path):
     recipe = tmp_path / "r.toml"
-    recipe.write_text(f'version = 1\nname = "tiny"\ntask = "ks"\n[model]\npath = "{cli_assets / "model"}"\n'
-                      f'[data]\nspec = "{cli_assets / "data"}"\n[score]\nmethod = "hib"\nbeta = 0.5\nsteps = 2\n'
+    recipe.write_text(f'version = 2\nname = "tiny"\ntask = "ks"\n[model]\npath = "{cli_assets / "model"}"\n'
+                      f'[data]\nspec = "{cli_assets / "data"}"\n[score]\nscorer = "hib"\nbeta = 0.5\nsteps = 2\n'
                       'samples = 4\n')
     out = tmp_path / "s.json"
     result = CliRunner().invoke(app, ["score", "--recipe", str(recipe), "--steps", "1", "--out", str(out)])

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from prunehead.cli import app
 from prunehead.plan import PruningPlan
-from prunehead.sweep import parse_ratios, sweep
+from prunehead.curves import parse_ratios, run_sweep as sweep
 from tests.conftest import DEAD, dead_head_workspace
 
 runner = CliRunner()

@@ -214,27 +214,30 @@ def test_shipped_recipes_load_with_the_papers_hib_settings():
     for name in names:
         recipe = load_recipe(RECIPES / f"{name}.toml")
         assert (recipe.score.beta, recipe.score.steps) == table1[recipe.task], name
-        assert (recipe.score.lam, recipe.score.lr, recipe.score.samples) == (0.9, 0.1, 200)
+        assert (recipe.score.noise, recipe.score.lr, recipe.score.samples) == (0.9, 0.1, 200)
 
 
 def test_recipe_errors_name_file_and_key(tmp_path):
     bad = tmp_path / "r.toml"
-    bad.write_text('version = 1\ntask = "ks"\n[model]\npath = "arch:wav2vec2-tiny"\n[data]\nspec = "x"\n'
+    bad.write_text('version = 2\ntask = "ks"\n[model]\npath = "arch:wav2vec2-tiny"\n[data]\nspec = "x"\n'
                    '[train]\nepoch = 3\n')
     with pytest.raises(InputError, match=r"r.toml \[train\]: unknown key 'epoch'"):
         load_recipe(bad)
-    bad.write_text('version = 1\ntask = "ks"\n[model]\npath = "m"\n[data]\nspec = "x"\n[train]\nepochs = "3"\n')
+    bad.write_text('version = 2\ntask = "ks"\n[model]\npath = "m"\n[data]\nspec = "x"\n[train]\nepochs = "3"\n')
     with pytest.raises(InputError, match=r"\[train\] epochs: expected int"):
         load_recipe(bad)
-    bad.write_text('version = 2\n')
-    with pytest.raises(InputError, match="version must be 1"):
+    bad.write_text('version = 3\n')
+    with pytest.raises(InputError, match="version must be 2"):
+        load_recipe(bad)
+    bad.write_text('version = 1\ntask = "ks"\n[score]\nmethod = "hib"\nlam = 0.9\n')  # before the renames
+    with pytest.raises(InputError, match="rename them `scorer` and `noise`"):
         load_recipe(bad)
 
 
 def test_cli_flags_override_the_recipe(tmp_path):
     write_tones(tmp_path / "d", {"a": 400.0, "b": 1200.0}, n=2)
     recipe = tmp_path / "r.toml"
-    recipe.write_text('version = 1\ntask = "ks"\n[model]\npath = "arch:wav2vec2-tiny"\n[data]\nspec = "d"\n'
+    recipe.write_text('version = 2\ntask = "ks"\n[model]\npath = "arch:wav2vec2-tiny"\n[data]\nspec = "d"\n'
                       '[train]\nepochs = 3\nlr = 0.004\nbatch_size = 2\n')
     assert load_recipe(recipe).data.spec == str((tmp_path / "d").resolve())  # relative to the recipe
     cli("finetune", "--recipe", recipe, "--epochs", 1, "--out", tmp_path / "m")

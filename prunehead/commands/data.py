@@ -8,11 +8,9 @@ from typing import Annotated
 
 import typer
 
-from ..data import DEFAULT_RATE, label_names, load_data
-from ..synth import synthesize
-from .evaluate import Data, OnError, OnErrorChoice, Split, TaskName
+from .options import Data, OnError, OnErrorChoice, Split, TaskName
 
-app = typer.Typer(no_args_is_help=True, help="Synthesize speech data sets and inspect data.")
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Synthesize speech data sets and inspect data.")
 
 
 @app.command("synth")
@@ -23,6 +21,8 @@ def synth_cmd(task: Annotated[TaskName, typer.Argument(help="Which kind of data 
               test_fraction: Annotated[float, typer.Option(help="Test clips per class, relative.")] = 0.25,
               n_speakers: Annotated[int, typer.Option(help="SID: number of speakers (voices).")] = 8) -> None:
     """Synthesize a KS / SID / IC / ASR data set with espeak-ng and flite voices plus noise."""
+    from ..synth import synthesize
+
     synthesize(task.value, out, n_per_class=n_per_class, seed=seed, test_fraction=test_fraction, n_speakers=n_speakers)
     typer.echo(f"wrote {out}")
 
@@ -30,6 +30,8 @@ def synth_cmd(task: Annotated[TaskName, typer.Argument(help="Which kind of data 
 @app.command("info")
 def info_cmd(data: Data, split: Split = "train", on_error: OnError = OnErrorChoice.stop) -> None:
     """Load a data split and print its size, duration and classes."""
+    from ..data import DEFAULT_RATE, label_names, load_data
+
     ds = load_data(data, split, on_error=on_error.value)
     minutes = float(sum(ds["length"])) / DEFAULT_RATE / 60
     typer.echo(f"{len(ds)} utterances, {minutes:.1f} min")

@@ -13,10 +13,8 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 
-from ..outputs import check_output
 from .options import Overwrite
 
 
@@ -37,6 +35,9 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every
          ratio: Annotated[float, typer.Option(help="Fraction of all heads removed.")] = 0.4,
          overwrite: Overwrite = False) -> None:
     """Run the whole pipeline on an embedded default: synthesize, train, score (HIB), prune, export."""
+    import torch
+
+    from ..outputs import check_output
     from . import data as data_cmd
     from . import export, finetune, prune, score
 

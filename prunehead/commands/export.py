@@ -10,7 +10,7 @@ import typer
 
 from .options import Model, Overwrite
 
-app = typer.Typer(no_args_is_help=True, help="Export a pruned (or unpruned) model for deployment.")
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Export a pruned (or unpruned) model for deployment.")
 
 
 class Quantize(str, Enum):

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ..errors import InputError
-from ..recipe import load_recipe
-from ..train import TrainConfig, finetune
-from .evaluate import ClipSeconds, OnError, OnErrorChoice, Task
-from .options import Device
+from .options import ClipSeconds, Device, Positive, OnError, OnErrorChoice, Task
 
 Opt = typer.Option
 
@@ -25,10 +20,10 @@ def finetune_cmd(
     eval_data: Annotated[str | None, Opt(help="Data evaluated after each epoch (default: --data).")] = None,
     recipe: Annotated[Path | None, Opt(help="TOML recipe; flags given here override its values.")] = None,
     task: Task = None,
-    epochs: Annotated[int | None, Opt(help="Passes over the training split.")] = None,
-    lr: Annotated[float | None, Opt(help="Backbone learning rate.")] = None,
-    head_lr: Annotated[float | None, Opt(help="Task-head learning rate.")] = None,
-    batch_size: Annotated[int | None, Opt(help="Utterances per training step.")] = None,
+    epochs: Annotated[int | None, Opt(min=1, help="Passes over the training split.")] = None,
+    lr: Annotated[float | None, Opt(callback=Positive, help="Backbone learning rate.")] = None,
+    head_lr: Annotated[float | None, Opt(callback=Positive, help="Task-head learning rate.")] = None,
+    batch_size: Annotated[int | None, Opt(min=1, help="Utterances per training step.")] = None,
     freeze_feature_encoder: Annotated[bool | None, Opt("--freeze-feature-encoder/--train-feature-encoder",
                                                        help="Keep the convolutional front end fixed.")] = None,
     seed: Annotated[int | None, Opt(help="Seed for the head and the data order.")] = None,
@@ -41,6 +36,14 @@ def finetune_cmd(
     device: Device = None, on_error: OnError = OnErrorChoice.stop,
 ) -> None:
     """Fine-tune a model on a data set; a pruned model keeps its pruning plan."""
+    from dataclasses import replace
+
+    from ..api import finetune
+    from ..errors import InputError
+    from ..recipe import load_recipe
+    from ..train import TrainConfig
+
+    out = out.expanduser()
     base = load_recipe(recipe) if recipe else None
     flags = dict(epochs=epochs, lr=lr, head_lr=head_lr, batch_size=batch_size, seed=seed, max_seconds=max_seconds,
                  freeze_feature_encoder=freeze_feature_encoder, window_s=window_s, clip_seconds=clip_seconds,
@@ -55,7 +58,7 @@ def finetune_cmd(
     if model is None or data is None:
         raise InputError("give --model and --data, or a --recipe that names them")
     record = finetune(model, data, out, cfg, task=task, resume=resume, device=device, on_error=on_error.value,
-                      eval_data=eval_data)
+                      eval_data=eval_data, progress=True)
     final = ", ".join(f"{k} {v:.4f}" for k, v in record["final"].items() if isinstance(v, float))
     typer.echo(f"trained {record['epochs']} epoch(s) in {record['wall_seconds']} s on {record['device']}; {final}")
     typer.echo(f"wrote {out}")

@@ -1,24 +1,99 @@
-"""Options shared by several commands, declared once."""
+"""Options shared by several commands, declared once. Light imports only: `--help` must not load torch.
+
+Values are validated while the command line is parsed (ranges, finiteness), before anything heavy loads.
+"""
 
 from __future__ import annotations
 
+import math
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-Model = Annotated[str, typer.Option("--model", "-m", help="Model directory (pruned or not) or hub id.")]
-Scores = Annotated[Path, typer.Option("--scores", "-s", help="Score file written by `prunehead score`.")]
-Ratio = Annotated[float | None, typer.Option(help="Fraction of heads to remove (global: of all L*H heads; "
-                                                   "per-layer: of each layer's H).")]
-Heads = Annotated[int | None, typer.Option(help="Remove exactly K heads in every layer (implies --per-layer).")]
-Global = Annotated[bool | None, typer.Option("--global/--per-layer",
-                                             help="Rank heads over the whole model (default with --ratio) "
-                                                  "or within each layer (default with --heads).")]
-MinHeads = Annotated[int, typer.Option(help="Never leave a layer with fewer heads than this.")]
-Out = Annotated[Path, typer.Option("--out", "-o", help="Output path.")]
-Overwrite = Annotated[bool, typer.Option(help="Replace the output if it exists.")]
-Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda when available).")]
-DryRun = Annotated[bool, typer.Option("--dry-run", help="Only print the plan and write plan.json.")]
+
+def _finite(value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, not {value}")
+    return value
+
+
+def _positive(value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a finite number above 0, not {value}")
+    return value
+
+
+def _expand(value: Path | None) -> Path | None:
+    """`~` in a path means the home folder, as in a shell (`--out=~/x` is not expanded by the shell)."""
+    return Path(value).expanduser() if value is not None else None
+
+
+class TaskName(str, Enum):
+    """The tasks (prunehead.tasks.TASKS)."""
+
+    ks = "ks"
+    sid = "sid"
+    ic = "ic"
+    asr = "asr"
+
+
+class OnErrorChoice(str, Enum):
+    """What to do with a file that cannot be decoded."""
+
+    stop = "stop"
+    skip = "skip"
+
+
+Model = Annotated[str, typer.Option("--model", "-m", help="Model folder (pruned or not) or hub id.")]
+Data = Annotated[str, typer.Option("--data", "-d", help="Folder, .csv/.jsonl manifest, fsdd-ks[:DIR], fsdd-sid[:DIR], "
+                                                        "speech-commands[:DIR] or hub:NAME[:CONFIG]; join with '+'.")]
+OptionalData = Annotated[str | None, typer.Option("--data", "-d", help="Data spec (as for `prunehead eval`).")]
+Split = Annotated[str, typer.Option(help="Data split to use.")]
+BatchSize = Annotated[int, typer.Option(min=1, help="Utterances per batch.")]
+Task = Annotated[TaskName | None, typer.Option(help="Task. [default: inferred from the model]", show_default=False)]
+OnError = Annotated[OnErrorChoice, typer.Option(help="stop: fail on an undecodable file; skip: drop it with a warning.")]
+ClipSeconds = Annotated[float | None, typer.Option(min=0.01, callback=_finite, show_default=False,
+                                                   help="Centre-crop / zero-pad every clip to this length. "
+                                                        "[default: the length the model was trained with]")]
+Samples = Annotated[int, typer.Option(min=1, help="Samples drawn (seeded) from the split for scoring.")]
+Seed = Annotated[int, typer.Option(help="Sample selection and scorer seed.")]
+Ratio = Annotated[float | None, typer.Option(min=0.0, max=1.0, callback=_finite, show_default=False,
+                                             help="Fraction of heads to remove (global: of all L*H heads; "
+                                                  "per layer: of each layer's H).")]
+Heads = Annotated[int | None, typer.Option(min=0, show_default=False,
+                                           help="Remove exactly K heads in every layer (implies --per-layer).")]
+Global = Annotated[bool | None, typer.Option("--global/--per-layer", show_default=False,
+                                             help="Rank heads over the whole model or within each layer. "
+                                                  "[default: --global with --ratio, --per-layer with --heads]")]
+MinHeads = Annotated[int, typer.Option(min=0, help="Never leave a layer with fewer heads than this.")]
+Out = Annotated[Path, typer.Option("--out", "-o", callback=_expand, help="Output path.")]
+Overwrite = Annotated[bool, typer.Option(help="Replace the output if it exists (only what this command writes).")]
+Device = Annotated[str | None, typer.Option(show_default=False,
+                                            help="cpu, cuda, cuda:1 ... [default: cuda when available]")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Only decide: print the plan and write plan.json "
+                                                       "(no model surgery).")]
 ScorerOptions = Annotated[list[str] | None, typer.Option(
-    "--option", help="Any other scorer option as KEY=VALUE (repeatable), e.g. scope=all_layers, variant=entropy.")]
+    "--option", show_default=False,
+    help="A scorer option as KEY=VALUE (repeatable), e.g. scope=all_layers, variant=entropy.")]
+Finite = _finite
+Positive = _positive
+
+
+def parse_options(options: list[str] | None) -> dict[str, object]:
+    """["k=v", ...] -> {"k": v}: values parsed as JSON when they are JSON (numbers, true, ...)."""
+    import json
+
+    from ..errors import InputError
+
+    parsed: dict[str, object] = {}
+    for item in options or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--option {item!r}: write KEY=VALUE, e.g. --option scope=all_layers")
+        try:
+            parsed[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key.replace("-", "_")] = value
+    return parsed

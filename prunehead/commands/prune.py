@@ -1,162 +1,113 @@
-"""`prunehead prune`: remove the lowest-scoring heads (at once or in steps, re-scoring in between), save the
+"""`prunehead prune`: remove the lowest-scoring heads (or a saved plan's), at once or in rounds, save the
 pruned model, optionally re-evaluate and recover it with a short fine-tune."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
-import torch
 import typer
-from torch import nn
 
-from ..errors import InputError
-from ..heads import head_adapter
-from ..iterative import ScoreFn, Target, prune_iteratively
-from ..outputs import atomic_dir, check_output
-from ..plan import load_scores
-from ..pruning import change_report, recover, resolve_scope
-from ..surgery import load, plan_of, save_pretrained
-from ..train import TrainConfig, pick_device
-from .evaluate import BatchSize, ClipSeconds, Split, Task
-from .options import Device, DryRun, Global, Heads, MinHeads, Model, Out, Overwrite, Ratio, ScorerOptions
-
-if TYPE_CHECKING:
-    from ..workspace import Workspace
+from .options import (BatchSize, ClipSeconds, Device, DryRun, Global, Heads, MinHeads, Model, OptionalData, Out,
+                      Finite, Overwrite, Positive, Ratio, Samples, ScorerOptions, Seed, Task, parse_options)
 
 Opt = typer.Option
-EvalData = Annotated[str | None, Opt("--data", "-d", help="Evaluate before and after pruning on this data (see "
-                                                         "`prunehead eval --help`); --scorer and recovery use it too.")]
-ScoreFile = Annotated[Path | None, Opt("--scores", "-s", help="Score file written by `prunehead score` (with "
-                                                             "--steps > 1: the first step's scores).")]
-Steps = Annotated[int, Opt(help="Reach the target in K steps, re-scoring the remaining heads with --scorer "
-                                "before each (needs --data).")]
-ScorerName = Annotated[str | None, Opt(help="Score the heads here, on --data's --score-split: hib, attattr, "
-                                            "gradient, occlusion, attention, random or a plugin.")]
-Samples = Annotated[int, Opt(help="Samples the scorer draws (seeded) from --score-split.")]
+ScoreFile = Annotated[Path | None, Opt("--scores", "-s", show_default=False,
+                                       help="Score file written by `prunehead score` (with --rounds > 1: the "
+                                            "first round's scores).")]
+PlanFile = Annotated[Path | None, Opt("--plan", show_default=False,
+                                      help="Apply this plan.json (from `prune --dry-run` or another model) as it is.")]
+Rounds = Annotated[int, Opt(min=1, help="Reach the target in K rounds, re-scoring the remaining heads with "
+                                        "--scorer before each (needs --data).")]
+ScorerName = Annotated[str | None, Opt(show_default=False,
+                                       help="Score the heads here, on --data's --score-split: hib, attattr, "
+                                            "gradient, occlusion, attention, random, a plugin, or auto (score "
+                                            "with each of --auto-scorers, keep the one that holds the metric "
+                                            "best on the selection split).")]
+MaxDrop = Annotated[float | None, Opt(min=0.0, max=1.0, callback=Finite, show_default=False,
+                                      help="Instead of --ratio / --heads: remove as many heads as possible while "
+                                           "accuracy on the selection split (--split; default validation when "
+                                           "the data has one, else train) drops by at most this much (ASR: WER "
+                                           "rises by at most this much). The test split is reported apart.")]
+AutoScorers = Annotated[str, Opt(help="Comma list of the candidates of --scorer auto.")]
+SplitOption = Annotated[str | None, Opt(show_default=False,
+                                        help="Split to evaluate on. [default: test; with --max-drop or --scorer "
+                                             "auto, the selection split: validation when the data has one, "
+                                             "else train]")]
 ScoreSplit = Annotated[str, Opt(help="Split the scorer draws its samples from.")]
-Seed = Annotated[int, Opt(help="Sample selection, scorer and recovery seed.")]
-RecoverEpochs = Annotated[int, Opt(help="After pruning, fine-tune this many epochs on --data's train split "
-                                        "(reported separately; --out gets the recovered model).")]
-RecoverLr = Annotated[float, Opt(help="Learning rate of the recovery fine-tune (backbone and head).")]
+RecoverEpochs = Annotated[int, Opt(min=0, help="After pruning, fine-tune this many epochs on --data's train split "
+                                               "(reported separately; --out gets the recovered model).")]
+RecoverLr = Annotated[float, Opt(callback=Positive, help="Learning rate of the recovery fine-tune.")]
+EvalData = Annotated[str | None, Opt("--data", "-d", show_default=False,
+                                     help="Evaluate before and after pruning on this data (as for `prunehead "
+                                          "eval`); --scorer and recovery use it too.")]
 
 
-def prune(model: Model, out: Out, scores: ScoreFile = None, ratio: Ratio = None, heads: Heads = None,
-          global_: Global = None, min_heads_per_layer: MinHeads = 0, steps: Steps = 1, scorer: ScorerName = None,
-          samples: Samples = 200, score_split: ScoreSplit = "train", seed: Seed = 0, option: ScorerOptions = None,
-          data: EvalData = None,
-          split: Split = "test", batch_size: BatchSize = 16, task: Task = None, clip_seconds: ClipSeconds = None,
-          recover_epochs: RecoverEpochs = 0, recover_lr: RecoverLr = 5e-5, device: Device = None,
-          overwrite: Overwrite = False, dry_run: DryRun = False) -> None:
-    """Remove the lowest-scoring heads (globally or per layer, at once or in --steps) and save to --out."""
+def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = None, ratio: Ratio = None,
+          heads: Heads = None, global_: Global = None, min_heads_per_layer: MinHeads = 0, rounds: Rounds = 1,
+          scorer: ScorerName = None, samples: Samples = 200, score_split: ScoreSplit = "train", seed: Seed = 0,
+          option: ScorerOptions = None, data: EvalData = None, split: SplitOption = None, batch_size: BatchSize = 16,
+          task: Task = None, clip_seconds: ClipSeconds = None, recover_epochs: RecoverEpochs = 0,
+          recover_lr: RecoverLr = 5e-5, device: Device = None, overwrite: Overwrite = False,
+          dry_run: DryRun = False, max_drop: MaxDrop = None,
+          auto_scorers: AutoScorers = "gradient,attention,occlusion,attattr") -> None:
+    """Remove the lowest-scoring heads (globally or per layer, at once or in --rounds, or as many as
+    --max-drop allows) and save to --out."""
+    import json
+
+    from .. import api
+    from ..outputs import atomic_dir, check_output
+    from ..surgery import save_pretrained
+
     check_output(out, overwrite)
-    _check_options(scores, scorer, steps, samples, data, recover_epochs, recover_lr, dry_run)
-    task = task and task.value
-    score_fn, net = _scoring(model, data, scorer, score_split, task, samples, batch_size, seed, option, device) \
-        if scorer else (None, load(model))
-    adapter = head_adapter(net)
-    target = Target(ratio, heads, resolve_scope(ratio, heads, global_), min_heads_per_layer)
-    target.check(plan_of(net))
-    first = load_scores(scores, expect=(adapter.num_layers, adapter.num_heads)) if scores else None
-    ws = _workspace(net, model, data, split, task, device, batch_size, clip_seconds) if data and not dry_run else None
-    report = {"model": model, "scores": str(scores) if scores else None, "scorer": scorer, "ratio": ratio,
-              "heads": heads, "scope": target.scope}
-    if ws is not None:
-        report["data"] = {"spec": data, "split": split, "samples": ws.dataset.num_rows}
-        report["metrics_before"] = ws.evaluate(progress=True)
-    evaluate = (lambda m: ws.evaluate(m, progress=True)) if ws is not None else None
-    pruned, plan, history = prune_iteratively(net, score_fn, target, steps, first_scores=first, evaluate=evaluate)
-    typer.echo(f"plan: remove {plan.num_pruned} of {plan.num_layers * plan.num_heads} heads "
-               f"{json.dumps(plan.to_json()['pruned_heads'])}")
+    scope = None if global_ is None else "global" if global_ else "per_layer"
+    result = api.prune(model, scores=scores, plan=plan, ratio=ratio, heads=heads, scope=scope,
+                       min_heads_per_layer=min_heads_per_layer, rounds=rounds, scorer=scorer, data=data,
+                       samples=samples, score_split=score_split, seed=seed, split=split, batch_size=batch_size,
+                       task=task and task.value, clip_seconds=clip_seconds, recover_epochs=recover_epochs,
+                       recover_lr=recover_lr, device=device, dry_run=dry_run, progress=True,
+                       options=parse_options(option), max_drop=max_drop,
+                       auto_scorers=[n.strip() for n in auto_scorers.split(",") if n.strip()])
+    _decision(result.report)
+    typer.echo(f"plan: remove {result.plan.num_pruned} of {result.plan.num_layers * result.plan.num_heads} heads "
+               f"{json.dumps(result.plan.to_json()['pruned_heads'])}")
     if dry_run:
         with atomic_dir(out, overwrite) as tmp:
-            plan.save(tmp / "plan.json")
+            result.plan.save(tmp / "plan.json")
         typer.echo(f"wrote {out}/plan.json")
         return
-    report.update(change_report(net, pruned), steps=history, recovered=bool(recover_epochs))
-    if ws is not None:
-        report["metrics_after"] = history[-1]["metrics"]
-    if recover_epochs:
-        cfg = TrainConfig(epochs=recover_epochs, lr=recover_lr, head_lr=recover_lr, batch_size=batch_size, seed=seed,
-                          eval_split=None, clip_seconds=clip_seconds)
-        pruned = _recover(pruned, ws, report, data, cfg, model, device)
     with atomic_dir(out, overwrite) as tmp:
-        save_pretrained(pruned.cpu(), tmp, source=model)
-        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    _summary(report)
+        save_pretrained(result.model.cpu(), tmp, source=model)
+        (tmp / "report.json").write_text(json.dumps(result.report, indent=2) + "\n")
+    _summary(result.report)
     typer.echo(f"wrote {out}")
 
 
-def _check_options(scores: Path | None, scorer: str | None, steps: int, samples: int, data: str | None,
-                   recover_epochs: int, recover_lr: float, dry_run: bool) -> None:
-    """One-line errors for option combinations that cannot work, before anything is loaded."""
-    if steps < 1:
-        raise InputError(f"--steps must be at least 1, got {steps}")
-    if scores is None and scorer is None:
-        raise InputError("give --scores FILE, or --scorer NAME with --data to score the heads here")
-    if steps > 1 and scorer is None:
-        raise InputError(f"--steps {steps} re-scores the remaining heads between steps: give --scorer NAME and --data")
-    if steps == 1 and scores is not None and scorer is not None:
-        raise InputError("--scores and --scorer both score the heads of a one-step prune: drop one "
-                         "(with --steps > 1, --scores is used for the first step)")
-    if scorer is not None and data is None:
-        raise InputError(f"--scorer {scorer} scores the heads on data: give --data")
-    if samples < 1:
-        raise InputError(f"--samples must be at least 1, got {samples}")
-    if recover_epochs < 0 or recover_lr <= 0:
-        raise InputError("--recover-epochs must be >= 0 and --recover-lr > 0")
-    if recover_epochs and data is None:
-        raise InputError("--recover-epochs fine-tunes on the train split of --data: give --data")
-    if recover_epochs and dry_run:
-        raise InputError("--dry-run writes only the plan: drop --recover-epochs")
-
-
-def _workspace(net: nn.Module, model: str, data: str, split: str, task: str | None, device: str | None,
-               batch_size: int, clip_seconds: float | None) -> Workspace:
-    from ..workspace import open_workspace
-
-    return open_workspace(net, data, split, task=task, device=device, batch_size=batch_size,
-                          clip_seconds=clip_seconds, source=model)
-
-
-def _recover(pruned: nn.Module, ws: Workspace, report: dict, data: str, cfg: TrainConfig, model: str,
-             device: str | None) -> nn.Module:
-    """The recovered model; its training record and metrics go into `report`."""
-    typer.echo(f"recovery: fine-tuning {cfg.epochs} epoch(s) on {data} ({cfg.train_split})")
-    recovered, report["recovery"] = recover(pruned, data, cfg, source=model, task=ws.task.name, device=device)
-    report["metrics_after_recovery"] = ws.evaluate(recovered.to(pick_device(device)), progress=True)
-    return recovered
-
-
-def _scoring(model: str, data: str, scorer: str, split: str, task: str | None, samples: int, batch_size: int,
-             seed: int, option: list[str] | None, device: str | None) -> tuple[ScoreFn, nn.Module]:
-    """(scores of a model on the seeded samples `prunehead score` would draw, the loaded model)."""
-    from .score import build_scorer, load_job, parse_options, resolve_settings
-
-    settings = resolve_settings(model, data, scorer, None, split, task, samples, batch_size, seed,
-                                parse_options(option or []))
-    where = pick_device(device)
-    job = load_job(settings, where)
-    method = build_scorer(settings, job, where)
-    method.progress = True  # the scorer's own bars (HIB steps, layers): re-scoring can take minutes per step
-
-    def score_fn(net: nn.Module) -> torch.Tensor:
-        left = sum(len(heads) for heads in head_adapter(net).kept_heads(net))
-        typer.echo(f"scoring the {left} remaining heads with {scorer} on {len(job.paths)} samples", err=True)
-        return method.score(net, job.batches, job.objective)
-
-    return score_fn, job.model
+def _decision(report: dict) -> None:
+    """What --scorer auto and --max-drop measured, in a few lines."""
+    if "auto" in report:
+        for name, entry in report["auto"]["candidates"].items():
+            if "chosen" in entry:
+                numbers = f"{entry['chosen']['heads_removed']} heads within budget, accuracy {entry['chosen']['accuracy']:.4f}"
+            else:
+                numbers = f"mean accuracy up to the target {entry['area']:.4f}"
+            mark = "  <- chosen" if name == report["auto"]["chosen"] else ""
+            typer.echo(f"auto: {name:<10} {numbers}{mark}")
+    if "max_drop" in report:
+        search = report["max_drop"]
+        typer.echo(f"max-drop {search['budget']}: {search['chosen']['heads_removed']} heads removed, "
+                   f"{report['selection']['split']} accuracy {search['unpruned']['accuracy']:.4f} -> "
+                   f"{search['chosen']['accuracy']:.4f} ({len(search['probes'])} probes)")
 
 
 def _summary(report: dict) -> None:
     b, a = report["before"], report["after"]
     typer.echo(f"heads {b['heads']} -> {a['heads']}, params {b['params']:,} -> {a['params']:,} "
                f"({report['params_ratio']:.1%}), MACs {b['macs']:,} -> {a['macs']:,} ({report['macs_ratio']:.1%})")
-    if len(report["steps"]) > 1:
-        for step in report["steps"]:
-            metric = f", {_main_metric(step['metrics'])}" if "metrics" in step else ""
-            typer.echo(f"step {step['step']}: {step['heads_removed_total']} heads removed{metric}")
+    if len(report["rounds"]) > 1:
+        for entry in report["rounds"]:
+            metric = f", {_main_metric(entry['metrics'])}" if "metrics" in entry else ""
+            typer.echo(f"round {entry['round']}: {entry['heads_removed_total']} heads removed{metric}")
     if "metrics_after" in report:
         for key, after in report["metrics_after"].items():
             if key != "samples" and isinstance(after, float):

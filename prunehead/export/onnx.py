@@ -165,19 +165,9 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-@contextlib.contextmanager
-def _eager_attention(model: nn.Module) -> Iterator[None]:
-    """Every config of `model` (sub-configs too) on eager attention inside the block; restored after."""
-    configs = {id(m.config): m.config for m in model.modules() if hasattr(getattr(m, "config", None),
-                                                                           "_attn_implementation_internal")}
-    saved = {key: config._attn_implementation_internal for key, config in configs.items()}
-    try:
-        for config in configs.values():
-            config._attn_implementation_internal = "eager"
-        yield
-    finally:
-        for key, config in configs.items():
-            config._attn_implementation_internal = saved[key]
+def _eager_attention(model: nn.Module) -> contextlib.AbstractContextManager:
+    """The model's family's exportable attention inside the block; restored after."""
+    return head_adapter(model).family.exportable(model)
 
 
 @contextlib.contextmanager

@@ -61,7 +61,7 @@ class AttAttrScorer(SampleScorer):
     target: str = "prob"
     chunk: int = 0  # Riemann points per backward (0 = all m at once)
 
-    def prepare(self, model: nn.Module, batches: list[Batch], objective: Objective) -> None:
+    def __post_init__(self) -> None:  # options checked when built, before anything loads
         target_value(torch.zeros(1), self.target)
         if self.steps < 1:
             raise InputError(f"attattr needs at least 1 integration step, got {self.steps}")

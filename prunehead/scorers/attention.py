@@ -48,7 +48,7 @@ class AttentionScorer(SampleScorer):
     variant: str = "max"
     dtype: str = "float32"  # forward precision: float32 | bfloat16 | float16 (autocast)
 
-    def prepare(self, model: nn.Module, batches: list[Batch], objective: Objective) -> None:
+    def __post_init__(self) -> None:  # options checked when built, before anything loads
         check_dtype(self.dtype)
         if self.variant not in VARIANTS:
             raise InputError(f"unknown attention variant {self.variant!r}; choose one of: {', '.join(VARIANTS)}")

@@ -43,6 +43,8 @@ class Scorer:
 
     name: ClassVar[str] = ""
     needs_data: ClassVar[bool] = True
+    # Per-task parameter defaults (e.g. HIB's paper Table 1), applied by `get_scorer(name, task=...)`.
+    task_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     progress: bool = dataclasses.field(default=False, repr=False, kw_only=True)  # inner tqdm bars (steps, layers)
 
     def _bar(self, iterable: Iterable, desc: str) -> Iterable:
@@ -90,23 +92,19 @@ class SampleScorer(Scorer):
         std = main.std(0, unbiased=True) if main.shape[0] > 1 else torch.zeros_like(main[0])
         return std.nan_to_num(0.0)
 
-    def _score(self, model: nn.Module, batches: list[Batch], objective: Objective) -> torch.Tensor:
-        return self.reduce(self._run(model, batches, objective)[1])
+    def score(self, model: nn.Module, batches: Iterable[Batch], objective: Objective) -> torch.Tensor:
+        """Score every head of `model` on `batches`: the world-size-1 case of `parallel.run`."""
+        from .parallel import run
 
-    def _run(self, model: nn.Module, batches: list[Batch], objective: Objective,
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-        context = self.prepare(model, batches, objective)
-        pairs = [(ids, self.score_batch(model, part, objective, ids, context))
-                 for part, ids in sample_batches(model, batches)]
-        ids = torch.cat([i for i, _ in pairs])
-        return ids.sort().values, gather_results([r for _, r in pairs], ids)
+        return run(self, model, check_batches(batches, True), objective).scores
 
     def per_sample(self, model: nn.Module, batches: Iterable[Batch], objective: Objective,
                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """((N,) sorted sample ids, (N, ...) results in id order), for callers that aggregate themselves."""
-        batches = check_batches(batches, True)
-        with prepared(model):
-            return self._run(model, [to_device(b, model_device(model)) for b in batches], objective)
+        from .parallel import run
+
+        outcome = run(self, model, check_batches(batches, True), objective)
+        return outcome.ids, outcome.results
 
 
 def gather_results(results: list[torch.Tensor], ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -288,22 +286,41 @@ def valid_frames(mask: torch.Tensor | None, batch: int, length: int, device: tor
     return (diag > torch.finfo(mask.dtype).min / 2).expand(batch, length)
 
 
-def clean_attention(model: nn.Module, batch: Batch, layers: Iterable[int] | None = None,
-                    ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
-    """({layer: A_O (B, H, L, L)}, valid (B, L)) from one clean forward pass without gradients."""
+@dataclasses.dataclass
+class CleanPass:
+    """What one clean forward pass recorded."""
+
+    probs: dict[int, torch.Tensor]  # layer -> A_O (B, H, L, L)
+    valid: torch.Tensor  # (B, L) bool
+    captured: list | None = None  # per layer (hidden entering it, its other arguments), when a runner was given
+
+
+def clean_pass(model: nn.Module, batch: Batch, layers: Iterable[int] | None = None,
+               runner: Any = None) -> CleanPass:
+    """One clean forward pass without gradients: every (kept) layer's attention maps and the valid frames;
+    with a `LayerRunner`, also the hidden state entering each layer (for cached HIB)."""
     from ..control import controlled
 
     adapter = head_adapter(model)
     if layers is None:
         layers = [l for l, heads in enumerate(adapter.kept_heads(model)) if heads]  # emptied layers have none
     layers = list(layers)
+    captured = None
     with torch.no_grad(), controlled(model) as ctl, ctl.recording(
             {l: (lambda probs, mask: (probs, mask)) for l in layers}) as store:
-        forward(model, batch)
+        with runner.capturing() if runner is not None else contextlib.nullcontext() as captured:
+            forward(model, batch)
     if len(store) != len(layers):
         raise InputError("the attention of some encoder layers was not seen in the forward pass; "
-                         "the model's attention must go through transformers' attention interface")
+                         "the model's attention must be routed by its family (prunehead.families)")
     probs = {l: store[l][0] for l in layers}
     first = probs[layers[0]]
     valid = valid_frames(store[layers[0]][1], first.shape[0], first.shape[-1], first.device)
-    return probs, valid
+    return CleanPass(probs, valid, captured)
+
+
+def clean_attention(model: nn.Module, batch: Batch, layers: Iterable[int] | None = None,
+                    ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """({layer: A_O (B, H, L, L)}, valid (B, L)) from one clean forward pass without gradients."""
+    clean = clean_pass(model, batch, layers)
+    return clean.probs, clean.valid

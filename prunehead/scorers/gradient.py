@@ -50,7 +50,7 @@ class GradientScorer(SampleScorer):
     minmax: bool = True
     dtype: str = "float32"  # forward precision: float32 | bfloat16 | float16 (autocast)
 
-    def prepare(self, model: nn.Module, batches: list[Batch], objective: Objective) -> None:
+    def __post_init__(self) -> None:  # options checked when built, before anything loads
         check_dtype(self.dtype)
 
     def score_batch(self, model: nn.Module, batch: Batch, objective: Objective, ids: torch.Tensor,

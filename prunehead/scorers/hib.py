@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -46,14 +47,14 @@ from torch import nn
 from ..control import controlled
 from ..errors import InputError
 from ..heads import head_adapter
-from .base import (Batch, Objective, SampleScorer, check_loss, forward, index_batch, model_device,
-                   sample_batches, valid_frames)
+from .base import (Batch, CleanPass, Objective, SampleScorer, check_loss, clean_pass, forward, index_batch,
+                   model_device, sample_batches, valid_frames)
 from .ib import IB_KINDS, ib_sum, pearson_valid
 from .layers import LayerRunner, layer_runner, select_rows
 
 SCOPES = ("per_layer", "all_layers", "per_head")
 # Paper Table 1 (Appendix C): beta and steps per task; lr 0.1 and lambda 0.9 for all.
-TASK_DEFAULTS: dict[str, dict[str, float | int]] = {
+TABLE1: dict[str, dict[str, float | int]] = {
     "asr": {"beta": 10.0, "steps": 100}, "sid": {"beta": 0.1, "steps": 200},
     "ks": {"beta": 1.0, "steps": 200}, "ic": {"beta": 1.0, "steps": 100},
 }
@@ -150,17 +151,12 @@ def row_generator(seed: int, sample_id: int, key: str) -> torch.Generator:
 
 
 @dataclasses.dataclass
-class _Clean:
-    probs: dict[int, torch.Tensor]  # layer -> A_O (B, H, L, L)
-    valid: torch.Tensor  # (B, L) bool
-    captured: list | None  # per layer (hidden entering it, its other arguments), or None
-
-
-@dataclasses.dataclass
 class HIBScorer(SampleScorer):
-    """HIB head contribution C_h. Parameters default to the paper's (KS beta/steps; see TASK_DEFAULTS)."""
+    """HIB head contribution C_h. Parameters default to the paper's for KS; `get_scorer("hib", task=...)`
+    applies the paper's per-task beta and steps (Table 1, `task_defaults`)."""
 
     name: ClassVar[str] = "hib"
+    task_defaults: ClassVar[dict[str, dict[str, Any]]] = TABLE1
     beta: float = 1.0
     steps: int = 200
     lr: float = 0.1
@@ -178,15 +174,19 @@ class HIBScorer(SampleScorer):
     trace: Callable[[list[Row], torch.Tensor, dict[int, torch.Tensor]], None] | None = dataclasses.field(
         default=None, repr=False)  # called after every step with (rows, sample ids, A_r per layer)
 
-    # -- SampleScorer -------------------------------------------------------------------------------
-
-    def prepare(self, model: nn.Module, batches: list[Batch], objective: Objective) -> ValueStats:
+    def __post_init__(self) -> None:
+        """Options are checked when the scorer is built, before any model or data loads."""
         if self.scope not in SCOPES:
             raise InputError(f"unknown HIB scope {self.scope!r}; choose one of: {', '.join(SCOPES)}")
         if self.ib not in IB_KINDS:
             raise InputError(f"unknown IB loss {self.ib!r}; choose one of: {', '.join(IB_KINDS)}")
-        if self.steps < 0 or self.lr <= 0 or self.noise < 0 or self.init_std <= 0:
-            raise InputError("HIB needs steps >= 0, lr > 0, noise >= 0 and init_std > 0")
+        finite = all(math.isfinite(v) for v in (self.beta, self.lr, self.noise, self.init_std))
+        if not finite or self.steps < 0 or self.lr <= 0 or self.noise < 0 or self.init_std <= 0:
+            raise InputError("HIB needs finite options with steps >= 0, lr > 0, noise >= 0 and init_std > 0")
+
+    # -- SampleScorer -------------------------------------------------------------------------------
+
+    def prepare(self, model: nn.Module, batches: list[Batch], objective: Objective) -> ValueStats:
         stats = self.stats if self.stats is not None else value_statistics(model, batches, self.min_std)
         return stats.to(model_device(model))
 
@@ -196,7 +196,7 @@ class HIBScorer(SampleScorer):
         adapter = head_adapter(model)
         kept = adapter.kept_heads(model)
         runner = layer_runner(model) if self.cache else None
-        clean = self._clean_pass(model, batch, runner)
+        clean = clean_pass(model, batch, runner=runner)
         B = clean.valid.shape[0]
         C = torch.full((B, adapter.num_layers, adapter.num_heads), float("nan"), dtype=torch.float64)
         for group in self._groups(self._rows(B, kept)):
@@ -236,24 +236,9 @@ class HIBScorer(SampleScorer):
 
     # -- clean pass -------------------------------------------------------------------------------------
 
-    def _clean_pass(self, model: nn.Module, batch: Batch, runner: LayerRunner | None) -> _Clean:
-        layers = [l for l, heads in enumerate(head_adapter(model).kept_heads(model)) if heads]
-        with torch.no_grad(), controlled(model) as ctl, ctl.recording(
-                {l: (lambda probs, mask: (probs, mask)) for l in layers}) as store:
-            if runner is None:
-                forward(model, batch)
-                captured = None
-            else:
-                with runner.capturing() as captured:
-                    forward(model, batch)
-        probs = {l: store[l][0] for l in layers}
-        first = probs[layers[0]]
-        valid = valid_frames(store[layers[0]][1], first.shape[0], first.shape[-1], first.device)
-        return _Clean(probs, valid, captured)
-
     # -- one optimization -------------------------------------------------------------------------------
 
-    def _optimize(self, model: nn.Module, batch: Batch, objective: Objective, clean: _Clean, rows: list[Row],
+    def _optimize(self, model: nn.Module, batch: Batch, objective: Objective, clean: CleanPass, rows: list[Row],
                   ids: torch.Tensor, stats: ValueStats, runner: LayerRunner | None,
                   ) -> list[tuple[Row, int, torch.Tensor]]:
         """Optimize the A_r of `rows` together; (row, layer, C over heads (H,)) per row and target layer."""
@@ -353,7 +338,7 @@ class HIBScorer(SampleScorer):
 
         return fn
 
-    def _forward(self, model: nn.Module, part: Batch, clean: _Clean, samples: torch.Tensor, rows: list[Row],
+    def _forward(self, model: nn.Module, part: Batch, clean: CleanPass, samples: torch.Tensor, rows: list[Row],
                  fns: dict[int, Callable], runner: LayerRunner | None) -> Any:
         """Model outputs for the rows: a full forward pass, or staggered layers from the cached states."""
         with controlled(model) as ctl, ctl.replacing(fns):

@@ -44,7 +44,7 @@ class OcclusionScorer(SampleScorer):
     metric: Metric | None = dataclasses.field(default=None, repr=False)
     dtype: str = "float32"  # forward precision: float32 | bfloat16 | float16 (autocast)
 
-    def prepare(self, model: nn.Module, batches: list[Batch], objective: Objective) -> None:
+    def __post_init__(self) -> None:  # options checked when built, before anything loads
         check_dtype(self.dtype)
         if self.by not in ("metric", "loss"):
             raise InputError(f"occlusion by {self.by!r}: choose 'metric' or 'loss'")

@@ -51,9 +51,14 @@ def option_names(name: str) -> list[str]:
     return [f.name for f in dataclasses.fields(scorer_class(name)) if f.init and f.repr]
 
 
-def get_scorer(name: str, **params: Any) -> Scorer:
-    """An instance of scorer `name` with `params`; InputError for unknown names or parameters."""
+def get_scorer(name: str, task: str | None = None, **params: Any) -> Scorer:
+    """An instance of scorer `name` with `params`; InputError for unknown names, parameters or values.
+
+    `task` (ks, sid, ic, asr) fills the parameters not given from the scorer's per-task defaults
+    (HIB: the paper's Table 1), the one table the library and the CLI share.
+    """
     cls = scorer_class(name)
+    params = {**cls.task_defaults.get(task or "", {}), **params}
     accepted = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(params) - accepted)
     if unknown:

@@ -68,7 +68,7 @@ def _plans(scores: torch.Tensor, model: nn.Module, scope: str, ratios: Sequence[
     return [(r, select(scores, ratio=r, scope=scope, pruned=done)) for r in ratios]
 
 
-def sweep(model: nn.Module, evaluate: Evaluate, score_sets: dict[str, torch.Tensor], *, metric: str,
+def run_sweep(model: nn.Module, evaluate: Evaluate, score_sets: dict[str, torch.Tensor], *, metric: str,
           scope: str = "global", ratios: Sequence[float] = (), heads: Sequence[int] | None = None,
           random_seeds: Sequence[int] = RANDOM_SEEDS, progress: bool = True) -> dict[str, Any]:
     """Evaluate every score matrix at every point, and random scores over `random_seeds`.

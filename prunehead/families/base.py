@@ -1,0 +1,188 @@
+"""The contract every model family implements: everything prunehead knows about one architecture.
+
+A `Family` answers, for a loaded model of its architecture: where the encoder's self-attention blocks are
+(`sites`), how many heads of what width they have, how to remove heads from a block or empty it
+(`slice_heads_`, `empty_`), how to run the encoder from the hidden state entering layer l for cached HIB
+(`runner`), how to route attention through prunehead's attention function (`routed`), how to switch to an
+exportable attention (`exportable`) and what an example input looks like (`example_inputs`). Adding a
+family = one subclass in this package + its entry in `prunehead.families.FAMILIES` + tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import prune_linear_layer
+
+from .runner import LayerRunner
+
+
+@dataclass
+class AttentionSite:
+    """One self-attention block of layer `layer`.
+
+    `module` is the module that calls the attention function (receives q/k/v); `q`, `k`, `v` are its
+    input projections and `out` the output projection that mixes the heads. `owner.attr` is where
+    `module` is attached (so an emptied layer can be swapped for a bias-only block); for BERT the
+    output projection lives on `out_owner.out_attr`, for the others on `module` itself.
+    """
+
+    layer: int
+    module: nn.Module
+    q: nn.Linear | None
+    k: nn.Linear | None
+    v: nn.Linear | None
+    out: nn.Module
+    owner: nn.Module
+    attr: str
+    out_owner: nn.Module
+    out_attr: str
+
+
+def make_site(layer: int, owner: nn.Module, attr: str, names: tuple[str, str, str], out_owner: nn.Module,
+              out_attr: str) -> AttentionSite:
+    """The site of `owner.attr` with projections named `names` and output projection `out_owner.out_attr`."""
+    module = getattr(owner, attr)
+    q, k, v = (getattr(module, n, None) for n in names)
+    return AttentionSite(layer, module, q, k, v, getattr(out_owner, out_attr), owner, attr, out_owner, out_attr)
+
+
+class BiasOnly(nn.Module):
+    """Stands in for an output projection with no inputs left: returns its bias at every position."""
+
+    def __init__(self, bias: torch.Tensor):
+        super().__init__()
+        self.bias = nn.Parameter(bias.detach().clone())
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(*hidden_states.shape[:-1], self.bias.shape[0])  # (B, L, D)
+
+
+class EmptyAttention(nn.Module):
+    """An attention block with no heads: (out_proj.bias at every frame, no weights)."""
+
+    def __init__(self, bias: torch.Tensor):
+        super().__init__()
+        self.out_proj = BiasOnly(bias)
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
+        return self.out_proj(hidden_states), None
+
+
+def output_bias(linear: nn.Module) -> torch.Tensor:
+    """The output projection's bias, or zeros on its device and dtype when it has none."""
+    bias = getattr(linear, "bias", None)
+    if bias is not None:
+        return bias
+    weight = linear.weight
+    return torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+
+
+def _child_name(parent: nn.Module, child: nn.Module) -> str:
+    return next(name for name, module in parent.named_children() if module is child)
+
+
+def head_index(positions: list[int], head_dim: int, device: torch.device) -> torch.Tensor:
+    """(len(positions) * head_dim,) feature indices of the heads at `positions` in a projection."""
+    return torch.cat([torch.arange(p * head_dim, (p + 1) * head_dim, device=device) for p in positions])
+
+
+class Family:
+    """Architecture knowledge for one family of models (see the module docstring)."""
+
+    name: ClassVar[str] = ""
+    model_types: ClassVar[tuple[str, ...]] = ()
+    projections: ClassVar[tuple[str, str, str]] = ("q_proj", "k_proj", "v_proj")
+
+    # -- layout ------------------------------------------------------------------------------------------
+
+    def matches(self, model: nn.Module) -> bool:
+        return getattr(getattr(model, "config", None), "model_type", None) in self.model_types
+
+    def audio_classifier(self) -> type:
+        """The transformers class that puts a classification head on this family's encoder."""
+        import transformers
+
+        return transformers.AutoModelForAudioClassification
+
+    def freeze_front_end_(self, model: nn.Module) -> None:
+        """Stop gradients into the convolutional front end (fine-tuning's `freeze_feature_encoder`)."""
+        if hasattr(model, "freeze_feature_encoder"):
+            model.freeze_feature_encoder()
+
+    def num_heads(self, config: Any) -> int:
+        return config.num_attention_heads
+
+    def hidden_size(self, config: Any) -> int:
+        return config.hidden_size
+
+    def encoder(self, model: nn.Module) -> nn.Module:
+        """The module whose `layers` are the encoder layers."""
+        raise NotImplementedError
+
+    def layers(self, model: nn.Module) -> nn.ModuleList:
+        return self.encoder(model).layers
+
+    def sites(self, model: nn.Module) -> list[AttentionSite]:
+        """One site per encoder layer, in layer order."""
+        raise NotImplementedError
+
+    # -- surgery -----------------------------------------------------------------------------------------
+
+    def slice_heads_(self, site: AttentionSite, positions: list[int], head_dim: int) -> None:
+        """Keep only the heads at `positions` (current order) of `site`: q/k/v rows, output columns."""
+        index = head_index(positions, head_dim, site.out.weight.device)
+        for name in ("q", "k", "v"):
+            linear = getattr(site, name)
+            setattr(site.module, _child_name(site.module, linear), prune_linear_layer(linear, index, dim=0))
+        setattr(site.out_owner, site.out_attr, prune_linear_layer(site.out, index, dim=1))
+        for attr in ("num_heads", "num_attention_heads"):
+            if hasattr(site.module, attr):
+                setattr(site.module, attr, len(positions))
+        if hasattr(site.module, "all_head_size"):
+            site.module.all_head_size = len(positions) * head_dim
+
+    def empty_(self, site: AttentionSite) -> None:
+        """Replace a block that loses every head by one that returns the output bias (== all gated to 0)."""
+        setattr(site.owner, site.attr, EmptyAttention(output_bias(site.out)))
+
+    # -- running -----------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def routed(self, model: nn.Module) -> Iterator[None]:
+        """Inside the block the model's attention calls `prunehead.control.prunehead_attention`.
+
+        Families whose attention goes through transformers' `AttentionInterface` need nothing here:
+        `controlled` switches the configs' attention implementation. Others swap their blocks.
+        """
+        yield
+
+    @contextlib.contextmanager
+    def exportable(self, model: nn.Module) -> Iterator[None]:
+        """Every config of `model` (sub-configs too) on eager attention inside the block; restored after."""
+        configs = {id(m.config): m.config for m in model.modules()
+                   if hasattr(getattr(m, "config", None), "_attn_implementation_internal")}
+        saved = {key: config._attn_implementation_internal for key, config in configs.items()}
+        try:
+            for config in configs.values():
+                config._attn_implementation_internal = "eager"
+            yield
+        finally:
+            for key, config in configs.items():
+                config._attn_implementation_internal = saved[key]
+
+    def runner(self, model: nn.Module) -> LayerRunner | None:
+        """Runs the encoder from the state entering layer l (cached HIB); None where only full passes are safe."""
+        return None
+
+    def example_inputs(self, model: nn.Module, seconds: float = 1.0, batch: int = 1,
+                       device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """Model inputs for counting and timing: `seconds` of 16 kHz audio, seeded."""
+        generator = torch.Generator().manual_seed(0)
+        values = torch.randn(batch, int(16000 * seconds), generator=generator)  # (B, T), drawn on the CPU
+        return {"input_values": values.to(device or "cpu")}

@@ -1,0 +1,49 @@
+"""wav2vec 2.0, HuBERT and data2vec-audio: a conv front end, then `encoder.layers[i].attention`.
+
+Their attention goes through transformers' `AttentionInterface`, so routing needs nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutput
+
+from .base import AttentionSite, Family, make_site
+from .runner import LayerRunner
+
+
+def base_model(model: nn.Module) -> nn.Module:
+    """The bare backbone of a task model (itself when it is one)."""
+    return getattr(model, getattr(model, "base_model_prefix", ""), model)
+
+
+class SpeechFamily(Family):
+    name = "speech"
+    model_types = ("wav2vec2", "hubert", "data2vec-audio")
+
+    def encoder(self, model: nn.Module) -> nn.Module:
+        return base_model(model).encoder
+
+    def sites(self, model: nn.Module) -> list[AttentionSite]:
+        return [make_site(i, layer, "attention", self.projections, layer.attention, "out_proj")
+                for i, layer in enumerate(self.layers(model))]
+
+    def runner(self, model: nn.Module) -> LayerRunner | None:
+        prefix = getattr(model, "base_model_prefix", "")
+        base = getattr(model, prefix, None) if prefix else None
+        if base is None or base is model or getattr(model.config, "use_weighted_layer_sum", False):
+            return None
+        encoder = base.encoder
+        final_norm = encoder.layer_norm if type(encoder).__name__.endswith("StableLayerNorm") else None
+        adapter = getattr(base, "adapter", None)
+
+        def post(hidden: Any) -> BaseModelOutput:
+            if final_norm is not None:
+                hidden = final_norm(hidden)
+            if adapter is not None:
+                hidden = adapter(hidden)
+            return BaseModelOutput(last_hidden_state=hidden)
+
+        return LayerRunner(encoder.layers, model, prefix, post)

@@ -1,0 +1,60 @@
+"""BERT-family text encoders (BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA): `encoder.layer[i].attention`.
+
+The projections live on `attention.self` (query/key/value) and the output projection on
+`attention.output.dense`, so an emptied layer gets a zero-width self-attention and a bias-only dense.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from .base import AttentionSite, BiasOnly, Family, make_site, output_bias
+from .runner import LayerRunner
+from .speech import base_model
+
+
+class EmptySelfAttention(nn.Module):
+    """A BERT self-attention with no heads: a zero-width context that the bias-only dense maps to its bias."""
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
+        return hidden_states[..., :0], None  # (B, L, 0)
+
+
+class TextFamily(Family):
+    name = "text"
+    model_types = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
+    projections = ("query", "key", "value")
+
+    def layers(self, model: nn.Module) -> nn.ModuleList:
+        return base_model(model).encoder.layer
+
+    def sites(self, model: nn.Module) -> list[AttentionSite]:
+        return [make_site(i, layer.attention, "self", self.projections, layer.attention.output, "dense")
+                for i, layer in enumerate(self.layers(model))]
+
+    def empty_(self, site: AttentionSite) -> None:
+        bias = output_bias(site.out)
+        setattr(site.owner, site.attr, EmptySelfAttention())
+        setattr(site.out_owner, site.out_attr, BiasOnly(bias))
+
+    def runner(self, model: nn.Module) -> LayerRunner | None:
+        prefix = getattr(model, "base_model_prefix", "")
+        base = getattr(model, prefix, None) if prefix else None
+        if base is None or base is model:
+            return None
+        pooler = getattr(base, "pooler", None)
+
+        def post(hidden: torch.Tensor) -> BaseModelOutputWithPooling:
+            return BaseModelOutputWithPooling(last_hidden_state=hidden,
+                                              pooler_output=pooler(hidden) if pooler is not None else None)
+
+        return LayerRunner(base.encoder.layer, model, prefix, post)
+
+    def example_inputs(self, model: nn.Module, seconds: float = 1.0, batch: int = 1,
+                       device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """128 tokens per sample (text models have no audio length)."""
+        return {"input_ids": torch.ones(batch, 128, dtype=torch.long, device=device)}

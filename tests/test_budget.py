@@ -1,0 +1,105 @@
+"""Prune to an accuracy budget (--max-drop) and choose the scorer by measurement (--scorer auto)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import prunehead
+from prunehead.budget import best_curve, max_drop_plan
+from prunehead.cli import app
+from prunehead.workspace import Workspace
+from tests.conftest import DEAD, dead_head_workspace
+
+runner = CliRunner()
+N_DEAD = sum(len(h) for h in DEAD.values())
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("budget")
+    ws, scores = dead_head_workspace(root, {"train": 12, "validation": 9, "test": 9}, "train")
+    return root, ws, scores
+
+
+def _cli(*args) -> None:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+
+
+def test_max_drop_zero_removes_the_dead_heads_and_reports_what_an_independent_eval_finds(setup, tmp_path):
+    root, _, _ = setup
+    out = tmp_path / "pruned"
+    _cli("prune", "-m", root / "model", "-s", root / "gradient.json", "--max-drop", 0, "-d", root / "data",
+         "--batch-size", 8, "--out", out)
+    report = json.loads((out / "report.json").read_text())
+    removed = prunehead.plan_of(prunehead.load(out)).pruned_heads
+    assert all(set(heads) <= set(removed.get(layer, ())) for layer, heads in DEAD.items())  # dead heads gone
+    assert report["heads_removed"] >= N_DEAD and report["selection"]["split"] == "validation"
+    search = report["max_drop"]
+    assert search["chosen"]["accuracy"] >= search["unpruned"]["accuracy"] - 1e-12
+    validation = prunehead.evaluate(str(out), str(root / "data"), split="validation", batch_size=8)
+    test = prunehead.evaluate(str(out), str(root / "data"), split="test", batch_size=8)
+    assert search["chosen"]["accuracy"] == pytest.approx(validation["accuracy"])
+    assert report["metrics_after"]["accuracy"] == pytest.approx(test["accuracy"])  # the test split, apart
+    assert report["data"]["split"] == "test"
+
+
+def test_selection_never_reads_the_test_split_when_there_is_a_validation_split(setup, monkeypatch):
+    root, _, _ = setup
+    seen: list[str] = []
+    original = Workspace.evaluate
+
+    def spy(self, model=None, progress=False):
+        seen.append(self.split)
+        return original(self, model, progress)
+
+    monkeypatch.setattr(Workspace, "evaluate", spy)
+    result = prunehead.prune(str(root / "model"), scores=root / "gradient.json", max_drop=0.0,
+                             data=str(root / "data"), batch_size=8)
+    probes = len(result.report["max_drop"]["probes"])
+    assert seen == ["validation"] * probes + ["test", "test"]  # decided on validation, then test reported
+
+
+def test_bisection_probes_match_gated_evaluations(setup):
+    """Every probe's metric is the gated metric of the plan with that many lowest-scored heads removed."""
+    _, ws, scores = setup
+    search = max_drop_plan(ws.model, scores, ws.evaluate, 0.0)
+    assert search.probes[0]["count"] == 0 and len(search.probes) <= 5  # 0, then log2(8) + 1 at most
+    for probe in search.probes:
+        plan = prunehead.select(scores, ratio=probe["count"] / 8)
+        with prunehead.controlled(ws.model) as ctl, ctl.gating(plan.keep_mask()):
+            assert probe["accuracy"] == ws.evaluate()["accuracy"]
+    within = [p["count"] for p in search.probes if search.unpruned - p["accuracy"] <= 0]
+    assert search.count == max(within) >= N_DEAD
+
+
+def test_scorer_auto_reports_every_candidate_and_keeps_the_best(setup, tmp_path):
+    root, _, _ = setup
+    out = tmp_path / "auto"
+    _cli("prune", "-m", root / "model", "--scorer", "auto", "--auto-scorers", "gradient,attention",
+         "--max-drop", 0, "-d", root / "data", "--samples", 12, "--batch-size", 8, "--out", out)
+    report = json.loads((out / "report.json").read_text())
+    candidates = report["auto"]["candidates"]
+    assert set(candidates) == {"gradient", "attention"}
+    keys = {n: (c["chosen"]["heads_removed"], c["chosen"]["accuracy"]) for n, c in candidates.items()}
+    assert report["auto"]["chosen"] == report["scorer"] == max(keys, key=keys.get)
+    assert report["heads_removed"] == keys[report["scorer"]][0]
+
+
+def test_bad_budget_options_fail_before_loading(tmp_path):
+    result = runner.invoke(app, ["prune", "-m", str(tmp_path / "missing"), "-s", "x.json", "--max-drop", "0.01",
+                                 "--ratio", "0.2", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "drop --ratio" in result.output
+
+
+def test_sweep_marks_the_best_scorer(setup, tmp_path):
+    root, _, _ = setup
+    _cli("sweep", "-m", root / "model", "-d", root / "data", "-s", root / "gradient.json", root / "anti.json",
+         "--ratios", "0,0.25,0.5", "--batch-size", 8, "--out", tmp_path / "c")
+    result = json.loads((tmp_path / "c" / "curve.json").read_text())
+    means = {n: sum(p["accuracy"] for p in pts) / len(pts) for n, pts in result["curves"].items() if n != "random"}
+    assert result["best"] == max(means, key=means.get) == best_curve(result)
+    assert f"{result['best']} (best)" in (tmp_path / "c" / "curve.md").read_text()
