@@ -109,7 +109,7 @@ def hib_in_child(arch: str, samples: int, steps: int, max_rows: int, threads: in
     return result
 
 
-def hib_flops(model, batch, samples_steps: int) -> tuple[float, float]:
+def hib_flops(model, batch) -> tuple[float, float]:
     """(FLOPs of HIB's clean work per sample, FLOPs per sample per step), from 0- and 1-step runs."""
     stats = value_statistics(model, [batch])
     counts = []
@@ -180,21 +180,22 @@ def main() -> int:
         print(rows[-1])
 
     L = adapter.num_layers
-    for samples, max_rows in ((1, 0), (args.hib_samples, 0)):  # the difference: the cost of more rows at once
-        r = hib_last = hib_in_child(args.arch, samples, args.hib_steps, max_rows, args.threads)
+    for samples in (1, args.hib_samples):  # all rows in one optimization; the difference: the cost of more rows
+        r = hib_last = hib_in_child(args.arch, samples, args.hib_steps, 0, args.threads)
         n_rows = samples * L
-        per_opt = 1 if max_rows == 1 else n_rows
-        rows.append((f"HIB, {per_opt} row(s) per optimization",
-                     f"{samples} sample(s) x {L} layers, {args.hib_steps} steps; peak RSS +{r['peak_mb'] - r['before_mb']:.0f} MB"
-                     f" ({(r['peak_mb'] - r['before_mb']) / per_opt:.0f} MB per row held at once)",
+        added = r["peak_mb"] - r["before_mb"]
+        rows.append((f"HIB, {n_rows} rows in one optimization",
+                     f"{samples} sample(s) x {L} layers, {args.hib_steps} steps; peak RSS +{added:.0f} MB "
+                     f"({added / n_rows:.0f} MB per row held at once)",
                      f"{r['seconds']:.1f} s ({r['seconds'] / (n_rows * args.hib_steps):.2f} s per row-step)"))
         print(rows[-1])
 
-    base_flops, step_flops = hib_flops(model, fsdd_batch(args.hib_samples), args.hib_steps)
+    base_flops, step_flops = hib_flops(model, fsdd_batch(args.hib_samples))
     total = 200 * (base_flops + 200 * step_flops)
     rate = randn_rate()
     cfg = model.config
-    draws = 200 * L * 200 * (cfg.num_attention_heads * 49 * (cfg.hidden_size // cfg.num_attention_heads))
+    frames = int(model._get_feat_extract_output_lengths(SAMPLE_RATE))  # 49 for 1 s
+    draws = 200 * L * 200 * (cfg.num_attention_heads * frames * (cfg.hidden_size // cfg.num_attention_heads))
 
     pruned = prune_(copy.deepcopy(model), select(scores["gradient"], ratio=args.ratio, scope="global"))
     print(f"\npruned {args.ratio:.0%} globally by gradient scores; heads per layer "

@@ -30,7 +30,7 @@ from prunehead.scorers.hib import HIBScorer, Row, _Welford, row_generator
 from prunehead.scorers.ib import pearson_valid, valid_block
 from prunehead.scorers.registry import available
 from prunehead.surgery import prune_
-from prunehead.sweep import evaluate_plan
+from prunehead.curves import evaluate_plan
 from prunehead.tasks import get_task
 from tests.conftest import FAMILIES, ce, inputs_for, tiny
 
