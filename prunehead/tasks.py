@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import bar
 
 from .errors import InputError
 from .metrics import load_metric, normalize_text
@@ -59,7 +59,7 @@ class Task:
         model.eval()
         device = model_device(model)
         preds, refs, losses = [], [], []
-        for batch in tqdm(batches, desc=f"eval {self.name}", disable=not progress, leave=False):
+        for batch in bar(batches, desc=f"eval {self.name}", enable=progress, leave=False):
             batch = to_device(batch, device)
             with autocast(dtype, device):
                 outputs = model(**self.model_inputs(batch))
@@ -178,7 +178,7 @@ class ASRTask(Task):
             self.model = model
         device = model_device(model)
         hyps, refs, losses = [], [], []
-        for batch in tqdm(batches, desc="eval asr", disable=not progress, leave=False):
+        for batch in bar(batches, desc="eval asr", enable=progress, leave=False):
             batch = to_device(batch, device)
             with autocast(dtype, device):
                 outputs = model(**self.model_inputs(batch))
