@@ -14,7 +14,7 @@ TOOLS := espeak-ng flite ffmpeg sox
 DEMO_ARGS ?=
 PIP := $(VPY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install system venv demo test test-slow bench clean-venv
+.PHONY: install system venv demo test test-slow test-gpu bench clean-venv
 
 install: system $(VENV)/.installed
 
@@ -54,6 +54,10 @@ test: install
 
 test-slow: install
 	$(VPY) -m pytest -m slow
+
+# The CUDA suite (tests/test_device.py): key paths end to end on the GPU, compared with the CPU.
+test-gpu: install
+	$(VPY) -m pytest -m cuda -rs
 
 bench: install
 	$(VPY) bench/bench_hib.py

@@ -16,6 +16,12 @@ from .errors import InputError
 _SMALL_CONV = dict(conv_dim=(32,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2))
 _TINY_ENCODER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                      num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+# The released wav2vec 2.0 / HuBERT *base* shape (95 M parameters, the HIB paper's model): 7-layer 512-channel
+# conv front end with group norm and no conv bias, 12 layers x 12 heads, hidden 768, intermediate 3072.
+_BASE = dict(conv_dim=(512,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),
+             conv_bias=False, feat_extract_norm="group", do_stable_layer_norm=False, hidden_size=768,
+             num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, num_conv_pos_embeddings=128,
+             num_conv_pos_embedding_groups=16)
 _NO_AUG = dict(mask_time_prob=0.0, layerdrop=0.0, hidden_dropout=0.0, attention_dropout=0.0,
                activation_dropout=0.0, feat_proj_dropout=0.0, final_dropout=0.0)
 
@@ -48,8 +54,9 @@ ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
                                     "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 768,
                                     "num_conv_pos_embeddings": 32, "num_conv_pos_embedding_groups": 8,
                                     "feat_extract_norm": "layer", "mask_time_prob": 0.05, "layerdrop": 0.0}),
-    # Full wav2vec 2.0 base shape (12 x 12, hidden 768), random init.
-    "wav2vec2-base": ("wav2vec2", {}),
+    # Full base shapes (12 x 12, hidden 768), random init: what a real checkpoint costs to score and run.
+    "wav2vec2-base": ("wav2vec2", _BASE),
+    "hubert-base": ("hubert", _BASE),
     "bert-tiny": ("bert", {"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
                            "intermediate_size": 64, "max_position_embeddings": 64,
                            "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}),

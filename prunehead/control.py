@@ -140,7 +140,7 @@ def prunehead_attention(module: nn.Module, query: torch.Tensor, key: torch.Tenso
         out = torch.matmul(used, value)  # (B, H, Lq, d)
     if ctl.gate is not None:
         g = ctl.gate[..., layer, :H]  # (H,) or (B, H)
-        out = out * g.reshape(-1, H, 1, 1).to(out.dtype)
+        out = out * g.reshape(-1, H, 1, 1).to(device=out.device, dtype=out.dtype)  # a CPU mask works on any device
     return out.transpose(1, 2).contiguous(), used  # (B, Lq, H, d)
 
 

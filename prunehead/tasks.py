@@ -19,6 +19,7 @@ from .progress import bar
 
 from .errors import InputError
 from .metrics import load_metric, normalize_text
+from .precision import autocast
 from .scorers.base import model_device, to_device
 
 TASKS = ("ks", "sid", "ic", "asr")
@@ -48,14 +49,20 @@ class Task:
         return F.cross_entropy(outputs.logits.float(), batch["labels"], reduction="none")
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: Iterable[Batch], progress: bool = True) -> dict[str, float]:
-        """Accuracy and mean loss over `batches` (one forward pass per batch, eval mode)."""
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch], progress: bool = True,
+                 dtype: str = "float32") -> dict[str, float]:
+        """Accuracy and mean loss over `batches` (one forward pass per batch, eval mode).
+
+        `dtype` ("float32" | "bfloat16" | "float16") autocasts the forward passes (prunehead.precision);
+        the loss is computed from float32 logits.
+        """
         model.eval()
         device = model_device(model)
         preds, refs, losses = [], [], []
         for batch in bar(batches, desc=f"eval {self.name}", enable=progress, leave=False):
             batch = to_device(batch, device)
-            outputs = model(**self.model_inputs(batch))
+            with autocast(dtype, device):
+                outputs = model(**self.model_inputs(batch))
             losses += self.objective(outputs, batch).tolist()
             preds += outputs.logits.argmax(-1).tolist()
             refs += batch["labels"].tolist()
@@ -163,8 +170,9 @@ class ASRTask(Task):
         return tok.batch_decode(ids, skip_special_tokens=True, **kwargs)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: Iterable[Batch], progress: bool = True) -> dict[str, float]:
-        """WER, CER, accuracy = 1 - WER (HIB paper §4) and mean loss."""
+    def evaluate(self, model: nn.Module, batches: Iterable[Batch], progress: bool = True,
+                 dtype: str = "float32") -> dict[str, float]:
+        """WER, CER, accuracy = 1 - WER (HIB paper §4) and mean loss; `dtype` as for `Task.evaluate`."""
         model.eval()
         if self.model is None:
             self.model = model
@@ -172,9 +180,11 @@ class ASRTask(Task):
         hyps, refs, losses = [], [], []
         for batch in bar(batches, desc="eval asr", enable=progress, leave=False):
             batch = to_device(batch, device)
-            outputs = model(**self.model_inputs(batch))
+            with autocast(dtype, device):
+                outputs = model(**self.model_inputs(batch))
+                transcripts = self.transcribe(model, batch, outputs)
             losses += self.objective(outputs, batch).tolist()
-            hyps += [normalize_text(t) for t in self.transcribe(model, batch, outputs)]
+            hyps += [normalize_text(t) for t in transcripts]
             refs += [normalize_text(t) for t in self.references(batch)]
         if not refs:
             raise InputError("nothing to evaluate: the data set gave no batches")

@@ -36,6 +36,7 @@ from ..control import is_controlled
 from ..errors import InputError, PruneheadError, UnsupportedModelError
 from ..families.speech import SpeechFamily
 from ..heads import head_adapter
+from ..scorers.base import model_device, to_device
 from .latency import ort_session
 
 SAMPLE_RATE = 16_000
@@ -273,7 +274,7 @@ def compare(model: nn.Module, path: str | Path, sig: Signature,
     with _eval_mode(model), torch.no_grad():
         for seed, (batch, length) in enumerate(shapes):
             inputs = sig.inputs(batch, length, seed=seed, pad=True)
-            expected = model(**inputs)[0].float().numpy()
+            expected = model(**to_device(inputs, model_device(model)))[0].float().cpu().numpy()
             got = session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
             if got.shape != expected.shape:
                 raise ExportCheckError(f"ONNX output shape {got.shape} != PyTorch {expected.shape} at input "

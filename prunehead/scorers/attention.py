@@ -6,7 +6,8 @@ Per sample, layer and head, over the valid L_v x L_v block of A_O:
 * `entropy`: minus the mean over query frames of the row entropy (run_bertology's measure; it divides
   the sum over all tokens by the token count, here each sample's frames are averaged first so long and
   short utterances weigh the same).
-Averaged over samples; higher = more important. Cost: 1 forward per sample.
+Averaged over samples; higher = more important. `dtype` autocasts the forward pass (prunehead.precision);
+the statistics are computed in float32. Cost: 1 forward per sample.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .base import Batch, Objective, SampleScorer, clean_attention, to_grid
+from ..precision import autocast, check_dtype
+from .base import Batch, Objective, SampleScorer, clean_attention, model_device, to_grid
 
 VARIANTS = ("max", "confidence", "entropy")
 
@@ -44,12 +46,15 @@ class AttentionScorer(SampleScorer):
 
     name: ClassVar[str] = "attention"
     variant: str = "max"
+    dtype: str = "float32"  # forward precision: float32 | bfloat16 | float16 (autocast)
 
     def __post_init__(self) -> None:  # options checked when built, before anything loads
+        check_dtype(self.dtype)
         if self.variant not in VARIANTS:
             raise InputError(f"unknown attention variant {self.variant!r}; choose one of: {', '.join(VARIANTS)}")
 
     def score_batch(self, model: nn.Module, batch: Batch, objective: Objective, ids: torch.Tensor,
                     context: None) -> torch.Tensor:
-        probs, valid = clean_attention(model, batch)
-        return to_grid({l: head_statistic(p.double(), valid, self.variant) for l, p in probs.items()}, model)
+        with autocast(self.dtype, model_device(model)):
+            probs, valid = clean_attention(model, batch)
+        return to_grid({l: head_statistic(p.float(), valid, self.variant) for l, p in probs.items()}, model)

@@ -173,7 +173,7 @@ def to_grid(per_layer: dict[int, torch.Tensor], model: nn.Module) -> torch.Tenso
     B = next(iter(per_layer.values())).shape[0]
     grid = torch.full((B, adapter.num_layers, adapter.num_heads), float("nan"), dtype=torch.float64)
     for layer, values in per_layer.items():
-        grid[:, layer, kept[layer]] = values[:, :len(kept[layer])].detach().double().cpu()
+        grid[:, layer, kept[layer]] = values[:, :len(kept[layer])].detach().cpu().double()
     return grid
 
 

@@ -75,7 +75,11 @@ class ValueStats:
 
 
 class _Welford:
-    """Chan/Welford merge of batch moments, float64, per (layer, head, feature)."""
+    """Chan/Welford merge of batch moments per (layer, head, feature).
+
+    Each batch's moments are computed where its values are, in float32 and centred on the batch mean (no
+    cancellation); only the small (H, d) moments go to the host, where the merge runs in float64.
+    """
 
     def __init__(self) -> None:
         self.n: dict[int, int] = {}
@@ -83,9 +87,10 @@ class _Welford:
         self.m2: dict[int, torch.Tensor] = {}
 
     def update(self, layer: int, x: torch.Tensor) -> None:  # x: (n, H, d)
-        x = x.double()
-        n_b, mean_b = x.shape[0], x.mean(0)
-        m2_b = ((x - mean_b) ** 2).sum(0)
+        x = x.float()
+        n_b, mean_b = x.shape[0], x.mean(0)  # (H, d)
+        m2_b = ((x - mean_b) ** 2).sum(0)  # (H, d), centred
+        mean_b, m2_b = mean_b.cpu().double(), m2_b.cpu().double()
         if layer not in self.n:
             self.n[layer], self.mean[layer], self.m2[layer] = n_b, mean_b, m2_b
             return
@@ -136,10 +141,13 @@ class Row:
         return f"{self.layers[0]}" if self.head is None else f"{self.layers[0]}.{self.head}"
 
 
-def row_generator(seed: int, sample_id: int, key: str, device: torch.device) -> torch.Generator:
-    """The generator of one (sample, target) optimization: its A_r init and all its noise draws."""
+def row_generator(seed: int, sample_id: int, key: str) -> torch.Generator:
+    """The CPU generator of one (sample, target) optimization: its A_r init and all its noise draws.
+
+    Always on the CPU, the draws moved to the model's device: a seed gives the same draws on any device.
+    """
     digest = hashlib.sha256(f"prunehead.hib/{seed}/{sample_id}/{key}".encode()).digest()
-    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 @dataclasses.dataclass
@@ -240,9 +248,10 @@ class HIBScorer(SampleScorer):
         samples = torch.tensor([r.b for r in rows], device=device)  # (R,)
         valid = clean.valid[samples]  # (R, Lf)
         lengths = valid.sum(-1).tolist()
-        gens = [row_generator(self.seed, int(ids[r.b]), r.key, device) for r in rows]
+        gens = [row_generator(self.seed, int(ids[r.b]), r.key) for r in rows]
         layers = sorted({l for r in rows for l in r.layers})
-        pos = {l: torch.tensor([i for i, r in enumerate(rows) if l in r.layers], device=device) for l in layers}
+        host_pos = {l: [i for i, r in enumerate(rows) if l in r.layers] for l in layers}  # read without a sync
+        pos = {l: torch.tensor(p, device=device) for l, p in host_pos.items()}
         width = {l: clean.probs[l].shape[1] for l in layers}  # heads each layer has now
         d = next(s for s in stats.std if s is not None).shape[-1]
         heads = {l: torch.tensor([[r.head is None or r.head == h for h in range(width[l])] for r in rows
@@ -275,8 +284,8 @@ class HIBScorer(SampleScorer):
         with torch.no_grad():
             for l in layers:
                 P = (logits[l] + keymask[pos[l]]).softmax(-1)  # (n, H, Lf, Lf), no noise
-                corr = pearson_valid(P, clean.probs[l][samples[pos[l]]], valid[pos[l]]).cpu()  # (n, H)
-                results += [(rows[index], l, corr[i]) for i, index in enumerate(pos[l].tolist())]
+                corr = pearson_valid(P, clean.probs[l][samples[pos[l]]], valid[pos[l]]).cpu().double()  # (n, H)
+                results += [(rows[index], l, corr[i]) for i, index in enumerate(host_pos[l])]
         return results
 
     @staticmethod
@@ -285,17 +294,18 @@ class HIBScorer(SampleScorer):
         """Standard normals per layer (n_l, H_l, Lf, last or Lf), drawn per row from its own generator.
 
         Each row fills only its valid block, (n, n) for A_r's init (`last=None`) or (n, d) for the noise,
-        zeros elsewhere, so a row's draws do not depend on padding or on the other rows.
+        zeros elsewhere, so a row's draws do not depend on padding or on the other rows. Drawn on the host
+        (CPU generators) and moved to `device` once per layer.
         """
-        out = {l: torch.zeros(len(p), width[l], Lf, last or Lf, device=device) for l, p in pos.items()}
-        slot = {l: {int(i): k for k, i in enumerate(p.tolist())} for l, p in pos.items()}
+        out = {l: torch.zeros(len(p), width[l], Lf, last or Lf) for l, p in pos.items()}  # host
+        slot = {l: {i: k for k, i in enumerate(i for i, r in enumerate(rows) if l in r.layers)}  # = pos, no sync
+                for l in pos}
         for i, r in enumerate(rows):
             n = lengths[i]
             for l in r.layers:
                 hs = list(range(width[l])) if r.head is None else [r.head]
-                out[l][slot[l][i], hs, :n, :last or n] = torch.randn(len(hs), n, last or n, generator=gens[i],
-                                                                     device=device)
-        return out
+                out[l][slot[l][i], hs, :n, :last or n] = torch.randn(len(hs), n, last or n, generator=gens[i])
+        return {l: t.to(device) for l, t in out.items()}
 
     def _replacement(self, layer: int, logits: torch.Tensor | None, pos: torch.Tensor | None,
                      heads: torch.Tensor | None, valid: torch.Tensor, stats: ValueStats, eps: torch.Tensor | None,

@@ -60,17 +60,29 @@ def valid_block(valid: torch.Tensor) -> torch.Tensor:
     return (valid[:, :, None] & valid[:, None, :])[:, None]
 
 
+def _centred(x: torch.Tensor, m: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """x (R, H, L, L) minus its mean over the block `m` (R, 1, L, L), zero outside it, scaled to max |.| = 1.
+
+    Float32 with care: a second centring pass removes what rounding left of the mean, and the scaling
+    (correlation is scale-free) keeps squares of tiny deviations away from underflow.
+    """
+    for _ in range(2):
+        x = (x - (x * m).sum(dim=(2, 3), keepdim=True) / n) * m  # (R, H, L, L)
+    peak = x.abs().amax(dim=(2, 3), keepdim=True)  # (R, H, 1, 1)
+    return torch.where(peak > 0, x / peak.clamp_min(torch.finfo(x.dtype).tiny), x)
+
+
 def pearson_valid(x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Pearson correlation of two (R, H, L, L) maps over each sample's valid L_v x L_v block.
 
     Padded rows and columns are cropped before correlating (method.md §1.8: padded zeros would inflate
-    the correlation). A constant map gives 0. Computed in float64. Returns (R, H).
+    the correlation). A constant map gives 0. Computed in float32 on the maps' device (no float64 there:
+    MPS has none, consumer GPUs run it at 1/32-1/64 speed); tests/test_device.py bounds the difference
+    from a float64 reference. Returns (R, H) float32.
     """
-    m = valid_block(valid).to(torch.float64)  # (R, 1, L, L)
-    n = m.sum(dim=(2, 3))  # (R, 1)
-    x, y = x.double() * m, y.double() * m
-    xc = (x - x.sum(dim=(2, 3), keepdim=True) / n[..., None, None]) * m  # (R, H, L, L)
-    yc = (y - y.sum(dim=(2, 3), keepdim=True) / n[..., None, None]) * m
+    m = valid_block(valid).float()  # (R, 1, L, L)
+    n = m.sum(dim=(2, 3), keepdim=True)  # (R, 1, 1, 1)
+    xc, yc = _centred(x.float(), m, n), _centred(y.float(), m, n)  # (R, H, L, L)
     cov = (xc * yc).sum(dim=(2, 3))  # (R, H)
-    norm = xc.flatten(2).norm(dim=-1) * yc.flatten(2).norm(dim=-1)  # (R, H)
-    return torch.where(norm > 0, cov / norm.clamp_min(1e-300), torch.zeros_like(cov))
+    norm = (xc**2).sum(dim=(2, 3)).sqrt() * (yc**2).sum(dim=(2, 3)).sqrt()  # (R, H), >= 1 unless constant
+    return torch.where(norm > 0, cov / norm.clamp_min(1.0), torch.zeros_like(cov))
