@@ -18,6 +18,7 @@ from torch import nn
 
 from .errors import InputError
 from .families.base import BiasOnly, EmptyAttention  # noqa: F401 - re-exported for old imports
+from .ffn import PRUNED_FFN_KEY, ffn_sites, prune_ffn_
 from .heads import PRUNED_HEADS_KEY, head_adapter, pruned_heads_of
 from .plan import PruningPlan
 
@@ -105,15 +106,23 @@ def load(path: str | Path, model_class: type | None = None, dtype: torch.dtype =
                          f"({str(err).splitlines()[0]})") from None
     cls = model_class or _model_class(config, path_str)
     pruned = getattr(config, PRUNED_HEADS_KEY, None)
-    if not pruned:
+    pruned_ffn = getattr(config, PRUNED_FFN_KEY, None)
+    if not pruned and not pruned_ffn:
         model = cls.from_pretrained(path_str, config=config, dtype=dtype)
         head_adapter(model)  # fail early on unsupported architectures
         return model.eval()
-    delattr(config, PRUNED_HEADS_KEY)
+    for key in (PRUNED_HEADS_KEY, PRUNED_FFN_KEY):
+        if hasattr(config, key):
+            delattr(config, key)
     model = cls(config).to(dtype)
     adapter = head_adapter(model)
     prune_(model, PruningPlan.from_json({"format": "prunehead.plan", "num_layers": adapter.num_layers,
-                                         "num_heads": adapter.num_heads, "pruned_heads": pruned}, path_str))
+                                         "num_heads": adapter.num_heads, "pruned_heads": pruned or {}}, path_str))
+    if pruned_ffn:  # per-layer FFN widths, after the heads
+        size = ffn_sites(model)[0].intermediate_size
+        prune_ffn_(model, PruningPlan.from_json({"format": "prunehead.plan", "num_layers": adapter.num_layers,
+                                                 "num_heads": adapter.num_heads, "intermediate_size": size,
+                                                 "pruned_ffn": pruned_ffn}, path_str))
     missing, unexpected = model.load_state_dict(_state_dict(Path(path_str)), strict=False)
     model.tie_weights()
     if (Path(path_str) / "generation_config.json").exists():
