@@ -88,6 +88,28 @@ def test_pruned_heads_and_neurons_equal_the_gated_dense_model(arch):
     assert not torch.allclose(logits(dense, inputs), gated)  # the plan does change the model
 
 
+def test_a_layer_without_neurons_adds_only_the_output_bias_like_a_zero_gate():
+    dense = jittered("wav2vec2-tiny")
+    plan = ffn_plan(dense, heads={}, ffn={1: tuple(range(I))})
+    inputs = inputs_for("wav2vec2-tiny")
+    with neuron_gating(dense, plan.ffn_keep_mask()):
+        gated = logits(dense, inputs)
+    pruned = prune_ffn_(copy.deepcopy(dense), plan)
+    assert ffn_sites(pruned)[1].output.weight.shape == (32, 0)
+    torch.testing.assert_close(logits(pruned, inputs), gated)
+
+
+def test_pruning_works_on_the_meta_device():
+    """No CPU-created index meets the model's device (how GPU device bugs are reproduced on CPU)."""
+    model = tiny("wav2vec2-tiny").to("meta")
+    pruned = prune_ffn_(model, ffn_plan(tiny("wav2vec2-tiny"), heads={}))
+    assert [tuple(s.intermediate.weight.shape) for s in ffn_sites(pruned)] == [(I - 5, 32), (1, 32)]
+    assert pruned.wav2vec2.encoder.layers[0].feed_forward.output_dense.weight.is_meta
+    with neuron_gating(pruned, torch.ones(2, I, device="meta")), torch.no_grad():
+        out = pruned(input_values=torch.zeros(1, 4000, device="meta")).logits
+    assert out.is_meta and out.shape == (1, 3)
+
+
 @pytest.mark.parametrize("arch", FAMILIES)
 def test_parameter_count_drops_by_exactly_the_removed_rows_and_columns(arch):
     dense = tiny(arch)
