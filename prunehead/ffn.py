@@ -60,8 +60,8 @@ def kept_neurons(model: nn.Module, sites: list[FFNSite] | None = None) -> list[l
 def ffn_plan_of(model: nn.Module, plan: PruningPlan) -> PruningPlan:
     """`plan` with the neurons already removed from `model` as its `pruned_ffn`."""
     pruned = {l: tuple(ids) for l, ids in pruned_ffn_of(model).items() if ids}
-    size = ffn_sites(model)[0].intermediate_size
-    return PruningPlan(plan.num_layers, plan.num_heads, plan.pruned_heads, pruned, size if pruned else 0)
+    size = ffn_sites(model)[0].intermediate_size if pruned else 0
+    return PruningPlan(plan.num_layers, plan.num_heads, plan.pruned_heads, pruned, size)
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from torch import nn
 
 from .errors import InputError
 from .families.base import BiasOnly, EmptyAttention  # noqa: F401 - re-exported for old imports
-from .ffn import PRUNED_FFN_KEY, ffn_sites, prune_ffn_
+from .ffn import PRUNED_FFN_KEY, ffn_plan_of, ffn_sites, prune_ffn_
 from .heads import PRUNED_HEADS_KEY, head_adapter, pruned_heads_of
 from .plan import PruningPlan
 
@@ -51,10 +51,10 @@ def prune_(model: nn.Module, plan: PruningPlan) -> nn.Module:
 
 
 def plan_of(model: nn.Module) -> PruningPlan:
-    """The plan of every head removed from `model` so far."""
+    """The plan of every head (and FFN neuron) removed from `model` so far."""
     adapter = head_adapter(model)
-    return PruningPlan(adapter.num_layers, adapter.num_heads,
-                       {l: tuple(h) for l, h in pruned_heads_of(model).items() if h})
+    return ffn_plan_of(model, PruningPlan(adapter.num_layers, adapter.num_heads,
+                                          {l: tuple(h) for l, h in pruned_heads_of(model).items() if h}))
 
 
 def save_pretrained(model: nn.Module, out_dir: str | Path, source: str | Path | None = None,

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch_pruning as tp
 
-from prunehead import PruningPlan, load, prune_, save_pretrained
+from prunehead import PruningPlan, load, plan_of, prune_, save_pretrained
 from prunehead.control import controlled
 from prunehead.cost import count_params
 from prunehead.errors import InputError
@@ -126,6 +126,7 @@ def test_save_load_round_trip_keeps_per_layer_widths(arch, tmp_path):
     save_pretrained(pruned, tmp_path / "m")
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
     assert saved[PRUNED_FFN_KEY] == {"0": list(FFN[0]), "1": list(FFN[1])}
+    assert PruningPlan.load(tmp_path / "m" / "plan.json") == ffn_plan(pruned) == plan_of(pruned)
     loaded = load(tmp_path / "m")
     assert [s.intermediate.out_features for s in ffn_sites(loaded)] == [I - 5, 1]
     inputs = inputs_for(arch)
@@ -321,3 +322,62 @@ def test_onnx_export_of_a_head_and_ffn_pruned_model_matches_onnx_runtime(tmp_pat
     inputs = sig.inputs(*shape, seed=3, pad=True)
     got = ort_session(tmp_path / "m.onnx", spin=False).run(None, {k: v.numpy() for k, v in inputs.items()})[0]
     np.testing.assert_allclose(got, logits(pruned, inputs).numpy(), atol=1e-4, rtol=0)
+
+
+# -- the library function prunehead.prune -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    from tests.conftest import dead_head_workspace
+
+    root = tmp_path_factory.mktemp("ffn_api")
+    dead_head_workspace(root, {"train": 6, "test": 6}, "train")
+    return root
+
+
+def test_prune_removes_heads_and_neurons_and_saves_both(workspace, tmp_path):
+    import prunehead
+
+    root = workspace
+    heads_only = prunehead.prune(str(root / "model"), scores=root / "gradient.json", ratio=0.25)
+    both = prunehead.prune(str(root / "model"), scores=root / "gradient.json", ratio=0.25, ffn_ratio=0.25,
+                           ffn_scorer="magnitude", data=str(root / "data"))
+    expected = select_ffn(score_ffn(load(root / "model"), method="magnitude"), heads_only.plan, ratio=0.25)
+    assert both.plan == expected and both.plan.num_pruned_ffn == 2 * 16
+    assert both.report["ffn"]["pruned_ffn"] == expected.to_json()["pruned_ffn"]
+    assert count_params(heads_only.model) - count_params(both.model) == 2 * 16 * (2 * 32 + 1)
+    assert both.report["metrics_after"]["accuracy"] == prunehead.evaluate(both.model, str(root / "data"))["accuracy"]
+    save_pretrained(both.model, tmp_path / "m")
+    assert PruningPlan.load(tmp_path / "m" / "plan.json") == both.plan
+    x = inputs_for("wav2vec2-tiny")
+    torch.testing.assert_close(logits(load(tmp_path / "m"), x), logits(both.model, x))
+
+
+def test_prune_neurons_only_from_a_score_file_dry_run_and_plan(workspace, tmp_path):
+    import prunehead
+
+    root = workspace
+    planted = torch.rand(2, I, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 1
+    planted[0, [5, 6]] = 0.0
+    save_scores(tmp_path / "ffn.json", planted, "planted", "m", units="ffn")
+    decided = prunehead.prune(str(root / "model"), ffn_ratio=2 / I, ffn_scores=tmp_path / "ffn.json", dry_run=True)
+    assert decided.model is None and decided.plan.pruned_heads == {}
+    assert decided.plan.pruned_ffn[0] == (5, 6) and len(decided.plan.pruned_ffn[1]) == 2
+    applied = prunehead.prune(str(root / "model"), plan=decided.plan)
+    assert [s.intermediate.out_features for s in ffn_sites(applied.model)] == [I - 2, I - 2]
+    assert plan_of(applied.model) == decided.plan
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"ffn_ratio": 0.2, "ratio": 0.2, "scores": "s.json"}, "--ffn-scores FILE, --data"),
+    ({"ffn_ratio": 0.2, "ffn_scorer": "magnitude", "max_drop": 0.1, "data": "d"}, "choose heads only"),
+    ({"ffn_ratio": 1.5, "ffn_scorer": "magnitude"}, "--ffn-ratio must be within"),
+    ({"ffn_ratio": 0.2, "ffn_scorer": "fisher"}, "--ffn-scorer must be one of"),
+    ({"ffn_ratio": 0.2, "ffn_scorer": "magnitude", "scorer": "gradient", "data": "d"}, "only FFN neurons"),
+    ({"ffn_scores": "f.json", "ratio": 0.2, "scores": "s.json"}, "give --ffn-ratio"),
+])
+def test_ffn_options_fail_before_loading(kwargs, fragment):
+    import prunehead
+
+    with pytest.raises(InputError, match=fragment):
+        prunehead.prune("does/not/exist", **kwargs)
