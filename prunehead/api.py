@@ -70,6 +70,7 @@ class ScoreResult:
     world_size: int = 1
     device: str = "cpu"
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # model, data, split, seed, ...
+    units: str = "heads"  # or "ffn": an (L, I) matrix of feed-forward neurons
 
     def save(self, path: str | Path) -> None:
         """Write the versioned score file (`prunehead.load_scores` reads it back)."""
@@ -82,7 +83,7 @@ class ScoreResult:
                  "world_size": self.world_size, "device": self.device,
                  "versions": {"prunehead": __version__, "torch": torch.__version__,
                               "transformers": transformers.__version__, "python": platform.python_version()}}
-        save_scores(path, self.scores, self.scorer, str(self.settings.get("model", "")), **extra)
+        save_scores(path, self.scores, self.scorer, str(self.settings.get("model", "")), units=self.units, **extra)
 
 
 def build_scorer(name: str, options: Mapping[str, Any] | None = None, *, task: str | None = None,
@@ -101,7 +102,7 @@ def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "
           samples: int = 200, seed: int = 0, batch_size: int = 8, task: str | None = None,
           clip_seconds: float | None = None, reference_samples: int = 0, device: str | torch.device | None = None,
           checkpoint: str | Path | None = None, resume: bool = False, key: str = "", progress: bool = False,
-          **options: Any) -> ScoreResult:
+          units: str = "heads", **options: Any) -> ScoreResult:
     """Score every attention head of `model` on `samples` seeded samples of `split` of `data`.
 
     Args:
@@ -110,10 +111,17 @@ def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "
         reference_samples: HIB only: estimate V's std from this many samples (0 = the scored ones).
         checkpoint, resume, key: per-batch checkpoint file, continue from it, and the run's identity.
         options: the scorer's options (`prunehead.scorers.registry.option_names(scorer)`).
+        units: "heads", or "ffn" to score every FFN neuron instead (`scorer` taylor or magnitude; an (L, I)
+            matrix, `prunehead.scorers.ffn`).
 
     Cost: the scorer's (see its docstring), on `samples` samples; data-parallel under torchrun.
     """
     check_counts(samples=samples, batch_size=batch_size)
+    if units == "ffn":
+        return _score_ffn(model, data, scorer, split, samples, seed, batch_size, task, clip_seconds, device,
+                          reference_samples, checkpoint, options)
+    if units != "heads":
+        raise InputError(f"--units must be heads or ffn, got {units!r}")
     if reference_samples and scorer != "hib":
         raise InputError("--reference-samples sets HIB's V statistics; it applies to --scorer hib only")
     build_scorer(scorer, options, seed=seed)  # fail on bad options before anything loads
@@ -131,6 +139,25 @@ def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "
                 "split": split, "seed": seed, "batch_size": batch_size, "reference_samples": reference_samples}
     return ScoreResult(outcome.scores, scorer, method.params(), ws.task.name, drawn.paths, outcome.spread,
                        outcome.world_size, next(ws.model.parameters()).device.type, settings)
+
+
+def _score_ffn(model: ModelLike | Workspace, data: str | None, scorer: str, split: str, samples: int, seed: int,
+               batch_size: int, task: str | None, clip_seconds: float | None, device: Any, reference_samples: int,
+               checkpoint: Any, options: Mapping[str, Any]) -> ScoreResult:
+    """`score(..., units="ffn")`: the (L, I) FFN neuron scores (taylor on the drawn samples, or magnitude)."""
+    from .scorers.ffn import METHODS, score_ffn
+
+    if scorer not in METHODS:
+        raise InputError(f"--units ffn scores with --scorer {' or '.join(METHODS)}, got {scorer!r}")
+    if options or reference_samples or checkpoint is not None:
+        raise InputError("--units ffn takes no scorer options, --reference-samples or checkpoints")
+    ws = model if isinstance(model, Workspace) else _workspace(model, data, split, task, device, clip_seconds)
+    drawn = ws.draw(samples, seed, batch_size) if scorer == "taylor" else None
+    matrix = score_ffn(ws.model, drawn.batches if drawn else (), ws.task.objective, method=scorer)
+    settings = {"model": ws.source or type(ws.model).__name__, "data": data, "split": split, "seed": seed,
+                "batch_size": batch_size}
+    return ScoreResult(matrix, scorer, {"normalize_layers": True}, ws.task.name, drawn.paths if drawn else [],
+                       device=next(ws.model.parameters()).device.type, settings=settings, units="ffn")
 
 
 # --------------------------------------------------------------------------------------------------- prune

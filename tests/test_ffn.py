@@ -381,3 +381,28 @@ def test_ffn_options_fail_before_loading(kwargs, fragment):
 
     with pytest.raises(InputError, match=fragment):
         prunehead.prune("does/not/exist", **kwargs)
+
+
+def test_cli_scores_ffn_neurons_and_prunes_with_them(workspace, tmp_path):
+    """`score --units ffn` == score_ffn on the same drawn samples; `prune --ffn-scores` applies them."""
+    import prunehead
+    from tests.conftest import run_main
+
+    root = workspace
+    code, out, err = run_main("score", "-m", root / "model", "-d", root / "data", "--units", "ffn", "--scorer",
+                              "taylor", "--samples", 4, "--out", tmp_path / "ffn.json")
+    assert code == 0, err
+    here = prunehead.score(str(root / "model"), str(root / "data"), "taylor", samples=4, units="ffn")
+    written = load_scores(tmp_path / "ffn.json", expect=(2, I), units="ffn")
+    torch.testing.assert_close(written, here.scores)
+    assert len(here.sample_paths) == 4
+    code, out, err = run_main("prune", "-m", root / "model", "-s", root / "gradient.json", "--ratio", 0.25,
+                              "--ffn-ratio", 0.5, "--ffn-scores", tmp_path / "ffn.json", "--out", tmp_path / "p")
+    assert code == 0, err
+    assert "widths per layer: [32, 32]" in out
+    pruned = load(tmp_path / "p")
+    assert plan_of(pruned).pruned_ffn == select_ffn(written, PruningPlan(2, 4), ratio=0.5).pruned_ffn
+    assert [s.intermediate.out_features for s in ffn_sites(pruned)] == [32, 32]
+    code, out, err = run_main("score", "-m", root / "model", "-d", root / "data", "--units", "ffn", "--scorer",
+                              "gradient", "--out", tmp_path / "bad.json")
+    assert code == 1 and "taylor or magnitude" in err and "\n" not in err.strip()
