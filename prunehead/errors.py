@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 class PruneheadError(Exception):
     """Base class; the CLI prints the message as one line and exits 1."""
@@ -21,3 +23,13 @@ class DataError(InputError):
 
 class Interrupted(PruneheadError):
     """The user pressed Ctrl-C; the message says how to continue (the CLI exits 130)."""
+
+
+class DataWarning(UserWarning):
+    """Some of a data set could not be read (named in the message); the rest is used."""
+
+
+def check_finite(name: str, value: float | int | None) -> None:
+    """InputError naming `name` (an option or recipe key) when `value` is NaN or infinite."""
+    if value is not None and not isinstance(value, bool) and not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number, not {value}")

@@ -1,15 +1,34 @@
-"""Atomic outputs: a directory or file appears complete or not at all."""
+"""Atomic outputs: a directory or file appears complete or not at all, and nothing else is ever lost.
+
+Rules (issue 17):
+  * an output never is, nor contains, the working directory, an input of the run, or another output of
+    the same run (`check_output(..., inputs=..., others=...)`, `check_outputs`);
+  * `~` is expanded, an empty path is refused, a name too long for its temporary siblings is refused
+    before any work;
+  * temporary files and folders are created exclusively (O_EXCL: never through an existing name or
+    symlink) in the destination folder, removed on any exit (SIGTERM too, after
+    `install_sigterm_handler()`), and published by one rename;
+  * without `overwrite` an existing output is never replaced, even if it appears while the command runs;
+    with it, a folder is replaced only if everything in it is something the command writes again.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import InputError
+
+TEMP_ROOM = 40  # bytes a name needs for temporary and side-file suffixes (".NAME.ckpt.rank0-of-8.tmp-XXXXXXXX")
+
+PathLike = str | os.PathLike
 
 
 def _umask() -> int:
@@ -23,48 +42,210 @@ def _publish(tmp: Path, mode: int) -> None:
     tmp.chmod(mode & ~_umask())
 
 
-def check_output(path: str | Path, overwrite: bool = False) -> Path:
-    """Refuse an existing output (unless `overwrite`) or one whose parent cannot be written."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} already exists; choose another output path or pass --overwrite")
-    parent = path.resolve().parent
+def output_path(path: PathLike) -> Path:
+    """`path` with `~` expanded; InputError for an empty path."""
+    text = os.fspath(path)
+    if not str(text).strip():
+        raise InputError("the output path is empty; pass a file or folder name, e.g. --out result")
+    return Path(os.path.expanduser(text))
+
+
+def _real(path: PathLike) -> Path:
+    """Absolute path with symlinks resolved (as far as it exists)."""
+    return Path(os.path.expanduser(os.fspath(path))).resolve()
+
+
+def _within(inner: Path, outer: Path) -> bool:
+    """True when `inner` is `outer` or lies under it (both resolved)."""
+    return inner == outer or outer in inner.parents
+
+
+def _check_name(path: Path, probe: Path) -> None:
+    try:
+        limit = os.pathconf(probe, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    size = len(os.fsencode(path.name))
+    if size + TEMP_ROOM > limit:
+        raise InputError(f"output name {path.name[:40]}... is {size} bytes; names here may have at most "
+                         f"{limit - TEMP_ROOM} (room is kept for temporary files); choose a shorter --out")
+
+
+def _check_parent(path: Path) -> Path:
+    """The first existing ancestor of `path`'s folder; InputError if it is not a writable folder."""
+    parent = path.parent
     probe = parent
-    while not probe.exists():
+    while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    if not os.access(probe, os.W_OK) or (parent.exists() and not parent.is_dir()):
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise InputError(f"cannot write to {parent}; choose an output path in a writable directory")
+    return probe
+
+
+def check_output(path: PathLike, overwrite: bool = False, *, inputs: Iterable[PathLike] = (),
+                 others: Iterable[PathLike] = ()) -> Path:
+    """Validate an output path before any work; returns it with `~` expanded.
+
+    Refuses: an empty path; a path that is or contains the working directory; one that is or contains
+    an input (`inputs`: files and folders the command reads), or exists inside one; one that is, contains
+    or lies in another output of the same run (`others`); an existing path without `overwrite`; an
+    unwritable parent or one under a regular file; a name too long for the temporary siblings.
+    """
+    path = output_path(path)
+    real = _real(path)
+    if _within(Path.cwd().resolve(), real):
+        raise InputError(f"--out {path} is or contains the working directory; name a new file or folder instead")
+    exists = path.exists() or path.is_symlink()
+    for item in inputs:
+        if item is None or not str(item).strip():
+            continue
+        if _within(_real(item), real):
+            raise InputError(f"--out {path} is or contains the input {item}; write the result somewhere else")
+        if exists and _within(real, _real(item)):
+            raise InputError(f"--out {path} is part of the input {item}; write the result somewhere else")
+    for other in others:
+        other_real = _real(other)
+        if _within(other_real, real) or _within(real, other_real):
+            raise InputError(f"{path} collides with {other}, another output of this run; choose another --out")
+    if exists and not overwrite:
+        raise InputError(f"{path} already exists; choose another output path or pass --overwrite")
+    _check_name(path, _check_parent(path))
     return path
 
 
+def check_outputs(*paths: PathLike) -> list[Path]:
+    """Refuse two outputs of one run that are the same path or nest (e.g. `--out s.png` beside its heat map)."""
+    real = [_real(p) for p in paths]
+    for i, a in enumerate(real):
+        for j in range(i):
+            if _within(a, real[j]) or _within(real[j], a):
+                raise InputError(f"output {paths[i]} collides with {paths[j]}, another output of this run; "
+                                 "choose another --out")
+    return [output_path(p) for p in paths]
+
+
+def exclusive_temp(folder: PathLike, name: str, suffix: str = "", directory: bool = False) -> Path:
+    """A new, empty temporary file (or folder) `.NAME.tmp-XXXXXXXX` in `folder`, created with O_EXCL.
+
+    It never reuses an existing name, so a planted symlink is never followed.
+    """
+    folder = Path(folder)
+    if directory:
+        return Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", suffix=suffix, dir=folder))
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.tmp-", suffix=suffix, dir=folder)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _foreign(old: Path, new: Path) -> list[str]:
+    """Entries of the existing folder `old` that the new output `new` does not write again."""
+    mine = {p.name for p in new.iterdir()}
+    return sorted(p.name for p in old.iterdir() if p.name not in mine)
+
+
+def publish_file(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Move the finished file `tmp` to `path` in one step; without `overwrite` never replace anything."""
+    if overwrite:
+        if path.is_dir() and not path.is_symlink():
+            raise InputError(f"{path} is a folder; --overwrite replaces only the file this command writes")
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # fails with EEXIST if anything (a file, a link) appeared meanwhile
+    except FileExistsError:
+        raise InputError(f"{path} appeared while this command ran; choose another output path or pass "
+                         "--overwrite") from None
+    except OSError as err:  # no hard links on this file system: check, then rename
+        if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if path.exists() or path.is_symlink():
+            raise InputError(f"{path} appeared while this command ran; choose another output path or pass "
+                             "--overwrite") from None
+        os.rename(tmp, path)
+        return
+    tmp.unlink()
+
+
+def publish_dir(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Move the finished folder `tmp` to `path` by rename.
+
+    Without `overwrite` an existing non-empty `path` is never touched (rename(2) refuses to replace a
+    non-empty folder). With it, an existing folder is first checked to hold only names the new output
+    writes too, moved aside, replaced, and then deleted.
+    """
+    if not (path.exists() or path.is_symlink()):
+        try:
+            os.rename(tmp, path)
+            return
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+    if not overwrite:
+        raise InputError(f"{path} appeared while this command ran; choose another output path or pass "
+                         "--overwrite")
+    if not path.is_dir() or path.is_symlink():
+        raise InputError(f"{path} is not a folder; --overwrite replaces only a folder this command wrote")
+    foreign = _foreign(path, tmp)
+    if foreign:
+        raise InputError(f"{path} holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, which "
+                         "this command does not write; --overwrite will not delete them: move them or choose "
+                         "another --out")
+    aside = exclusive_temp(path.parent, path.name, ".old", directory=True)
+    os.rename(path, aside)  # replaces the empty `aside` folder
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        os.rename(aside, path)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(path: PathLike, overwrite: bool = False, *, inputs: Iterable[PathLike] = (),
+               others: Iterable[PathLike] = ()) -> Iterator[Path]:
     """Yield a temporary directory beside `path`; it becomes `path` only if the block succeeds."""
-    path = check_output(path, overwrite)
+    path = check_output(path, overwrite, inputs=inputs, others=others)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp = exclusive_temp(path.parent, path.name, directory=True)
     try:
         yield tmp
         _publish(tmp, 0o777)
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
+        publish_dir(tmp, path, overwrite)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_file(path: PathLike, overwrite: bool = False, *, inputs: Iterable[PathLike] = (),
+                others: Iterable[PathLike] = ()) -> Iterator[Path]:
     """Yield a temporary file path beside `path`; it replaces `path` only if the block succeeds."""
-    path = check_output(path, overwrite)
+    path = check_output(path, overwrite, inputs=inputs, others=others)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = exclusive_temp(path.parent, path.name, path.suffix)
     try:
         yield tmp
         _publish(tmp, 0o666)
-        os.replace(tmp, path)
+        publish_file(tmp, path, overwrite)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def install_sigterm_handler() -> None:
+    """Turn SIGTERM into `SystemExit(143)` so `finally` blocks run and temporary outputs are removed.
+
+    Call once at program start (the CLI's `main()`); a no-op outside the main thread.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -175,15 +176,25 @@ def select(scores: torch.Tensor, *, ratio: float | None = None, heads: int | Non
         raise InputError(f"scores are {L} x {H} but the model's plan is {done.num_layers} x {done.num_heads}")
     removed = {l: set(done.pruned_heads.get(l, ())) for l in range(L)}
     if scope == "global":
-        _select_global(scores, removed, math.floor(ratio * L * H + 1e-9), min_heads_per_layer)
+        asked = math.floor(ratio * L * H + 1e-9)
+        _select_global(scores, removed, asked, min_heads_per_layer)
     else:
         per_layer = heads if heads is not None else math.floor(ratio * H + 1e-9)
+        asked = per_layer * L
         for l in range(L):
             target = min(per_layer, H - min_heads_per_layer)
             free = [(l, h) for h in range(H) if h not in removed[l]]
             for lh in _order(scores, free)[: max(0, target - len(removed[l]))]:
                 removed[l].add(lh[1])
+    _warn_unreached(asked, sum(len(r) for r in removed.values()), min_heads_per_layer, H)
     return PruningPlan(L, H, {l: tuple(sorted(r)) for l, r in removed.items() if r})
+
+
+def _warn_unreached(asked: int, got: int, min_heads: int, H: int) -> None:
+    """One-line warning when --min-heads-per-layer keeps heads the ratio / count asked to remove."""
+    if got < asked and min_heads > 0:
+        warnings.warn(f"removing {got} of the {asked} heads asked for: --min-heads-per-layer {min_heads} keeps "
+                      f"at least {min_heads} of {H} heads in every layer; lower it or the ratio", stacklevel=3)
 
 
 def _select_global(scores: torch.Tensor, removed: dict[int, set[int]], total: int, min_heads: int) -> None:
@@ -245,39 +256,64 @@ def validate_scores(scores: torch.Tensor) -> tuple[int, int]:
 UNITS = ("heads", "ffn")  # what a score file scores: attention heads (L x H) or FFN neurons (L x I)
 
 
-def save_scores(path: str | Path, scores: torch.Tensor, scorer: str, model: str, units: str = "heads",
-                **extra) -> None:
-    """Write a prunehead.scores JSON file (higher = more important) of heads (L x H) or FFN neurons (L x I)."""
+def save_scores(path: str | Path, scores: torch.Tensor, scorer: str, model: str, *, units: str = "heads",
+                model_fingerprint: str | None = None, **extra) -> None:
+    """Write a prunehead.scores JSON file (higher = more important) of heads (L x H) or FFN neurons (L x I).
+
+    `model_fingerprint` (`prunehead.scorers.parallel.model_fingerprint` of the scored model) lets
+    `load_scores` warn when the scores are applied to another model.
+    """
     L, W = validate_scores(scores)
     width = {"heads": "num_heads", "ffn": "intermediate_size"}[_check_units(units)]
     data = {"format": SCORES_FORMAT, "version": VERSION, "units": units, "scorer": scorer, "model": model,
             "num_layers": L, width: W, "scores": scores.double().tolist(), **extra}
+    if model_fingerprint is not None:
+        data["model_fingerprint"] = model_fingerprint
     Path(path).write_text(json.dumps(data, indent=2) + "\n")
 
 
-def load_scores(path: str | Path, expect: tuple[int, int] | None = None, units: str = "heads") -> torch.Tensor:
-    """Read the (L, H) head or (L, I) neuron matrix of a prunehead.scores file, checking format, units, shape
-    and values. Files without a `units` field (written before it existed) score heads."""
+def _has_bool(value: object) -> bool:
+    return isinstance(value, bool) or (isinstance(value, list) and any(_has_bool(v) for v in value))
+
+
+def load_scores(path: str | Path, expect: tuple[int, int] | None = None,
+                model_fingerprint: str | None = None, units: str = "heads") -> torch.Tensor:
+    """Read the (L, H) head or (L, I) neuron matrix of a prunehead.scores file, checking format, version,
+    units, shape and values. Files without a `units` field (written before it existed) score heads.
+
+    With `model_fingerprint` (of the model the scores are about to prune), a file that records a different
+    one gives a one-line warning; files without a fingerprint (hand-written) are accepted.
+    """
     data = read_json(path)
     if not isinstance(data, dict) or data.get("format") != SCORES_FORMAT or "scores" not in data:
         raise InputError(f"{path} is not a prunehead score file (expected \"format\": \"{SCORES_FORMAT}\"); "
                          "write one with `prunehead score`")
+    version = data.get("version")
+    if type(version) is not int or version != VERSION:
+        raise InputError(f"{path} has score-file version {version!r}, but this prunehead reads version {VERSION}; "
+                         f"write \"version\": {VERSION} or re-run `prunehead score`")
     found = data.get("units", "heads")
     if found != _check_units(units):
         flag = "--ffn-scores" if found == "ffn" else "--scores"
         raise InputError(f"{path} scores {found}, not {units}; pass it to {flag} or score with --units {units}")
     noun, width = ("heads", "num_heads") if units == "heads" else ("FFN neurons", "intermediate_size")
+    if _has_bool(data["scores"]):
+        raise InputError(f"{path}: \"scores\" holds true/false; scores must be numbers")
     try:
         scores = torch.tensor(data["scores"], dtype=torch.float64)
     except (TypeError, ValueError):
         raise InputError(f"{path}: \"scores\" must be a list of L lists of numbers") from None
     L, W = validate_scores(scores)
-    if (L, W) != (data.get("num_layers"), data.get(width)):
-        raise InputError(f"{path}: scores are {L} x {W} but the file says "
-                         f"{data.get('num_layers')} x {data.get(width)}")
+    size = (data.get("num_layers"), data.get(width))
+    if any(type(n) is not int for n in size) or (L, W) != size:
+        raise InputError(f"{path}: scores are {L} x {W} but the file says {size[0]!r} x {size[1]!r}")
     if expect is not None and (L, W) != tuple(expect):
         raise InputError(f"{path} scores a {L} x {W} model but this model has {expect[0]} x {expect[1]} {noun}; "
                          "score this model first")
+    recorded = data.get("model_fingerprint")
+    if model_fingerprint is not None and recorded is not None and recorded != model_fingerprint:
+        warnings.warn(f"{path} was computed on another model ({data.get('model', 'unknown')!s}, other weights); "
+                      "its ranking may not fit this one: score this model to be sure", stacklevel=2)
     return scores
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import BUILTIN_SETS
-from .errors import InputError
+from .errors import InputError, check_finite
 from .tasks import TASKS
 from .train import TrainConfig
 
@@ -94,7 +94,14 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
         raise InputError(f"{where}: missing key(s) {', '.join(missing)}")
-    return cls(**{k: _coerce(v, hints[k], f"{where} {k}") for k, v in values.items()})
+    coerced = {k: _coerce(v, hints[k], f"{where} {k}") for k, v in values.items()}
+    for key, value in coerced.items():
+        if isinstance(value, float):
+            check_finite(f"{where} {key}", value)
+    try:
+        return cls(**coerced)
+    except InputError as err:  # range checks of the section's own class (e.g. TrainConfig)
+        raise InputError(f"{where}: {err}") from None
 
 
 def _resolve(value: str, base: Path) -> str:

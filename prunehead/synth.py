@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from scipy.signal import lfilter
 
 from .data import DIGITS, KS_LABELS, resample
 from .errors import InputError
+from .outputs import atomic_dir, output_path
 
 RATE = 16_000
 SPLITS = {"train": 0, "test": 1}
@@ -200,30 +202,43 @@ def synthesize(task: str, out_dir: str | Path, n_per_class: int = 20, seed: int 
         raise InputError(f"unknown synthesis task {task!r}; choose one of: ks, sid, ic, asr")
     if n_per_class < 1:
         raise InputError(f"--n-per-class must be at least 1, not {n_per_class}")
+    if not (math.isfinite(test_fraction) and 0.0 <= test_fraction <= 1.0):
+        raise InputError(f"--test-fraction must be within [0, 1], not {test_fraction}")
     make = makers.get(task) or _sid_maker(speakers(n_speakers))
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
+    out = output_path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} is not empty; choose a new --out folder")
     classes = _classes(task, n_speakers)
     counts = {"train": n_per_class, "test": max(1, round(n_per_class * test_fraction))}
     jobs = [(split, label, i) for split, n in counts.items() for label in classes for i in range(n)]
 
-    def run(job: tuple[str, str, int]) -> dict[str, str]:
-        split, label, i = job
-        rng = np.random.default_rng((seed, SPLITS[split], classes.index(label), i))
-        wave, meta = make(label, rng)
-        rel = Path(split) / _clip_name(task, label, classes.index(label), i)
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        sf.write(out / rel, wave, RATE, subtype="PCM_16")
-        return {"split": split, "audio": str(rel), **({"label": label} if task != "asr" else {}), **meta}
+    with atomic_dir(out, overwrite=out.is_dir()) as tmp:  # all of it appears at once, or nothing
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        rows = list(pool.map(run, jobs))
-    if task in ("ic", "asr"):
-        _write_manifests(out, rows)
-    (out / "synth.json").write_text(json.dumps({"task": task, "seed": seed, "n_per_class": n_per_class,
-                                                "test_fraction": test_fraction, "classes": classes}, indent=2))
+        def run(job: tuple[str, str, int]) -> dict[str, str]:
+            split, label, i = job
+            rng = np.random.default_rng((seed, SPLITS[split], classes.index(label), i))
+            wave, meta = make(label, rng)
+            rel = Path(split) / _clip_name(task, label, classes.index(label), i)
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(tmp / rel, wave, RATE, subtype="PCM_16")
+            return {"split": split, "audio": str(rel), **({"label": label} if task != "asr" else {}), **meta}
+
+        rows = _run_all(run, jobs, workers)
+        if task in ("ic", "asr"):
+            _write_manifests(tmp, rows)
+        (tmp / "synth.json").write_text(json.dumps({"task": task, "seed": seed, "n_per_class": n_per_class,
+                                                    "test_fraction": test_fraction, "classes": classes}, indent=2))
     return out
+
+
+def _run_all(run: Callable[[tuple[str, str, int]], dict[str, str]], jobs: list[tuple[str, str, int]],
+             workers: int) -> list[dict[str, str]]:
+    """`run` over `jobs` on `workers` threads, in order; on any error (Ctrl-C too) queued jobs are cancelled."""
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        return list(pool.map(run, jobs))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _clip_name(task: str, label: str, index: int, i: int) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -25,15 +26,19 @@ from tqdm.auto import tqdm
 
 from . import surgery
 from .architectures import build_model
-from .data import CLIP_KEY, align_labels, default_feature_extractor, label_names, load_data, make_batches
-from .errors import InputError
+from .data import (CLIP_KEY, align_labels, default_feature_extractor, label_names, load_data, make_batches,
+                   spec_paths)
+from .errors import InputError, PruneheadError, check_finite
+from .families import family_for_type, family_of
 from .heads import PRUNED_HEADS_KEY
+from .outputs import check_output, exclusive_temp, publish_dir
 from .tasks import classification_task, get_task, infer_task
 from .whisper_window import crop_window_, window_feature_extractor
 
 HEAD_PREFIXES = ("projector", "classifier", "lm_head")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 FEATURE_FILES = ("preprocessor_config.json", "processor_config.json")
+CHECKPOINT_FORMAT = "prunehead.train-checkpoint"
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,28 @@ class TrainConfig:
     train_split: str = "train"
     clip_seconds: float | None = None  # crop / pad training and evaluation clips to this length
     window_s: float | None = None  # Whisper input window (2.0 -> 100 positions); None keeps the model's
+
+    def __post_init__(self) -> None:
+        check_train_config(self)
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """InputError naming the option for a value training cannot use (NaN, inf, or out of range)."""
+    for name, value in asdict(cfg).items():
+        if isinstance(value, float):
+            check_finite(f"--{name.replace('_', '-')}", value)
+    positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "clip_seconds": cfg.clip_seconds,
+                "window_s": cfg.window_s}
+    for name, value in positive.items():
+        if value is not None and not value > 0:
+            raise InputError(f"--{name.replace('_', '-')} must be positive, not {value}")
+    non_negative = {"lr": cfg.lr, "head_lr": cfg.head_lr, "weight_decay": cfg.weight_decay,
+                    "grad_clip": cfg.grad_clip, "max_seconds": cfg.max_seconds}
+    for name, value in non_negative.items():
+        if value is not None and value < 0:
+            raise InputError(f"--{name.replace('_', '-')} must not be negative, not {value}")
+    if cfg.warmup is not None and not 0.0 <= cfg.warmup <= 1.0:
+        raise InputError(f"--warmup is a fraction of all steps, within [0, 1], not {cfg.warmup}")
 
 
 @contextlib.contextmanager
@@ -133,20 +160,13 @@ def load_model(spec: str, task: str, labels: list[str] | None = None, tokenizer:
     with _quiet():
         if task == "asr":
             return tf.AutoModelForCTC.from_pretrained(spec, dtype=torch.float32, ignore_mismatched_sizes=True, **ctc)
-        if config.model_type == "whisper":
-            return tf.WhisperForAudioClassification.from_pretrained(spec, dtype=torch.float32, **head)
-        return tf.AutoModelForAudioClassification.from_pretrained(spec, dtype=torch.float32,
-                                                                  ignore_mismatched_sizes=True, **head)
+        classifier = family_for_type(config.model_type).audio_classifier()
+        return classifier.from_pretrained(spec, dtype=torch.float32, ignore_mismatched_sizes=True, **head)
 
 
 def freeze_feature_encoder_(model: nn.Module) -> None:
-    """Stop gradients into the convolutional front end (wav2vec2 family or Whisper)."""
-    if hasattr(model, "freeze_feature_encoder"):
-        model.freeze_feature_encoder()
-    elif model.config.model_type == "whisper":
-        encoder = getattr(model, "encoder", None) or model.model.encoder
-        for module in (encoder.conv1, encoder.conv2):
-            module.requires_grad_(False)
+    """Stop gradients into the convolutional front end (the model's family knows where it is)."""
+    family_of(model).freeze_front_end_(model)
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -163,18 +183,38 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int) -> tuple[An
     return opt, sched
 
 
+class NonFiniteLossError(PruneheadError):
+    """Training produced a NaN or infinite loss; nothing is written."""
+
+
 def _latest_checkpoint(folder: Path) -> Path | None:
     files = sorted(folder.glob("epoch-*.pt"), key=lambda p: os.stat(p).st_mtime_ns)
     return files[-1] if files else None
 
 
 def _save_checkpoint(folder: Path, name: str, state: dict[str, Any], keep: int = 2) -> None:
+    """Tensors and plain data only (read back with `weights_only=True`); written to an exclusive temp file."""
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{name}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, folder / name)
+    tmp = exclusive_temp(folder, name, ".pt")
+    try:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+        os.replace(tmp, folder / name)
+    finally:
+        tmp.unlink(missing_ok=True)
     for old in sorted(folder.glob("epoch-*.pt"), key=lambda p: os.stat(p).st_mtime_ns)[:-keep]:
         old.unlink()
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A training checkpoint, unpickled with `weights_only=True`: tensors and plain data, never code."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # the restricted unpickler refuses any other object (issue 17: code execution)
+        raise InputError(f"{path} is not a prunehead training checkpoint ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:200]}); delete it to start over") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path} is not a prunehead training checkpoint; delete it to start over")
+    return state
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -186,9 +226,77 @@ def _infer_data_task(dataset: Any) -> str:
     return "asr" if "text" in dataset.column_names else classification_task(label_names(dataset))
 
 
-def _check_out(out_dir: Path, resume: bool) -> None:
-    if out_dir.exists() and any(out_dir.iterdir()) and not resume:
-        raise InputError(f"{out_dir} is not empty; pass --resume to continue its training, or choose another --out")
+# ----------------------------------------------------------------------------------------------- output folder
+
+def _partial(out_dir: Path) -> Path:
+    """Where an unfinished run trains (checkpoints included) before it is published as `out_dir`."""
+    return out_dir.parent / f".{out_dir.name}.partial"
+
+
+def _has_checkpoints(folder: Path) -> bool:
+    return (folder / "checkpoints").is_dir() and any((folder / "checkpoints").glob("epoch-*.pt"))
+
+
+def check_out_dir(out_dir: str | Path, resume: bool, inputs: list[str | Path] = ()) -> Path:
+    """Validate finetune's --out before anything loads; returns it with `~` expanded.
+
+    Refused: the working directory (or a folder containing it), an input, a path under a regular file or
+    in an unwritable folder, a non-empty folder without `resume`, an interrupted run without `resume`.
+    """
+    out = check_output(out_dir, overwrite=True, inputs=inputs)
+    partial = _partial(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; --out names the folder the model is saved to")
+    if out.is_dir() and any(out.iterdir()) and not resume:
+        raise InputError(f"{out} is not empty; pass --resume to continue its training, or choose another --out")
+    if out.is_dir() and not os.access(out, os.W_OK):
+        raise InputError(f"cannot write to {out}; choose a writable --out")
+    if partial.is_symlink() or (partial.exists() and not partial.is_dir()):
+        raise InputError(f"{partial} is in the way (not a folder this command made); remove it")
+    if _has_checkpoints(partial) and not resume:
+        raise InputError(f"{partial} holds an interrupted run for {out}; pass --resume to continue it, "
+                         "or delete it to start over")
+    return out
+
+
+def _inputs(model_spec: str, *data_specs: str | None) -> list[Path]:
+    """The local paths of the model and data specs (what the output must not replace)."""
+    paths = [Path(model_spec)] if Path(model_spec).exists() else []
+    return paths + [p for spec in data_specs if spec for p in spec_paths(spec)]
+
+
+def _open_work_dir(out: Path, resume: bool) -> tuple[Path, bool]:
+    """(the folder to train in, whether this call created it): `out` itself when resuming a published
+    run, else the hidden `.NAME.partial` beside it (kept on Ctrl-C for --resume)."""
+    if resume and _has_checkpoints(out):
+        return out, False
+    partial = _partial(out)
+    if partial.is_dir() and not partial.is_symlink():
+        return partial, False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial.mkdir()  # exclusive: fails on anything planted there meanwhile
+    return partial, True
+
+
+def _write_outputs(work: Path, model: nn.Module, fe: Any, tok: Any, record: dict[str, Any]) -> None:
+    """Model files and train.json, each written in a staging folder and moved into `work` by rename."""
+    stage = exclusive_temp(work, "model", directory=True)
+    try:
+        _save_model(model, stage, fe, tok)
+        (stage / "train.json").write_text(json.dumps(record, indent=2) + "\n")
+        for item in stage.iterdir():
+            os.replace(item, work / item.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _publish_run(work: Path, out: Path) -> None:
+    """A finished run in `.NAME.partial` becomes `out` by one rename (an empty `out` folder is replaced)."""
+    if work == out:
+        return
+    if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+        out.rmdir()
+    publish_dir(work, out, overwrite=False)
 
 
 def finetune(model_spec: str, data_spec: str, out_dir: str | Path, cfg: TrainConfig = TrainConfig(),
@@ -203,8 +311,7 @@ def finetune(model_spec: str, data_spec: str, out_dir: str | Path, cfg: TrainCon
     Cost: `epochs` passes (forward + backward) over the training split, one forward pass over the
     evaluation split per epoch.
     """
-    out_dir = Path(out_dir)
-    _check_out(out_dir, resume)
+    out_dir = check_out_dir(out_dir, resume, _inputs(model_spec, data_spec, eval_data))
     fe, tok = load_processor(model_spec)
     train = load_data(data_spec, cfg.train_split, fe, task, on_error, cfg.clip_seconds)
     task = task or _infer_data_task(train)
@@ -231,11 +338,17 @@ def finetune(model_spec: str, data_spec: str, out_dir: str | Path, cfg: TrainCon
     dev = pick_device(device)
     model.to(dev)
     objective = get_task(task, model, tok)
-    record = _train_loop(model, objective, train, evaluation, (fe, tok), cfg, out_dir, resume, dev, progress)
-    _save_model(model, out_dir, fe, tok if task == "asr" else None)
-    record.update(model=model_spec, data=data_spec, eval_data=eval_data or data_spec, task=task, device=str(dev), threads=torch.get_num_threads(),
-                  config=asdict(cfg), train_samples=len(train))
-    (out_dir / "train.json").write_text(json.dumps(record, indent=2) + "\n")
+    work, created = _open_work_dir(out_dir, resume)
+    try:
+        record = _train_loop(model, objective, train, evaluation, (fe, tok), cfg, work, resume, dev, progress)
+        record.update(model=model_spec, data=data_spec, eval_data=eval_data or data_spec, task=task, device=str(dev),
+                      threads=torch.get_num_threads(), config=asdict(cfg), train_samples=len(train))
+        _write_outputs(work, model, fe, tok if task == "asr" else None, record)
+        _publish_run(work, out_dir)
+    except Exception:  # a failed run leaves nothing; Ctrl-C / SIGTERM keep the checkpoints for --resume
+        if created:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     return record
 
 
@@ -257,7 +370,7 @@ def _train_loop(model: nn.Module, task: Any, train: Any, evaluation: Any, proces
     ckpt_dir = out_dir / "checkpoints"
     latest = _latest_checkpoint(ckpt_dir) if resume else None
     if latest is not None:
-        state = torch.load(latest, map_location=device, weights_only=False)
+        state = load_checkpoint(latest, device)
         if state["labels"] != model.config.id2label:
             raise InputError(f"{latest} was trained with other labels; resume with the same data")
         model.load_state_dict(state["model"])
@@ -281,9 +394,10 @@ def _train_loop(model: nn.Module, task: Any, train: Any, evaluation: Any, proces
                 continue
             batch = {k: v.to(device) for k, v in batch.items()}
             loss = task.objective(model(**task.model_inputs(batch)), batch).mean()
+            _check_loss(loss, epoch, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            _check_loss(nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip), epoch, step, "gradient norm")
             opt.step()
             sched.step()
             bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -305,6 +419,13 @@ def _train_loop(model: nn.Module, task: Any, train: Any, evaluation: Any, proces
             stopped = True
     return {"epochs": epoch, "stopped_early": stopped, "wall_seconds": round(elapsed + time.monotonic() - start, 1),
             "final": history[-1] if history else {}, "history": history}
+
+
+def _check_loss(value: torch.Tensor, epoch: int, step: int, what: str = "loss") -> None:
+    """Stop at the first non-finite loss (or gradient norm): the weights would turn NaN from here on."""
+    if not torch.isfinite(value):
+        raise NonFiniteLossError(f"the training {what} is {value.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                 "nothing was written: lower --lr, or check the data for broken clips")
 
 
 def _evaluate(model: nn.Module, task: Any, evaluation: Any, processor: tuple[Any, Any], cfg: TrainConfig,

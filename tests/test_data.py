@@ -15,8 +15,8 @@ import torch
 from transformers import Wav2Vec2FeatureExtractor, WhisperFeatureExtractor
 
 from prunehead.data import (DIGITS, KS_LABELS, align_labels, fix_length, label_names, load_data, make_batches,
-                            read_audio)
-from prunehead.errors import DataError
+                            read_audio, spec_paths)
+from prunehead.errors import DataError, InputError
 
 RATE = 16_000
 
@@ -215,3 +215,80 @@ def test_max_samples_is_a_seeded_subset(tmp_path):
     assert len(some) == 4 and set(some) < set(full) and some == [p for p in full if p in some]
     assert some == list(load_data(str(tmp_path), "train", max_samples=4, seed=1)["path"])
     assert some != list(load_data(str(tmp_path), "train", max_samples=4, seed=2)["path"])
+
+
+# ----------------------------------------------------------------------------------------------- issue 17
+
+def test_non_finite_samples_are_refused_naming_the_file(tmp_path):
+    write_folder(tmp_path, {"": {"a": 2, "b": 2}})
+    wave = tone(300, 0.2)
+    wave[100] = np.nan
+    bad = tmp_path / "a" / "nan.wav"
+    sf.write(bad, wave, RATE, subtype="FLOAT")
+    with pytest.raises(DataError, match=re.escape(str(bad)) + ".*non-finite"):
+        load_data(str(tmp_path), "train")
+    with pytest.warns(UserWarning, match="nan.wav"):
+        ds = load_data(str(tmp_path), "train", on_error="skip")
+    assert len(ds) == 4 and str(bad) not in list(ds["path"])
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"audio": "0.wav", "label": "a"}, {"audio": "1.wav", "label": None}], "row 2 has a null 'label'"),
+    ([{"audio": "0.wav", "label": "a"}, {"audio": "1.wav"}], "row 2 has no 'label'"),
+    ([{"audio": "0.wav", "label": "a"}, {"path": "1.wav", "label": "b"}], "row 2 has no 'audio'"),
+    ([{"audio": "0.wav", "label": "a"}, ["1.wav", "b"]], "row 2 is not a JSON object"),
+], ids=["null-label", "missing-label", "missing-audio", "not-an-object"])
+def test_jsonl_manifest_rows_are_checked(tmp_path, rows, message):
+    for i in range(2):
+        sf.write(tmp_path / f"{i}.wav", tone(300, 0.1), RATE)
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(DataError, match=re.escape(f"manifest {tmp_path / 'm.jsonl'} {message}")):
+        load_data(str(tmp_path / "m.jsonl"), "train")
+
+
+def test_csv_manifest_with_bom_and_empty_label(tmp_path):
+    for i in range(2):
+        sf.write(tmp_path / f"{i}.wav", tone(300 + 500 * i, 0.1), RATE)
+    (tmp_path / "m.csv").write_bytes("\ufeffaudio,label\n0.wav,a\n1.wav,b\n".encode())
+    ds = load_data(str(tmp_path / "m.csv"), "train")
+    assert label_names(ds) == ["a", "b"] and list(ds["label"]) == [0, 1]
+    (tmp_path / "e.csv").write_text("audio,label\n0.wav,a\n1.wav,\n")
+    with pytest.raises(DataError, match="row 2 has an empty 'label'"):
+        load_data(str(tmp_path / "e.csv"), "train")
+
+
+def test_broken_links_and_unreadable_folders_are_named(tmp_path, monkeypatch):
+    write_folder(tmp_path, {"": {"a": 2, "b": 2}})
+    (tmp_path / "b" / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    with pytest.warns(UserWarning, match="gone.wav"):
+        assert len(load_data(str(tmp_path), "train")) == 4
+    import os as os_module
+
+    real_walk = os_module.walk
+
+    def walk(top, onerror=None, **kwargs):  # as if folder c could not be listed (root ignores chmod)
+        onerror(PermissionError(13, "Permission denied", str(tmp_path / "c")))
+        yield from real_walk(top, onerror=onerror, **kwargs)
+
+    monkeypatch.setattr("prunehead.data.sources.os.walk", walk)
+    with pytest.warns(UserWarning, match=re.escape(str(tmp_path / "c")) + r" \(Permission denied\)"):
+        load_data(str(tmp_path), "train")
+
+
+@pytest.mark.parametrize("spec", ["", "+", " + "])
+def test_empty_data_spec_parts_are_refused(tmp_path, monkeypatch, spec):
+    write_folder(tmp_path, {"": {"a": 1}})
+    monkeypatch.chdir(tmp_path)  # an empty part used to load the working directory
+    with pytest.raises(DataError, match="empty part"):
+        load_data(spec, "train")
+
+
+@pytest.mark.parametrize("seconds", [0.0, -1.0, float("nan"), float("inf")])
+def test_clip_seconds_must_be_positive(tmp_path, seconds):
+    write_folder(tmp_path, {"": {"a": 1}})
+    with pytest.raises(InputError, match="--clip-seconds"):
+        load_data(str(tmp_path), "train", clip_seconds=seconds)
+
+
+def test_spec_paths_name_the_local_inputs(tmp_path):
+    assert spec_paths(f"{tmp_path}/a+fsdd-ks:{tmp_path}/b+hub:x+superb:ks") == [tmp_path / "a", tmp_path / "b"]

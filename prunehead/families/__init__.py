@@ -17,7 +17,7 @@ from .whisper import WhisperFamily
 FAMILIES: tuple[Family, ...] = (SpeechFamily(), WhisperFamily(), TextFamily())
 SUPPORTED_TYPES: tuple[str, ...] = tuple(t for family in FAMILIES for t in family.model_types)
 
-__all__ = ["FAMILIES", "SUPPORTED_TYPES", "AttentionSite", "Family", "family_of"]
+__all__ = ["FAMILIES", "SUPPORTED_TYPES", "AttentionSite", "Family", "family_for_type", "family_of"]
 
 
 def family_of(model: nn.Module) -> Family:
@@ -26,9 +26,13 @@ def family_of(model: nn.Module) -> Family:
     Raises:
         UnsupportedModelError: no family knows `model.config.model_type`.
     """
+    return family_for_type(getattr(getattr(model, "config", None), "model_type", type(model).__name__))
+
+
+def family_for_type(model_type: str) -> Family:
+    """The family of a `config.model_type` (UnsupportedModelError when none knows it)."""
     for family in FAMILIES:
-        if family.matches(model):
+        if model_type in family.model_types:
             return family
-    model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
     raise UnsupportedModelError(f"model type {model_type!r} is not supported; supported model types: "
                                 f"{', '.join(SUPPORTED_TYPES)}")

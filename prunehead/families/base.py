@@ -133,6 +133,17 @@ class Family:
     def matches(self, model: nn.Module) -> bool:
         return getattr(getattr(model, "config", None), "model_type", None) in self.model_types
 
+    def audio_classifier(self) -> type:
+        """The transformers class that puts a classification head on this family's encoder."""
+        import transformers
+
+        return transformers.AutoModelForAudioClassification
+
+    def freeze_front_end_(self, model: nn.Module) -> None:
+        """Stop gradients into the convolutional front end (fine-tuning's `freeze_feature_encoder`)."""
+        if hasattr(model, "freeze_feature_encoder"):
+            model.freeze_feature_encoder()
+
     def num_heads(self, config: Any) -> int:
         return config.num_attention_heads
 

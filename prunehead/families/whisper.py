@@ -39,6 +39,16 @@ class WhisperFamily(Family):
             raise InputError(f"{type(model).__name__} has no Whisper encoder")
         return encoder
 
+    def audio_classifier(self) -> type:
+        from transformers import WhisperForAudioClassification
+
+        return WhisperForAudioClassification
+
+    def freeze_front_end_(self, model: nn.Module) -> None:
+        encoder = self.encoder(model)
+        for module in (encoder.conv1, encoder.conv2):
+            module.requires_grad_(False)
+
     def sites(self, model: nn.Module) -> list[AttentionSite]:
         return [make_site(i, layer, "self_attn", self.projections, layer.self_attn, "out_proj")
                 for i, layer in enumerate(self.layers(model))]

@@ -83,8 +83,41 @@ def fingerprint(**items: Any) -> str:
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of a model's state dict: every tensor's name, dtype, shape and bytes (weights and buffers).
+
+    Cost: one pass over the weights (about 0.3 s for 40 M parameters on a CPU).
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        if tensor.device.type != "meta":
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def data_fingerprint(paths: list[str] | tuple[str, ...]) -> str:
+    """SHA-256 over the samples' names and contents (files are read; other names, e.g. hub rows, count as names)."""
+    digest = hashlib.sha256()
+    for name in paths:
+        digest.update(f"{name};".encode())
+        path = Path(name)
+        if path.is_file():
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def run_key(model: nn.Module, paths: list[str] | tuple[str, ...], **options: Any) -> str:
+    """The checkpoint key of a score run: the model's weights, the samples' contents and every option."""
+    return fingerprint(weights=model_fingerprint(model), data=data_fingerprint(paths), **options)
+
+
 class Checkpoint:
-    """Per-batch results of one rank, saved atomically after every batch."""
+    """Per-batch results of one rank, saved atomically after every batch.
+
+    The file holds tensors and plain data only (read with `weights_only=True`) and is written through an
+    exclusively created temp file beside it. `key` (see `run_key`) must match for a resume.
+    """
 
     def __init__(self, path: str | Path, key: str, rank: int = 0, world_size: int = 1):
         path = Path(path)
@@ -92,25 +125,43 @@ class Checkpoint:
         self.key = key
         self.done: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    @staticmethod
+    def files(path: str | Path) -> list[Path]:
+        """Every checkpoint file of the run checkpointed at `path` (any rank, any world size)."""
+        import glob
+
+        path = Path(path)
+        return sorted(p for p in [path, *path.parent.glob(f"{glob.escape(path.name)}.rank*-of-*")]
+                      if p.exists() or p.is_symlink())
+
     def load(self) -> int:
         """Read the finished batches; InputError when the checkpoint belongs to a different run."""
         if not self.path.exists():
             return 0
-        data = torch.load(self.path, weights_only=True)
-        if data.get("format") != CHECKPOINT_FORMAT or data.get("key") != self.key:
+        try:
+            data = torch.load(self.path, weights_only=True)
+        except Exception as err:  # truncated, foreign, or holding objects other than tensors
+            raise InputError(f"{self.path} is not a score checkpoint ({type(err).__name__}); delete it to "
+                             "start over") from None
+        if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT or data.get("key") != self.key:
             raise InputError(f"{self.path} was written by a run with other parameters, data or model; "
                              "re-run with the same options, or delete it to start over")
         self.done = {int(k): (v["ids"], v["results"]) for k, v in data["batches"].items()}
         return len(self.done)
 
     def add(self, index: int, ids: torch.Tensor, results: torch.Tensor) -> None:
+        from ..outputs import exclusive_temp
+
         self.done[index] = (ids, results)
         data = {"format": CHECKPOINT_FORMAT, "key": self.key,
                 "batches": {str(k): {"ids": i, "results": r} for k, (i, r) in self.done.items()}}
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(data, tmp)
-        os.replace(tmp, self.path)
+        tmp = exclusive_temp(self.path.parent, self.path.name)
+        try:
+            torch.save(data, tmp)
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -1,0 +1,95 @@
+"""Batches out: the feature extractor a model implies, collation of padded model inputs and labels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .audio import DEFAULT_RATE
+
+
+def default_feature_extractor(config: Any) -> Any:
+    """The feature extractor a model config implies (used when a model directory ships none)."""
+    import transformers as tf
+
+    if config.model_type == "whisper":
+        return tf.WhisperFeatureExtractor(feature_size=config.num_mel_bins,
+                                          chunk_length=config.max_source_positions // 50)
+    if config.model_type in ("wav2vec2", "hubert", "data2vec-audio", "wavlm", "unispeech", "unispeech-sat"):
+        return tf.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=DEFAULT_RATE, padding_value=0.0,
+                                           do_normalize=True,
+                                           return_attention_mask=getattr(config, "feat_extract_norm", "layer") == "layer")
+    raise InputError(f"no default feature extractor for model type {config.model_type!r}; "
+                     "save the model's feature extractor beside it")
+
+
+def split_processor(obj: Any) -> tuple[Any, Any]:
+    """(feature_extractor, tokenizer) from a processor, a feature extractor, a tokenizer, a model or a pair."""
+    import transformers as tf
+
+    if isinstance(obj, tuple):
+        return obj
+    if isinstance(obj, tf.PreTrainedModel):
+        return default_feature_extractor(obj.config), None
+    if isinstance(obj, tf.PreTrainedTokenizerBase):
+        return None, obj
+    if hasattr(obj, "feature_extractor"):
+        return obj.feature_extractor, getattr(obj, "tokenizer", None)
+    return obj, None
+
+
+def _order(dataset: datasets.Dataset, batch_size: int, shuffle: bool, seed: int, equal_length: bool) -> list[list[int]]:
+    n = len(dataset)
+    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+    if not equal_length:
+        return [order[i:i + batch_size].tolist() for i in range(0, n, batch_size)]
+    lengths = dataset["length"]
+    buckets: dict[int, list[int]] = {}
+    for i in order:
+        buckets.setdefault(int(lengths[i]), []).append(int(i))
+    return [b[i:i + batch_size] for b in buckets.values() for i in range(0, len(b), batch_size)]
+
+
+def _text_labels(tokenizer: Any, texts: list[str]) -> torch.Tensor:
+    if tokenizer is None:
+        raise InputError("ASR batches need the model's tokenizer; pass a processor with a tokenizer")
+    enc = tokenizer(texts, padding=True, return_tensors="pt", return_attention_mask=True)
+    return enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)  # (B, T_max)
+
+
+def collate(rows: dict[str, Any], feature_extractor: Any, tokenizer: Any = None) -> dict[str, torch.Tensor]:
+    """One batch from a slice of a dataset: model inputs (+ attention_mask if the extractor makes one), labels."""
+    import transformers as tf
+
+    waves = list(rows["audio"])
+    padding = {} if isinstance(feature_extractor, tf.WhisperFeatureExtractor) else {"padding": "longest"}
+    feats = feature_extractor(waves, sampling_rate=feature_extractor.sampling_rate, return_tensors="pt", **padding)
+    batch = {k: v for k, v in feats.items() if isinstance(v, torch.Tensor)}
+    if "label" in rows:
+        batch["labels"] = torch.as_tensor(np.asarray(rows["label"]), dtype=torch.long)  # (B,)
+    elif "text" in rows:
+        batch["labels"] = _text_labels(tokenizer, [str(t) for t in rows["text"]])
+    return batch
+
+
+def make_batches(dataset: datasets.Dataset, model_or_processor: Any, batch_size: int, shuffle: bool = False,
+                 seed: int = 0, equal_length: bool = False, tokenizer: Any = None) -> Iterator[dict[str, torch.Tensor]]:
+    """Yield padded batches (`dict[str, Tensor]`) over `dataset`.
+
+    Args:
+        model_or_processor: a processor, feature extractor, (feature_extractor, tokenizer) pair, or a model
+            (its default feature extractor is used).
+        shuffle, seed: a seeded permutation of the rows.
+        equal_length: only rows of identical length share a batch (no padding at all).
+        tokenizer: overrides the processor's tokenizer for ASR labels.
+    """
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, not {batch_size}")
+    fe, tok = split_processor(model_or_processor)
+    for idx in _order(dataset, batch_size, shuffle, seed, equal_length):
+        yield collate(dataset[idx], fe, tokenizer or tok)
