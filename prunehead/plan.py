@@ -296,13 +296,13 @@ def load_scores(path: str | Path, expect: tuple[int, int] | None = None,
     if found != _check_units(units):
         flag = "--ffn-scores" if found == "ffn" else "--scores"
         raise InputError(f"{path} scores {found}, not {units}; pass it to {flag} or score with --units {units}")
-    noun, width = ("heads", "num_heads") if units == "heads" else ("FFN neurons", "intermediate_size")
+    noun, width, letter = ("heads", "num_heads", "H") if units == "heads" else ("FFN neurons", "intermediate_size", "I")
     if _has_bool(data["scores"]):
         raise InputError(f"{path}: \"scores\" holds true/false; scores must be numbers")
     try:
         scores = torch.tensor(data["scores"], dtype=torch.float64)
     except (TypeError, ValueError):
-        raise InputError(f"{path}: \"scores\" must be a list of L lists of numbers") from None
+        raise InputError(f"{path}: \"scores\" must be a list of L lists of {letter} numbers") from None
     L, W = validate_scores(scores)
     size = (data.get("num_layers"), data.get(width))
     if any(type(n) is not int for n in size) or (L, W) != size:
