@@ -74,6 +74,24 @@ def test_each_family_finds_its_feed_forward_projections(arch):
         assert site.intermediate_size == intermediate.out_features == output.in_features == I
 
 
+def test_the_default_contract_finds_a_new_familys_feed_forward_blocks():
+    """A family that only says where its encoder is (here WavLM) gets `ffn_sites` from the base class."""
+    from transformers import WavLMConfig, WavLMForSequenceClassification
+
+    from prunehead.families.base import Family
+
+    class Bare(Family):
+        def encoder(self, model):
+            return model.wavlm.encoder
+
+    model = WavLMForSequenceClassification(WavLMConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                                       intermediate_size=48, conv_dim=(32,) * 7))
+    sites = Bare().ffn_sites(model)
+    assert [s.intermediate for s in sites] == [l.feed_forward.intermediate_dense for l in model.wavlm.encoder.layers]
+    assert [s.output for s in sites] == [l.feed_forward.output_dense for l in model.wavlm.encoder.layers]
+    assert {s.intermediate_size for s in sites} == {48}
+
+
 @pytest.mark.parametrize("arch", FAMILIES)
 def test_pruned_heads_and_neurons_equal_the_gated_dense_model(arch):
     dense = jittered(arch)
