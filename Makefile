@@ -1,24 +1,63 @@
 # The two set-up commands of the README: `make demo` and `make test`. .ci/run calls `make test`.
+#
+# Everything Python goes into a project virtualenv, .venv/ (git-ignored), made from $(PY): works with any
+# Python 3.10+, Debian's externally-managed one included. Root (or sudo) is needed only for apt, and only
+# when a system tool is missing. torch is the CPU wheel from PyTorch's CPU index; where that index cannot
+# be reached (an offline mirror of PyPI only), pip's configured index is used instead.
 PY ?= python3
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+TORCH ?= 2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+APT_PACKAGES := espeak-ng flite ffmpeg sox
+TOOLS := espeak-ng flite ffmpeg sox
+DEMO_ARGS ?=
+PIP := $(VPY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test test-slow bench
+.PHONY: install system venv demo test test-slow bench clean-venv
 
-install:
-	@command -v espeak-ng >/dev/null && command -v flite >/dev/null && command -v ffmpeg >/dev/null || \
-		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq espeak-ng flite ffmpeg sox >/dev/null)
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test]"
+install: system $(VENV)/.installed
 
+# System tools (apt): only when one is missing; as root, else with sudo, else print the command to run.
+system:
+	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	venv_ok=1; $(PY) -c "import ensurepip, venv" >/dev/null 2>&1 || [ -x $(VPY) ] || venv_ok=0; \
+	pkgs="$(APT_PACKAGES)"; [ $$venv_ok = 1 ] || pkgs="$$pkgs python3-venv"; \
+	if [ -z "$$missing" ] && [ $$venv_ok = 1 ]; then exit 0; fi; \
+	echo "missing:$$missing$$( [ $$venv_ok = 1 ] || echo ' python3-venv (ensurepip)')"; \
+	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$pkgs >/dev/null; \
+	elif command -v sudo >/dev/null 2>&1; then echo "installing with sudo (apt needs root):"; \
+		sudo apt-get update -qq && sudo apt-get install -y -qq $$pkgs >/dev/null; \
+	else echo "apt needs root and there is no sudo; as root run:  apt-get install -y $$pkgs  then make again"; \
+		exit 1; fi
+
+$(VPY): | system
+	$(PY) -m venv $(VENV)
+
+# The CPU torch wheel first (PyTorch's CPU index; pip's configured index if that fails), then the package.
+$(VENV)/.installed: pyproject.toml | $(VPY)
+	@$(VPY) -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$(TORCH)')" 2>/dev/null || \
+		$(PIP) --retries 1 --timeout 20 "torch==$(TORCH)" --index-url $(TORCH_INDEX) 2>/dev/null || \
+		(echo "no torch==$(TORCH) from $(TORCH_INDEX): trying pip's configured index"; \
+		 $(PIP) "torch==$(TORCH)")
+	$(PIP) -e ".[test]"
+	@touch $@
+
+venv: $(VENV)/.installed
+
+# A fresh run each time: `prunehead demo` replaces its own earlier prunehead-demo/ (DEMO_ARGS: more options).
 demo: install
-	prunehead demo
+	$(VENV)/bin/prunehead demo $(DEMO_ARGS)
 
 test: install
-	$(PY) -m pytest
+	$(VPY) -m pytest
 
 test-slow: install
-	$(PY) -m pytest -m slow
+	$(VPY) -m pytest -m slow
 
 bench: install
-	$(PY) bench/bench_hib.py
-	$(PY) bench/bench_onnx.py
+	$(VPY) bench/bench_hib.py
+	$(VPY) bench/bench_onnx.py
+
+clean-venv:
+	rm -rf $(VENV)

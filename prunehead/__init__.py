@@ -15,7 +15,7 @@ __version__ = "0.2.0"
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     # application layer: one function per command
-    "evaluate": "api", "score": "api", "prune": "api", "sweep": "api", "finetune": "api",
+    "evaluate": "api", "score": "api", "prune": "api", "sweep": "api", "finetune": "api", "export_onnx": "api",
     "build_scorer": "api", "ScoreResult": "api", "PruneResult": "api",
     "open_workspace": "workspace", "Workspace": "workspace",
     "max_drop_plan": "budget", "choose_scorer": "budget",

@@ -33,7 +33,7 @@ from .pruning import change_report, recover
 from .scorers import get_scorer
 from .scorers.base import Scorer, to_device
 from .scorers.hib import value_statistics
-from .scorers.parallel import run
+from .scorers.parallel import model_fingerprint, run, run_key
 from .scorers.registry import option_names
 from .train import TrainConfig, pick_device
 from .workspace import ModelLike, Workspace, open_workspace
@@ -70,6 +70,7 @@ class ScoreResult:
     world_size: int = 1
     device: str = "cpu"
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # model, data, split, seed, ...
+    model_fingerprint: str | None = None  # of the scored weights: prune / sweep warn when it differs
     units: str = "heads"  # or "ffn": an (L, I) matrix of feed-forward neurons
 
     def save(self, path: str | Path) -> None:
@@ -83,7 +84,8 @@ class ScoreResult:
                  "world_size": self.world_size, "device": self.device,
                  "versions": {"prunehead": __version__, "torch": torch.__version__,
                               "transformers": transformers.__version__, "python": platform.python_version()}}
-        save_scores(path, self.scores, self.scorer, str(self.settings.get("model", "")), units=self.units, **extra)
+        save_scores(path, self.scores, self.scorer, str(self.settings.get("model", "")),
+                    model_fingerprint=self.model_fingerprint, units=self.units, **extra)
 
 
 def build_scorer(name: str, options: Mapping[str, Any] | None = None, *, task: str | None = None,
@@ -133,12 +135,15 @@ def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "
         reference = ws.draw(reference_samples, seed, batch_size).batches
         where = next(ws.model.parameters()).device
         method.stats = value_statistics(ws.model, [to_device(b, where) for b in reference], method.min_std)
+    if checkpoint is not None:  # resume only into the same weights, audio and options
+        key = run_key(ws.model, drawn.paths, options=key)
     outcome = run(method, ws.model, drawn.batches, ws.task.objective, checkpoint=checkpoint, key=key, resume=resume,
                   progress=progress)
     settings = {"model": ws.source or type(ws.model).__name__, "data": data,
                 "split": split, "seed": seed, "batch_size": batch_size, "reference_samples": reference_samples}
     return ScoreResult(outcome.scores, scorer, method.params(), ws.task.name, drawn.paths, outcome.spread,
-                       outcome.world_size, next(ws.model.parameters()).device.type, settings)
+                       outcome.world_size, next(ws.model.parameters()).device.type, settings,
+                       model_fingerprint(ws.model))
 
 
 def _score_ffn(model: ModelLike | Workspace, data: str | None, scorer: str, split: str, samples: int, seed: int,
@@ -157,7 +162,8 @@ def _score_ffn(model: ModelLike | Workspace, data: str | None, scorer: str, spli
     settings = {"model": ws.source or type(ws.model).__name__, "data": data, "split": split, "seed": seed,
                 "batch_size": batch_size}
     return ScoreResult(matrix, scorer, {"normalize_layers": True}, ws.task.name, drawn.paths if drawn else [],
-                       device=next(ws.model.parameters()).device.type, settings=settings, units="ffn")
+                       device=next(ws.model.parameters()).device.type, settings=settings,
+                       model_fingerprint=model_fingerprint(ws.model), units="ffn")
 
 
 # --------------------------------------------------------------------------------------------------- prune
@@ -250,7 +256,7 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
     target = Target(ratio, heads, resolve_scope(ratio, heads, scope), min_heads_per_layer)
     target.check(surgery.plan_of(net))
     report["scope"] = target.scope
-    matrix = _scores(scores, adapter) if scores is not None else None
+    matrix = _scores(scores, net) if scores is not None else None
     if scorer is not None:
         ws = _workspace(net, data, score_split, task, device, clip_seconds, source=spec)
         drawn = ws.draw(samples, seed, 8)
@@ -346,7 +352,7 @@ def _prune_by_measurement(net: nn.Module, spec: str | None, report: dict[str, An
                        _workspace(net, data, score_split, task, device, clip_seconds, source=spec),
                        scorer=scorer, samples=samples, seed=seed, progress=progress, **dict(options or {})).scores
     else:
-        matrix = _scores(scores, head_adapter(net))
+        matrix = _scores(scores, net)
     if max_drop is not None:
         search = max_drop_plan(net, matrix, selection.evaluate, max_drop, scope=scope, min_heads_per_layer=min_heads,
                                progress=say)
@@ -482,13 +488,16 @@ def check_counts(**counts: int) -> None:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
-def _scores(scores: ScoresLike, adapter: Any) -> torch.Tensor:
+def _scores(scores: ScoresLike, net: nn.Module) -> torch.Tensor:
+    """A score matrix for `net`: a tensor as it is, a file checked for shape (and warned about when it was
+    made on other weights)."""
+    adapter = head_adapter(net)
     expect = (adapter.num_layers, adapter.num_heads)
     if isinstance(scores, torch.Tensor):
         if tuple(scores.shape) != expect:
             raise InputError(f"scores are {tuple(scores.shape)} but the model has {expect[0]} x {expect[1]} heads")
         return scores
-    return load_scores(scores, expect=expect)
+    return load_scores(scores, expect=expect, model_fingerprint=model_fingerprint(net))
 
 
 def _workspace(model: ModelLike, data: str | None, split: str, task: str | None, device: Any,
@@ -512,7 +521,7 @@ def sweep(model: ModelLike, data: str, scores: Mapping[str, ScoresLike] | Sequen
     ws = open_workspace(model, data, split, task=task, device=device, batch_size=batch_size,
                         clip_seconds=clip_seconds)
     adapter = head_adapter(ws.model)
-    sets = _score_sets(scores, adapter)
+    sets = _score_sets(scores, ws.model)
     points = parse_ratios(ratios) if isinstance(ratios, str) else list(ratios) if ratios is not None else None
     per_layer_heads = scope == "per_layer" and points is None
     result = run_sweep(ws.model, ws.evaluate, sets, metric=metric, scope=resolve_scope(None, None, scope),
@@ -526,13 +535,13 @@ def sweep(model: ModelLike, data: str, scores: Mapping[str, ScoresLike] | Sequen
     return result
 
 
-def _score_sets(scores: Mapping[str, ScoresLike] | Sequence[str | Path], adapter: Any) -> dict[str, torch.Tensor]:
+def _score_sets(scores: Mapping[str, ScoresLike] | Sequence[str | Path], net: nn.Module) -> dict[str, torch.Tensor]:
     if isinstance(scores, Mapping):
-        return {name: _scores(s, adapter) for name, s in scores.items()}
+        return {name: _scores(s, net) for name, s in scores.items()}
     sets: dict[str, torch.Tensor] = {}
     for file in scores:
         name = str(read_json(file).get("scorer", Path(file).stem))
-        sets[name if name not in sets else f"{name}:{Path(file).stem}"] = _scores(file, adapter)
+        sets[name if name not in sets else f"{name}:{Path(file).stem}"] = _scores(file, net)
     return sets
 
 
@@ -556,3 +565,28 @@ def finetune(model: ModelLike, data: str, out: str | Path, config: TrainConfig |
                          progress=progress, eval_data=eval_data)
     return train(str(model), data, out, cfg, task=task, resume=resume, device=device, on_error=on_error,
                  progress=progress, eval_data=eval_data)
+
+
+# -------------------------------------------------------------------------------------------------- export
+
+def export_onnx(model: ModelLike, out: str | Path, *, opset: int | None = None, optimize: bool = False,
+                quantize: str | None = None, check: bool = True, atol: float = 1e-4, data: str | None = None,
+                split: str = "test", baseline: ModelLike | None = None, repeats: int = 20,
+                overwrite: bool = False) -> dict[str, Any]:
+    """Export `model` to the ONNX folder `out` (model.onnx [+ optimized / int8], config.json, the
+    preprocessing files, export.json), checked against PyTorch and timed beside the unpruned model.
+
+    Returns the export summary (export.json). Cost: two exports, a few checking forwards, and
+    (3 + repeats) ONNX Runtime runs per model, batch size and length.
+    """
+    from .export.pipeline import ExportOptions, export_model
+
+    options = ExportOptions(opset=opset, optimize=optimize, quantize=quantize, check=check, atol=atol,
+                            repeats=repeats)
+    options.validate()
+    spec = str(model) if isinstance(model, (str, Path)) else None
+    loaded = surgery.load(spec) if spec is not None else model
+    base_spec = str(baseline) if isinstance(baseline, (str, Path)) else None
+    reference = surgery.load(base_spec) if base_spec is not None else baseline
+    return export_model(loaded, out, options, baseline=reference, data=data, split=split, source=spec,
+                        baseline_source=base_spec, overwrite=overwrite)

@@ -54,14 +54,17 @@ ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
                            "intermediate_size": 64, "max_position_embeddings": 64,
                            "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}),
     "whisper-encoder-tiny": ("whisper", _whisper_encoder(width=32, layers=2)),
+    "wavlm-tiny": ("wavlm", {**_SMALL_CONV, **_TINY_ENCODER, **_NO_AUG, "feat_extract_norm": "layer"}),
 }
 
 _CONFIGS = {"wav2vec2": tf.Wav2Vec2Config, "hubert": tf.HubertConfig, "data2vec-audio": tf.Data2VecAudioConfig,
-            "bert": tf.BertConfig, "whisper": tf.WhisperConfig}
+            "bert": tf.BertConfig, "whisper": tf.WhisperConfig, "wavlm": tf.WavLMConfig}
 _CLASSIFIERS = {"wav2vec2": tf.Wav2Vec2ForSequenceClassification, "hubert": tf.HubertForSequenceClassification,
                 "data2vec-audio": tf.Data2VecAudioForSequenceClassification,
-                "bert": tf.BertForSequenceClassification, "whisper": tf.WhisperForAudioClassification}
-_CTC = {"wav2vec2": tf.Wav2Vec2ForCTC, "hubert": tf.HubertForCTC, "data2vec-audio": tf.Data2VecAudioForCTC}
+                "bert": tf.BertForSequenceClassification, "whisper": tf.WhisperForAudioClassification,
+                "wavlm": tf.WavLMForSequenceClassification}
+_CTC = {"wav2vec2": tf.Wav2Vec2ForCTC, "hubert": tf.HubertForCTC, "data2vec-audio": tf.Data2VecAudioForCTC,
+        "wavlm": tf.WavLMForCTC}
 
 
 def build_config(arch: str, **overrides: Any) -> tf.PretrainedConfig:

@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors as one line (exit 2), Ctrl-C anywhere as `interrupted` (exit 130)."""
     click = sys.modules[typer.BadParameter.__module__]  # click's exceptions (typer may vendor click)
     try:
+        from .outputs import install_sigterm_handler
+
+        install_sigterm_handler()  # SIGTERM runs the `finally` blocks that remove temporary outputs
         command = typer.main.get_command(app)
         code = command.main(args=argv, prog_name="prunehead", standalone_mode=False)
     except click.NoArgsIsHelpError as err:

@@ -106,16 +106,23 @@ def _float_mask(mask: torch.Tensor | None, dtype: torch.dtype, kv_len: int) -> t
 
 def prunehead_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                         attention_mask: torch.Tensor | None, scaling: float | None = None,
-                        dropout: float = 0.0, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The registered attention function. Shapes: q/k/v (B, H, L, d); returns ((B, L, H, d), probs)."""
+                        dropout: float = 0.0, position_bias: torch.Tensor | None = None,
+                        **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The registered attention function. Shapes: q/k/v (B, H, L, d); returns ((B, L, H, d), probs).
+
+    `position_bias` (B, H, Lq, Lk), e.g. WavLM's gated relative bias, is added to the scores like the
+    padding mask, but recorders and replacements see only the padding mask (HIB's A_r replaces the scores).
+    """
     ctl, layer = _SITES.get(module, (None, -1))
     if ctl is None or not ctl.active_for(layer):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
-                                      scaling=scaling, **kwargs)
+                                      scaling=scaling, position_bias=position_bias, **kwargs)
     B, H, Lq, d = query.shape
     scaling = d**-0.5 if scaling is None else scaling
     mask = _float_mask(attention_mask, query.dtype, key.shape[-2])
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, Lq, Lk)
+    if position_bias is not None:
+        scores = scores + position_bias
     if mask is not None:
         scores = scores + mask
     probs = nn.functional.softmax(scores, dim=-1)

@@ -1,19 +1,56 @@
 """Parameter and MAC counts of a model on given inputs.
 
-MACs are counted from one forward pass: every `nn.Linear` and `nn.Conv1d` by its output size, plus the
-attention core of each controlled layer (Q K^T and P V: 2 * B * H_l * Lq * Lk * d), which module-level
-counters such as torch-pruning's miss. Norms, activations and softmax are not counted.
+MACs come from PyTorch's `torch.utils.flop_counter.FlopCounterMode` (MACs = FLOPs / 2) over one forward
+pass, so they count what actually runs: every matmul and convolution, wav2vec2 / HuBERT's positional
+convolution included (a module-hook counter that matches `type(m) is nn.Conv1d` misses it: weight norm
+makes it a parametrized subclass), and the attention core (Q K^T and P V) whether it runs as eager
+matmuls or as a fused SDPA kernel. Norms, activations and softmax are not counted. Categories: "conv"
+(convolutions), "linear" (2-D matmuls: projections, feed-forward, heads), "attention" (batched matmuls and
+SDPA kernels).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from .control import controlled
 from .heads import head_adapter
+
+aten = torch.ops.aten
+_KIND = {aten.convolution: "conv", aten._convolution: "conv", aten.mm: "linear", aten.addmm: "linear",
+         aten.bmm: "attention", aten.baddbmm: "attention"}
+
+
+def _cpu_sdpa_flop(query_shape: torch.Size, key_shape: torch.Size, value_shape: torch.Size, *args: Any,
+                   out_shape: Any = None, **kwargs: Any) -> int:
+    """FLOPs of the CPU flash-attention kernel, which PyTorch's counter does not register (same as SDPA's)."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_CUSTOM = {aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop}
+
+
+@contextlib.contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """No parameter requires grad inside the block (restored after).
+
+    Under no_grad a bias-only block's `bias.expand(...)` is still a requires-grad view without a grad_fn,
+    which the counter's module tracker cannot hook.
+    """
+    flags = {p: p.requires_grad for p in model.parameters()}
+    try:
+        for param in flags:
+            param.requires_grad_(False)
+        yield
+    finally:
+        for param, flag in flags.items():
+            param.requires_grad_(flag)
 
 
 def count_params(model: nn.Module) -> int:
@@ -21,37 +58,19 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _linear_macs(module: nn.Linear, inputs: tuple, output: torch.Tensor) -> int:
-    return output.numel() * module.in_features
-
-
-def _conv_macs(module: nn.Conv1d, inputs: tuple, output: torch.Tensor) -> int:
-    return output.numel() * (module.in_channels // module.groups) * module.kernel_size[0]
-
-
 def count_macs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, int]:
-    """MACs of one forward on `inputs`: {"total", "linear", "conv", "attention"}."""
-    counts = {"linear": 0, "conv": 0, "attention": 0}
-    kinds = {nn.Linear: ("linear", _linear_macs), nn.Conv1d: ("conv", _conv_macs)}
+    """MACs of one forward on `inputs`: {"total", "linear", "conv", "attention"} (FlopCounterMode FLOPs / 2).
 
-    def hook(kind: str, fn: Any):
-        def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            counts[kind] += fn(module, args, output)
-        return record
-
-    handles = [m.register_forward_hook(hook(*kinds[type(m)])) for m in model.modules() if type(m) in kinds]
-    adapter = head_adapter(model)
-    d = adapter.head_dim
-    attention_core = {l: (lambda probs, mask: 2 * probs.numel() * d) for l in range(adapter.num_layers)}
-    try:
-        with torch.no_grad(), controlled(model) as ctl, ctl.recording(attention_core) as store:
-            model(**inputs)
-            counts["attention"] = sum(store.values())
-    finally:
-        for handle in handles:
-            handle.remove()
-    counts["total"] = sum(counts.values())
-    return counts
+    Cost: one forward pass (no gradients).
+    """
+    head_adapter(model)  # fail early on unsupported architectures
+    counter = FlopCounterMode(display=False, custom_mapping=_CUSTOM)
+    with torch.no_grad(), _frozen(model), counter:
+        model(**inputs)
+    counts: Counter[str] = Counter({"linear": 0, "conv": 0, "attention": 0})
+    for op, flops in counter.get_flop_counts()["Global"].items():
+        counts[_KIND.get(op, "attention")] += flops // 2  # the rest: SDPA kernels
+    return {**counts, "total": sum(counts.values())}
 
 
 def example_inputs(model: nn.Module, seconds: float = 1.0, batch: int = 1,

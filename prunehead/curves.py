@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import bar as progress_bar
 
 from .control import controlled
 from .errors import InputError
@@ -94,7 +94,7 @@ def run_sweep(model: nn.Module, evaluate: Evaluate, score_sets: dict[str, torch.
                                            generator=torch.Generator().manual_seed(s)) for s in random_seeds}
     jobs = {**score_sets, **random}
     steps = len(jobs) * (len(heads) if heads is not None else len(ratios))
-    bar = tqdm(total=steps + 1, desc="sweep", disable=not progress)
+    bar = progress_bar(total=steps + 1, desc="sweep", enable=progress)
     unpruned = evaluate_plan(model, plan_of(model), evaluate)  # same (gated) code path as every point
     if metric not in unpruned:
         raise InputError(f"metric {metric!r} is not among {sorted(unpruned)}")

@@ -1,14 +1,72 @@
-"""Pictures and tables of sweep results (matplotlib, Agg backend: no display needed)."""
+"""Pictures and tables: head-score heat maps and sweep results (matplotlib, Agg backend: no display needed)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+SCORE_UNIT = "importance (higher = keep)"
+PRUNED_MARK = "x"  # drawn over every pruned head; the title says what it means
+
+
+def _pruned_cells(pruned: Any) -> list[tuple[int, int]]:
+    """(layer, head) of every pruned head: `pruned` is a PruningPlan, {layer: heads} or a boolean keep mask."""
+    if pruned is None:
+        return []
+    if hasattr(pruned, "pruned_heads"):
+        pruned = pruned.pruned_heads
+    if isinstance(pruned, Mapping):
+        return sorted((int(l), int(h)) for l, heads in pruned.items() for h in heads)
+    keep = np.asarray(pruned, dtype=bool)  # (L, H), True = kept
+    return [(int(l), int(h)) for l, h in zip(*np.nonzero(~keep))]
+
+
+def heatmap(scores: Any, path: str | Path, title: str = "", pruned: Any = None, unit: str = SCORE_UNIT) -> None:
+    """An L x H heat map of head scores (layers down, heads across), written to `path` (PNG).
+
+    The colour bar is labelled with `unit`; heads in `pruned` (a PruningPlan, {layer: heads} or a keep
+    mask) are crossed out in red and counted in the title. Small grids (<= 64 heads) print each value.
+    """
+    fig = heatmap_figure(scores, title, pruned, unit)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def heatmap_figure(scores: Any, title: str = "", pruned: Any = None, unit: str = SCORE_UNIT) -> Any:
+    """The matplotlib Figure `heatmap` saves (close it with `plt.close(fig)`)."""
+    values = np.asarray(scores.detach().cpu() if hasattr(scores, "detach") else scores, dtype=float)  # (L, H)
+    L, H = values.shape
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.5 + 0.5 * H), max(3.0, 1.0 + 0.4 * L)))
+    image = ax.imshow(values, cmap="viridis", aspect="auto")
+    if L * H <= 64:  # small grids: print the values
+        for (l, h), value in np.ndenumerate(values):
+            ax.text(h, l, f"{value:.3g}", ha="center", va="center", fontsize=7, color="white", zorder=2)
+    cells = _pruned_cells(pruned)
+    if cells:
+        ls, hs = zip(*cells)
+        size = min(400.0, 2.4e4 / max(L, H) ** 2)  # about a cell's size
+        ax.scatter(hs, ls, marker=PRUNED_MARK, s=size, c="red", linewidths=1.5, gid="pruned", zorder=1)
+        title = f"{title}\n" if title else ""
+        title += f"{PRUNED_MARK} = pruned ({len(cells)} of {L * H} heads)"
+    _grid_axes(ax, L, H)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax).set_label(unit)
+    fig.tight_layout()
+    return fig
+
+
+def _grid_axes(ax: Any, layers: int, heads: int) -> None:
+    ax.set_xticks(range(heads))
+    ax.set_yticks(range(layers))
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
 
 
 def plot_curves(result: dict[str, Any], path: str | Path, title: str = "") -> None:
@@ -54,24 +112,3 @@ def curve_table(result: dict[str, Any]) -> str:
         lines.append(f"| {point['x']} | {point['heads_removed']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
-
-def heatmap(scores: Any, path: str | Path, title: str) -> None:
-    """An L x H heat map of `scores` (layers down, heads across), written to `path` (PNG)."""
-    import numpy as np
-
-    values = np.asarray(scores, dtype=float)
-    L, H = values.shape
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.5 + 0.5 * H), max(3.0, 1.0 + 0.4 * L)))
-    image = ax.imshow(values, cmap="viridis", aspect="auto")
-    if L * H <= 64:  # small grids: print the values
-        for (l, h), value in np.ndenumerate(values):
-            ax.text(h, l, f"{value:.3g}", ha="center", va="center", fontsize=7, color="white")
-    ax.set_xticks(range(H))
-    ax.set_yticks(range(L))
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer")
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

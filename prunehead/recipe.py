@@ -8,7 +8,7 @@ HIB settings default to the paper's Table 1 for the recipe's task (Appendix C).
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,11 @@ from .data import BUILTIN_SETS
 from .errors import InputError, check_finite
 from .tasks import TASKS
 from .train import TrainConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as the `tomli` package (a dependency there)
+    import tomli as tomllib
 
 VERSION = 2  # 2: [score] `method` -> `scorer`, `lam` -> `noise` (CHANGELOG 0.2.0)
 

@@ -8,19 +8,26 @@ The removed heads are recorded in `config.prunehead_pruned_heads`, so `load()` c
 
 from __future__ import annotations
 
+import copy
+import json
 import shutil
 from pathlib import Path
 
 import torch
 import transformers
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers.utils import cached_file
 
 from .errors import InputError
 from .families.base import BiasOnly, EmptyAttention  # noqa: F401 - re-exported for old imports
 from .ffn import PRUNED_FFN_KEY, ffn_plan_of, ffn_sites, prune_ffn_
 from .heads import PRUNED_HEADS_KEY, head_adapter, pruned_heads_of
 from .plan import PruningPlan
+from .portable import checkpoint_dtype, read_config, read_state_dict, weight_files, write_remote_code
+from .portable.remote import transformers_class
+
+CHECKPOINT_DTYPE_ATTR = "prunehead_checkpoint_dtype"  # set by load(): the dtype of the weights on disk
 
 # Files besides weights and config that a model directory may carry (feature extractor, tokenizer, ...).
 PREPROCESSING_FILES = ("preprocessor_config.json", "processor_config.json", "tokenizer.json",
@@ -58,80 +65,169 @@ def plan_of(model: nn.Module) -> PruningPlan:
 
 
 def save_pretrained(model: nn.Module, out_dir: str | Path, source: str | Path | None = None,
-                    processor: object | None = None) -> None:
-    """Write weights, config (original layout + removed heads), plan.json and preprocessing files."""
+                    processor: object | None = None, dtype: torch.dtype | None = None) -> None:
+    """Write weights, config (original layout + removed heads), plan.json and preprocessing files.
+
+    A pruned model also gets `modeling_prunehead.py` and config.json `auto_map` entries, so that
+    `AutoModelFor<Task>.from_pretrained(out_dir, trust_remote_code=True)` loads it exactly, and plain
+    transformers without remote code refuses it (`prunehead.portable`).
+
+    Args:
+        source: the folder or hub id the model came from: its preprocessing files are copied.
+        dtype: weight dtype on disk; default: the dtype of the checkpoint the model was loaded from (an fp16
+            checkpoint stays fp16), else the model's own.
+    """
     out_dir = Path(out_dir)
-    model.save_pretrained(out_dir)
-    plan_of(model).save(out_dir / "plan.json")
+    target = dtype or checkpoint_dtype_of(model) or _source_dtype(source) or next(model.parameters()).dtype
+    saved = model if next(model.parameters()).dtype == target else copy.deepcopy(model).to(target)
+    saved.save_pretrained(out_dir)
+    plan = plan_of(model)
+    plan.save(out_dir / "plan.json")
+    if plan.num_pruned:
+        _add_placeholders(model, out_dir, target)
+        write_remote_code(model, out_dir)
     if processor is not None:
         processor.save_pretrained(out_dir)
-    if source is not None and Path(source).is_dir():
-        for name in PREPROCESSING_FILES:
-            if (Path(source) / name).exists() and not (out_dir / name).exists():
-                shutil.copy2(Path(source) / name, out_dir / name)
+    if source is not None:
+        copy_preprocessing(str(source), out_dir)
+
+
+def _add_placeholders(model: nn.Module, out_dir: Path, dtype: torch.dtype) -> None:
+    """Store the weights an emptied layer lost as 0-size tensors (transformers 4 did the same).
+
+    A plain transformers class then fails on their size instead of re-initialising the layer at random;
+    `load` and the folder's remote code ignore them.
+    """
+    config = copy.deepcopy(model.config)
+    delattr(config, PRUNED_HEADS_KEY)
+    with torch.device("meta"):
+        full = transformers_class(model)(config)
+    present = set(model.state_dict())
+    placeholders = {key: torch.zeros(0, dtype=dtype) for key in full.state_dict() if key not in present}
+    if not placeholders:
+        return
+    index_path = out_dir / "model.safetensors.index.json"
+    if index_path.exists():  # sharded: one more shard
+        index = json.loads(index_path.read_text())
+        index["weight_map"].update(dict.fromkeys(placeholders, "model-placeholders.safetensors"))
+        save_file(placeholders, out_dir / "model-placeholders.safetensors", metadata={"format": "pt"})
+        index_path.write_text(json.dumps(index, indent=2) + "\n")
+        return
+    weights = out_dir / "model.safetensors"
+    save_file({**load_file(weights), **placeholders}, weights, metadata={"format": "pt"})
+
+
+def copy_preprocessing(source: str, out_dir: Path) -> None:
+    """Copy the feature extractor / tokenizer files of a folder or (cached) hub id that `out_dir` lacks."""
+    for name in PREPROCESSING_FILES:
+        if (out_dir / name).exists():
+            continue
+        found = Path(source) / name if Path(source).is_dir() else None
+        if found is None:
+            try:
+                cached = cached_file(source, name, _raise_exceptions_for_missing_entries=False,
+                                     _raise_exceptions_for_connection_errors=False)
+            except (OSError, ValueError):
+                cached = None
+            found = Path(cached) if cached else None
+        if found is not None and found.exists():
+            shutil.copy2(found, out_dir / name)
+
+
+def checkpoint_dtype_of(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the weights `model` was loaded from by `load` (None if it was built in code)."""
+    return getattr(model, CHECKPOINT_DTYPE_ATTR, None)
+
+
+def _source_dtype(source: str | Path | None) -> torch.dtype | None:
+    if source is None:
+        return None
+    try:
+        return checkpoint_dtype(weight_files(str(source)))
+    except (InputError, OSError, ValueError):
+        return None
 
 
 def _model_class(config: transformers.PretrainedConfig, path: str) -> type:
     names = getattr(config, "architectures", None) or []
-    cls = getattr(transformers, names[0], None) if names else None
+    cls = getattr(transformers, names[0], None) or getattr(transformers, names[0].removeprefix("Pruned"), None) \
+        if names else None
     if cls is None:
         raise InputError(f"{path}: config.json names no known model class (architectures={names}); "
                          "save the model with save_pretrained")
     return cls
 
 
-def _state_dict(path: Path) -> dict[str, torch.Tensor]:
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        raise InputError(f"{path} holds no *.safetensors weights; save the model with prunehead or save_pretrained")
-    state: dict[str, torch.Tensor] = {}
-    for file in files:
-        state.update(load_file(file))
-    return state
+def load_config(path: str | Path) -> transformers.PretrainedConfig:
+    """The config of a model folder or hub id (pruned or not, any layout prunehead reads), no remote code run."""
+    return read_config(str(path))
 
 
 def load(path: str | Path, model_class: type | None = None, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """Load a model directory or hub id, pruned by prunehead or not, in eval mode.
+    """Load a model folder or hub id, pruned or not, in eval mode, through the Hugging Face cache.
+
+    Reads prunehead's folders (with or without remote code), transformers 4 folders with `pruned_heads`
+    and plain checkpoints; `HF_HUB_OFFLINE=1` loads hub ids from the local cache. No remote code is run.
 
     Args:
-        path: a directory written by prunehead / save_pretrained, or a hub id (needs network).
+        path: a folder or a hub id ("org/name").
         model_class: override the class named in config.json (e.g. WhisperForAudioClassification).
-        dtype: parameter dtype (default float32, also for fp16 checkpoints).
+        dtype: parameter dtype (default float32, also for fp16 checkpoints; `save_pretrained` writes the
+            checkpoint's dtype back).
+
+    Raises:
+        InputError: no model there, or weights missing from it (never silently re-initialised).
     """
     path_str = str(path)
-    try:
-        config = transformers.AutoConfig.from_pretrained(path_str)
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot load a model from {path_str!r}: not a model directory or reachable hub id "
-                         f"({str(err).splitlines()[0]})") from None
+    config = read_config(path_str)
     cls = model_class or _model_class(config, path_str)
+    files = weight_files(path_str)
     pruned = getattr(config, PRUNED_HEADS_KEY, None)
     pruned_ffn = getattr(config, PRUNED_FFN_KEY, None)
     if not pruned and not pruned_ffn:
-        model = cls.from_pretrained(path_str, config=config, dtype=dtype)
-        head_adapter(model)  # fail early on unsupported architectures
-        return model.eval()
-    for key in (PRUNED_HEADS_KEY, PRUNED_FFN_KEY):
-        if hasattr(config, key):
-            delattr(config, key)
+        model = _load_plain(cls, path_str, config, dtype)
+    else:
+        for key in (PRUNED_HEADS_KEY, PRUNED_FFN_KEY):
+            if hasattr(config, key):
+                delattr(config, key)
+        model = _load_pruned(cls, path_str, config, pruned or {}, files, dtype, pruned_ffn or {})
+    setattr(model, CHECKPOINT_DTYPE_ATTR, checkpoint_dtype(files))
+    return model.eval()
+
+
+def _load_plain(cls: type, path: str, config: transformers.PretrainedConfig, dtype: torch.dtype) -> nn.Module:
+    model, info = cls.from_pretrained(path, config=config, dtype=dtype, output_loading_info=True)
+    head_adapter(model)  # fail early on unsupported architectures
+    missing = [k for k in info["missing_keys"] if not _is_tied(model, k)]
+    if missing:
+        raise InputError(f"{path}: the checkpoint lacks {len(missing)} weights of {cls.__name__} "
+                         f"({', '.join(sorted(missing)[:4])}{', ...' if len(missing) > 4 else ''}), which would be "
+                         "random; load it with the class it was saved as, or fine-tune it first (prunehead finetune)")
+    return model
+
+
+def _load_pruned(cls: type, path: str, config: transformers.PretrainedConfig, pruned: dict, files: list[str],
+                 dtype: torch.dtype, pruned_ffn: dict | None = None) -> nn.Module:
     model = cls(config).to(dtype)
     adapter = head_adapter(model)
     prune_(model, PruningPlan.from_json({"format": "prunehead.plan", "num_layers": adapter.num_layers,
-                                         "num_heads": adapter.num_heads, "pruned_heads": pruned or {}}, path_str))
+                                         "num_heads": adapter.num_heads, "pruned_heads": pruned}, path))
     if pruned_ffn:  # per-layer FFN widths, after the heads
-        size = ffn_sites(model)[0].intermediate_size
         prune_ffn_(model, PruningPlan.from_json({"format": "prunehead.plan", "num_layers": adapter.num_layers,
-                                                 "num_heads": adapter.num_heads, "intermediate_size": size,
-                                                 "pruned_ffn": pruned_ffn}, path_str))
-    missing, unexpected = model.load_state_dict(_state_dict(Path(path_str)), strict=False)
+                                                 "num_heads": adapter.num_heads, "pruned_ffn": pruned_ffn,
+                                                 "intermediate_size": ffn_sites(model)[0].intermediate_size}, path))
+    state = {k: v for k, v in read_state_dict(files).items() if v.numel() or k in model.state_dict()}
+    missing, unexpected = model.load_state_dict(state, strict=False)  # (transformers 4 kept 0-size q/k/v)
     model.tie_weights()
-    if (Path(path_str) / "generation_config.json").exists():
-        model.generation_config = transformers.GenerationConfig.from_pretrained(path_str)
+    generation = cached_file(path, "generation_config.json", _raise_exceptions_for_missing_entries=False,
+                             _raise_exceptions_for_connection_errors=False)
+    if generation:
+        model.generation_config = transformers.GenerationConfig.from_pretrained(path)
     untied = [k for k in missing if not _is_tied(model, k)]
     if unexpected or untied:
-        raise InputError(f"{path_str}: weights do not match the pruned layout (missing {untied[:3]}, "
+        raise InputError(f"{path}: weights do not match the pruned layout (missing {untied[:3]}, "
                          f"unexpected {unexpected[:3]}); re-save the model with prunehead")
-    return model.eval()
+    return model
 
 
 def _is_tied(model: nn.Module, key: str) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import bar
 
 from .errors import InputError
 from .metrics import load_metric, normalize_text
@@ -53,7 +53,7 @@ class Task:
         model.eval()
         device = model_device(model)
         preds, refs, losses = [], [], []
-        for batch in tqdm(batches, desc=f"eval {self.name}", disable=not progress, leave=False):
+        for batch in bar(batches, desc=f"eval {self.name}", enable=progress, leave=False):
             batch = to_device(batch, device)
             outputs = model(**self.model_inputs(batch))
             losses += self.objective(outputs, batch).tolist()
@@ -170,7 +170,7 @@ class ASRTask(Task):
             self.model = model
         device = model_device(model)
         hyps, refs, losses = [], [], []
-        for batch in tqdm(batches, desc="eval asr", disable=not progress, leave=False):
+        for batch in bar(batches, desc="eval asr", enable=progress, leave=False):
             batch = to_device(batch, device)
             outputs = model(**self.model_inputs(batch))
             losses += self.objective(outputs, batch).tolist()

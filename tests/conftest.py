@@ -15,7 +15,7 @@ from prunehead.architectures import build_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
-FAMILIES = ["wav2vec2-tiny", "hubert-tiny", "data2vec-audio-tiny", "whisper-encoder-tiny", "bert-tiny"]
+FAMILIES = ["wav2vec2-tiny", "hubert-tiny", "data2vec-audio-tiny", "wavlm-tiny", "whisper-encoder-tiny", "bert-tiny"]
 
 
 def inputs_for(arch: str, batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:

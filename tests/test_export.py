@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from prunehead.cli import app
 from prunehead.cost import count_params
 from prunehead.errors import UnsupportedModelError
 from prunehead.export import pipeline
+from prunehead.export.folder import write_model_files
 from prunehead.export.latency import ort_session
 from prunehead.export.onnx import ExportCheckError, export_onnx, onnx_param_count, signature
 from prunehead.export.pipeline import ExportOptions, export_model, randomize_weights_
@@ -145,7 +149,7 @@ def test_failed_check_writes_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline, "export_onnx", export_then_drift)
     with pytest.raises(ExportCheckError, match="nothing was written"):
-        export_model(model, tmp_path / "out" / "model.onnx", ExportOptions(repeats=1))
+        export_model(model, tmp_path / "out", ExportOptions(repeats=1))
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -157,24 +161,32 @@ def saved_whisper(tmp_path_factory) -> Path:
 
 
 def test_cli_exports_checks_and_times_against_the_unpruned_model(tmp_path, saved_whisper):
-    out = tmp_path / "onnx" / "model.onnx"
+    out = tmp_path / "onnx" / "whisper-pruned"
     args = ["export", "onnx", "--model", str(saved_whisper), "--out", str(out), "--repeats", "1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    summary = json.loads((out.parent / "export.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "export.json", "model.onnx",
+                                                     "preprocessor_config.json"]
+    summary = json.loads((out / "export.json").read_text())
+    assert summary["onnx"] == "model.onnx" and summary["graphs"] == {"export": "model.onnx"}
     assert summary["checks"]["export"]["max_abs_diff"] <= 1e-4
     assert summary["inputs"] == {"input_features": ["batch", 80, 100]} and summary["dynamic"].startswith("batch only")
     assert summary["model"]["heads_per_layer"] == [2, 0] and summary["unpruned"]["heads_per_layer"] == [4, 4]
     assert summary["unpruned"]["from"].startswith("rebuilt")
-    assert summary["model"]["file_bytes"] == out.stat().st_size
+    assert summary["model"]["file_bytes"] == (out / "model.onnx").stat().st_size
     assert summary["ratios"]["params"] > 1 and summary["ratios"]["onnx_params"] > 1
     assert [row["batch"] for row in summary["latency"]["rows"]] == [1, 8]
     assert all(row["model_ms"] > 0 and row["unpruned_ms"] > 0 for row in summary["latency"]["rows"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "whisper" and config["prunehead_pruned_heads"] == {"0": [0, 1], "1": [0, 1, 2, 3]}
 
-    before = out.read_bytes()
+    before = (out / "model.onnx").read_bytes()
     again = CliRunner().invoke(app, args)  # existing --out without --overwrite
     assert again.exit_code == 1 and "--overwrite" in again.output and "Traceback" not in again.output
-    assert out.read_bytes() == before
+    assert (out / "model.onnx").read_bytes() == before
+    beside = CliRunner().invoke(app, [*args[:4], "--out", str(out.parent / "second"), "--repeats", "1", "--no-check"])
+    assert beside.exit_code == 0, beside.output  # exports sit side by side, one folder each
+    assert (out.parent / "second" / "export.json").exists() and (out / "model.onnx").read_bytes() == before
 
 
 @pytest.mark.parametrize("make, message", [
@@ -182,7 +194,7 @@ def test_cli_exports_checks_and_times_against_the_unpruned_model(tmp_path, saved
     (lambda tmp: tiny_gpt2(tmp), "not supported"),
 ])
 def test_cli_rejects_bad_models_in_one_line(tmp_path, make, message):
-    out = tmp_path / "model.onnx"
+    out = tmp_path / "exported"
     result = CliRunner().invoke(app, ["export", "onnx", "--model", str(make(tmp_path)), "--out", str(out)])
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert result.exit_code == 1 and len(errors) == 1 and message in errors[0], result.output
@@ -205,10 +217,56 @@ def test_optimized_and_quantized_graphs_are_rechecked_on_a_data_set(tmp_path):
             sf.write(tmp_path / "data" / "test" / label / f"{i}.wav", 0.1 * rng.standard_normal(16_000), 16_000)
     model = prune_(tiny("whisper-encoder-tiny"), PruningPlan(2, 4, {1: (0, 2)}))
     options = ExportOptions(optimize=True, quantize="int8", repeats=1, batches=(1,))
-    summary = export_model(model, tmp_path / "m.onnx", options, data=str(tmp_path / "data"))
+    summary = export_model(model, tmp_path / "m", options, data=str(tmp_path / "data"))
+    graphs = {"export": "model.onnx", "optimize": "model_optimized.onnx", "quantize": "model_quantized.onnx"}
+    assert summary["graphs"] == graphs and summary["onnx"] == "model_quantized.onnx"
+    assert all((tmp_path / "m" / name).exists() for name in graphs.values())
     metrics = summary["checks"]["data"]["metrics"]
     assert set(metrics) == {"pytorch", "export", "optimize", "quantize"}
     assert metrics["export"]["accuracy"] == metrics["optimize"]["accuracy"] == metrics["pytorch"]["accuracy"]
     assert metrics["quantize"]["samples"] == 9
     assert summary["checks"]["optimize"]["max_abs_diff"] <= 1e-4
     assert 0.0 <= summary["checks"]["quantize"]["argmax_agreement"] <= 1.0
+
+
+ORT_ONLY = r"""
+import json, sys
+import numpy as np
+import onnxruntime as ort
+
+folder, audio = sys.argv[1], np.load(sys.argv[2])  # audio: (T,) float32 at 16 kHz
+settings = json.load(open(f"{folder}/preprocessor_config.json"))
+config = json.load(open(f"{folder}/config.json"))
+x = audio[None, :].astype(np.float32)  # (1, T)
+if settings.get("do_normalize"):
+    x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-7)
+session = ort.InferenceSession(f"{folder}/model.onnx", providers=["CPUExecutionProvider"])
+feeds = {"input_values": x}
+if "attention_mask" in {i.name for i in session.get_inputs()}:
+    feeds["attention_mask"] = np.ones(x.shape, dtype=np.int64)
+logits = session.run(None, feeds)[0]  # (1, labels)
+label = config["id2label"][str(int(logits.argmax(-1)[0]))]
+print(json.dumps({"logits": logits.tolist(), "label": label,
+                  "imported": sorted(m for m in ("torch", "transformers") if m in sys.modules)}))
+"""
+
+
+def test_exported_folder_runs_with_onnxruntime_alone(tmp_path, w2v2):
+    """The folder is enough: numpy + onnxruntime + its preprocessor_config.json, in a process without torch."""
+    pruned, graph = w2v2
+    source = tmp_path / "source"
+    extractor = tf.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
+    extractor.save_pretrained(source)
+    (tmp_path / "deploy").mkdir()  # what export_model writes (the CLI test checks the whole folder)
+    shutil.copyfile(graph, tmp_path / "deploy" / "model.onnx")
+    assert write_model_files(pruned, tmp_path / "deploy", str(source)) == ["preprocessor_config.json"]
+    audio = np.random.default_rng(5).standard_normal(12_345).astype(np.float32) * 0.3
+    np.save(tmp_path / "audio.npy", audio)
+    run = subprocess.run([sys.executable, "-c", ORT_ONLY, str(tmp_path / "deploy"), str(tmp_path / "audio.npy")],
+                         capture_output=True, text=True, check=True)
+    got = json.loads(run.stdout)
+    assert got["imported"] == []
+    with torch.no_grad():
+        expected = pruned(**extractor(audio, sampling_rate=16_000, return_tensors="pt")).logits
+    np.testing.assert_allclose(np.array(got["logits"]), expected.numpy(), atol=1e-4, rtol=0)
+    assert got["label"] == pruned.config.id2label[int(expected.argmax(-1))]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMForSequenceClassification
+from transformers import SEWDConfig, SEWDForSequenceClassification, Wav2Vec2FeatureExtractor
 from typer.testing import CliRunner
 
 from prunehead import save_scores
@@ -22,9 +22,9 @@ def assets(tmp_path_factory):
     model = tiny("wav2vec2-tiny", num_labels=2, id2label={0: "a", 1: "b"}, label2id={"a": 0, "b": 1})
     model.save_pretrained(root / "model")
     Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(root / "model")
-    wavlm = WavLMForSequenceClassification(WavLMConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                                                       intermediate_size=64, conv_dim=(32,) * 7, num_labels=2))
-    wavlm.save_pretrained(root / "wavlm")
+    sew_d = SEWDForSequenceClassification(SEWDConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                                     intermediate_size=64, conv_dim=(32,) * 13, num_labels=2))
+    sew_d.save_pretrained(root / "sew-d")  # disentangled attention: no family
     (root / "not-a-model").mkdir()
     (root / "not-a-model" / "notes.txt").write_text("hello")
     for split in ("train", "test"):
@@ -70,8 +70,8 @@ def test_bad_model_path(assets, tmp_path, command, which):
 @pytest.mark.parametrize("command", ["prune", "score", "export"])
 def test_unsupported_architecture_names_the_supported_types(assets, tmp_path, command):
     out = tmp_path / "out.onnx"
-    result = runner.invoke(app, _commands(assets, str(assets / "wavlm"), str(out))[command])
-    _fails_cleanly(result, "wavlm", "wav2vec2")
+    result = runner.invoke(app, _commands(assets, str(assets / "sew-d"), str(out))[command])
+    _fails_cleanly(result, "sew-d", "wav2vec2")
     assert list(tmp_path.iterdir()) == []
 
 

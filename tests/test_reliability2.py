@@ -21,7 +21,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("out", [".", "./", "", "..", "/"])
 def test_output_that_is_or_contains_the_working_directory_is_refused(tmp_path, monkeypatch, out):
+    """Checked with `check_output`, which never deletes: run against a broken `atomic_dir`, "/" and ".."
+    would remove the machine's root or the test's parent (this happened once, to /etc)."""
     work = tmp_path / "a" / "work"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    with pytest.raises(InputError, match="working directory|empty"):
+        check_output(out, overwrite=True)
+
+
+@pytest.mark.parametrize("out", [".", "./", ""])
+def test_atomic_dir_on_the_working_directory_deletes_nothing(tmp_path, monkeypatch, out):
+    work = tmp_path / "a" / "work"  # only paths inside tmp_path: a regression cannot reach further
     work.mkdir(parents=True)
     (work / "model.safetensors").write_text("precious")
     monkeypatch.chdir(work)
@@ -532,3 +543,72 @@ def test_out_dot_overwrite_keeps_the_working_directory(tmp_path, monkeypatch, co
     result = CliRunner().invoke(app, [*argv, "--out", out, "--overwrite"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+
+
+# ---------------------------------------------------------------------------------------------------
+# The commands use these guarantees (CLI wiring of the checks above).
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """A dead-head model + tone data, and a finished gradient score file."""
+    from tests.conftest import dead_head_workspace
+
+    root = tmp_path_factory.mktemp("wired")
+    dead_head_workspace(root, {"train": 6, "test": 3}, "train")
+    return root
+
+
+def _main(*args):
+    from tests.conftest import run_main
+
+    return run_main(*args)
+
+
+def test_score_resume_does_not_replace_a_finished_file_without_overwrite(scored):
+    out = scored / "gradient.json"
+    before = out.read_bytes()
+    code, _, err = _main("score", "-m", scored / "model", "-d", scored / "data", "--scorer", "attention",
+                         "--resume", "--out", out)
+    assert code == 1 and "--overwrite" in err and out.read_bytes() == before
+
+
+def test_score_output_colliding_with_its_heat_map_is_refused(scored, tmp_path):
+    code, _, err = _main("score", "-m", scored / "model", "-d", scored / "data", "--scorer", "attention",
+                         "--out", tmp_path / "s.png")
+    assert code == 1 and "collides" in err and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", ["eval", "prune", "score"])
+def test_an_output_inside_an_input_is_refused(scored, command):
+    inside = scored / "model" / "config.json"  # an existing file of the input, even with --overwrite
+    before = inside.read_bytes()
+    extra = {"eval": ["-d", scored / "data"], "prune": ["-s", scored / "gradient.json", "--ratio", "0.2"],
+             "score": ["-d", scored / "data", "--scorer", "attention"]}[command]
+    code, _, err = _main(command, "-m", scored / "model", *extra, "--out", inside, "--overwrite")
+    assert code == 1 and "input" in err and inside.read_bytes() == before
+
+
+def test_a_failed_score_run_leaves_no_checkpoint(scored, tmp_path):
+    out = tmp_path / "s.json"
+    code, _, err = _main("score", "-m", scored / "model", "-d", scored / "data", "--split", "test", "--scorer",
+                         "occlusion", "--option", "metric=7", "--out", out)  # fails inside the scorer
+    assert code == 1 and not list(tmp_path.iterdir()), err
+
+
+def test_prune_warns_when_the_scores_were_made_on_other_weights(scored, tmp_path):
+    import warnings
+
+    import torch
+
+    from prunehead import prune, save_scores
+    from tests.conftest import tiny
+
+    other = tmp_path / "other.json"
+    from prunehead.scorers.parallel import model_fingerprint
+
+    save_scores(other, torch.rand(2, 4), "random", "x", model_fingerprint=model_fingerprint(tiny("wav2vec2-tiny")))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prune(str(scored / "model"), scores=other, ratio=0.25, dry_run=True)
+    assert len(caught) == 1 and "other.json" in str(caught[0].message), [str(w.message) for w in caught]

@@ -87,9 +87,9 @@ def test_params_and_macs_drop_by_the_removed_heads():
 
 
 def test_unsupported_architecture_names_the_supported_ones():
-    from transformers import WavLMConfig, WavLMModel
+    from transformers import SEWDConfig, SEWDModel  # disentangled attention: no family
 
-    model = WavLMModel(WavLMConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                                   intermediate_size=64, conv_dim=(32,) * 7))
-    with pytest.raises(UnsupportedModelError, match="wavlm.*supported model types: wav2vec2, hubert"):
+    model = SEWDModel(SEWDConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                 intermediate_size=64, conv_dim=(32,) * 13))
+    with pytest.raises(UnsupportedModelError, match="sew-d.*supported model types: wav2vec2, hubert.*wavlm"):
         head_adapter(model)

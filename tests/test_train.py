@@ -243,3 +243,52 @@ def test_cli_flags_override_the_recipe(tmp_path):
     cli("finetune", "--recipe", recipe, "--epochs", 1, "--out", tmp_path / "m")
     record = json.loads((tmp_path / "m" / "train.json").read_text())
     assert record["epochs"] == 1 and record["config"]["lr"] == 0.004 and record["config"]["batch_size"] == 2
+
+
+# ------------------------------------------------------------------------ defaults by where the model comes from
+
+def test_defaults_follow_the_model_source_and_explicit_values_win():
+    from prunehead.train import SOURCE_DEFAULTS, default_train_config
+
+    scratch, trained = default_train_config("arch:wav2vec2-tiny"), default_train_config("runs/model")
+    assert (scratch.lr, scratch.head_lr, scratch.freeze_feature_encoder) == (1e-3, 1e-3, False)  # the demo's
+    assert (trained.lr, trained.head_lr, trained.freeze_feature_encoder) == (5e-5, 1e-3, True)
+    mine = default_train_config("arch:wav2vec2-tiny", lr=3e-4, freeze_feature_encoder=True)
+    assert (mine.lr, mine.head_lr, mine.freeze_feature_encoder) == (3e-4, 1e-3, True)
+    recipe = load_recipe(RECIPES / "w2v2-12x12-ks.toml")  # arch: model, lr 5e-4 written in the recipe
+    assert default_train_config(recipe.model.path, **{
+        k: v for k, v in recipe.train.__dict__.items() if v is not None}).lr == 5e-4
+    assert set(SOURCE_DEFAULTS["scratch"]) == set(SOURCE_DEFAULTS["pretrained"])
+
+
+def test_a_from_scratch_model_learns_with_the_defaults(tmp_path):
+    """Issue 16: `finetune --model arch:...` as written (no flags) learns a separable task; the old
+    fine-tuning defaults (lr 5e-5, frozen front end) on the same run learn far less."""
+    from prunehead.train import default_train_config
+
+    write_tones(tmp_path / "d", {"low": 300.0, "mid": 1000.0, "high": 2500.0}, n=16)
+    record = finetune("arch:wav2vec2-tiny", str(tmp_path / "d"), tmp_path / "m", TrainConfig(), progress=False)
+    assert record["config"]["lr"] == 1e-3 and record["config"]["freeze_feature_encoder"] is False
+    assert record["final"]["accuracy"] >= 0.75 and record["warnings"] == []  # chance: 1/3
+    assert json.loads((tmp_path / "m" / "train.json").read_text())["warnings"] == []
+    old = finetune("arch:wav2vec2-tiny", str(tmp_path / "d"), tmp_path / "old",
+                   default_train_config("a/trained/checkpoint"), progress=False)
+    assert old["final"]["accuracy"] < record["final"]["accuracy"]
+
+
+@pytest.mark.parametrize(("final", "labels", "eval_labels", "warns"), [
+    ({"accuracy": 0.133}, list("abcdefghijkl"), None, True),  # the issue's 12-keyword run (chance 0.083)
+    ({"accuracy": 0.100}, list("0123456789"), None, True),  # its FSDD run
+    ({"accuracy": 0.953}, list("0123456789"), None, False),
+    ({"accuracy": 0.75}, ["a", "b"], [0, 0, 0, 1], True),  # always "a" on a 3:1 test set
+    ({"accuracy": 0.0, "wer": 1.0}, None, None, True),  # ASR: every word wrong
+    ({"accuracy": 0.6, "wer": 0.4}, None, None, False),
+    ({}, ["a", "b"], None, False),  # no evaluation: nothing to say
+])
+def test_a_run_at_chance_says_so(final, labels, eval_labels, warns):
+    from prunehead.train import chance_level, chance_warning
+
+    message = chance_warning(final, chance_level(final, labels, eval_labels))
+    assert (message is not None) is warns
+    if warns:
+        assert "chance" in message and "\n" not in message

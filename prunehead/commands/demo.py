@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import time
 from pathlib import Path
 from typing import Annotated
@@ -17,10 +18,36 @@ import typer
 
 from .options import Overwrite
 
+MARKER = ".prunehead-demo"  # written first into the demo's folder: a later demo may replace that folder
+ARTEFACTS = {"data", "model", "scores.json", "scores.png", "pruned", "pruned.onnx", "export.json", MARKER}
+
 
 def _step(title: str, argv: list[str]) -> float:
     typer.secho(f"\n== {title}\n$ prunehead {shlex.join(argv)}", bold=True)
     return time.time()
+
+
+def written_by_demo(out: Path) -> bool:
+    """True if `out` holds only what an earlier demo wrote (its marker, its artefacts, hidden temporaries)."""
+    return (out / MARKER).is_file() and all(p.name in ARTEFACTS or p.name.startswith(".") for p in out.iterdir())
+
+
+def fresh_output(out: Path, overwrite: bool = False) -> None:
+    """Make `out` an empty folder marked as the demo's: an earlier demo's folder is replaced (a fresh run
+    each time); any other existing path only with `overwrite`, and never the working folder or one above it."""
+    from ..errors import InputError
+    from ..outputs import check_output
+
+    if out.exists():
+        if out.is_dir() and Path.cwd().resolve().is_relative_to(out.resolve()):
+            raise InputError(f"{out} holds the working folder; choose a new --out for the demo")
+        if not (overwrite or (out.is_dir() and written_by_demo(out))):
+            raise InputError(f"{out} exists and was not written by `prunehead demo`; choose another --out "
+                             "or pass --overwrite")
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    check_output(out)
+    out.mkdir(parents=True)
+    (out / MARKER).write_text("written by `prunehead demo`, which replaces this folder when run again\n")
 
 
 def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every artefact.")] = Path("prunehead-demo"),
@@ -34,19 +61,20 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every
          steps: Annotated[int, typer.Option(help="HIB optimization steps per sample and layer.")] = 60,
          ratio: Annotated[float, typer.Option(help="Fraction of all heads removed.")] = 0.4,
          overwrite: Overwrite = False) -> None:
-    """Run the whole pipeline on an embedded default: synthesize, train, score (HIB), prune, export."""
+    """Run the whole pipeline on an embedded default: synthesize, train, score (HIB), prune, export.
+
+    Each run starts afresh: it replaces the folder an earlier demo wrote (only that: any other existing
+    --out needs --overwrite)."""
     import torch
 
-    from ..outputs import check_output
     from . import data as data_cmd
     from . import export, finetune, prune, score
 
-    check_output(out, overwrite)
+    fresh_output(out, overwrite)
     torch.set_num_threads(1)  # small models on few cores: one thread avoids OpenMP spin-waits (measured 3-10x)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     paths = {"data": out / "data", "model": out / "model", "scores": out / "scores.json",
-             "pruned": out / "pruned", "onnx": out / "pruned.onnx"}
+             "pruned": out / "pruned", "onnx": out / "onnx"}
     if data is None:
         argv = ["data", "synth", "ks", "--out", str(paths["data"]), "--n-per-class", str(n_per_class)]
         _step("1/5 synthesize keywords (espeak-ng + flite)", argv)
@@ -86,6 +114,6 @@ def _summary(out: Path, paths: dict[str, Path], seconds: float) -> None:
     for name, path in paths.items():
         if path.exists():
             typer.echo(f"  {name:<7} {path}")
-    for extra in (paths["scores"].with_suffix(".png"), paths["onnx"].with_name("export.json")):
+    for extra in (paths["scores"].with_suffix(".png"), paths["onnx"] / "export.json"):
         if extra.exists():
             typer.echo(f"  {'':<7} {extra}")

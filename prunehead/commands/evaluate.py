@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .options import (BatchSize, ClipSeconds, Data, Device, Model, OnError, OnErrorChoice, Out, Overwrite, Split,
-                      Task, TaskName)
+                      Task, TaskName, inputs_of)
 
 __all__ = ["TaskName", "eval_cmd"]
 
@@ -24,14 +24,15 @@ def eval_cmd(model: Model, data: Data, split: Split = "test", batch_size: BatchS
     from ..api import evaluate
     from ..outputs import atomic_file, check_output
 
+    inputs = inputs_of(model, data) if out is not None else []
     if out is not None:
         out = out.expanduser()
-        check_output(out, overwrite)
+        check_output(out, overwrite, inputs=inputs)
     metrics = evaluate(model, data, split=split, task=task and task.value, batch_size=batch_size,
                        clip_seconds=clip_seconds, device=device, on_error=on_error.value, progress=True)
     for key, value in metrics.items():
         typer.echo(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     if out is not None:
-        with atomic_file(out, overwrite) as tmp:
+        with atomic_file(out, overwrite, inputs=inputs) as tmp:
             tmp.write_text(json.dumps({"model": model, "data": data, "split": split, **metrics}, indent=2) + "\n")
         typer.echo(f"wrote {out}")

@@ -1,4 +1,4 @@
-"""`prunehead export onnx`: a verified ONNX graph plus export.json (sizes, MACs, latency vs unpruned)."""
+"""`prunehead export onnx`: a folder with a verified ONNX graph, config, preprocessing files and export.json."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .options import Model, Overwrite
+from .options import Model, Overwrite, Positive, inputs_of
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Export a pruned (or unpruned) model for deployment.")
 
@@ -20,7 +20,8 @@ class Quantize(str, Enum):
 @app.command("onnx")
 def onnx(
     model: Model,
-    out: Annotated[Path, typer.Option(help="The .onnx file to write; export.json is written beside it.")],
+    out: Annotated[Path, typer.Option(help="The folder to write: model.onnx (+ optimized / int8 graphs), config.json, "
+                                           "the feature extractor / tokenizer files and export.json.")],
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the exporter's).")] = None,
     optimize: Annotated[bool, typer.Option(help="Apply ONNX Runtime's extended graph optimizations (fusions; "
                                                 "the graph then needs ONNX Runtime's CPU provider).")] = False,
@@ -28,35 +29,28 @@ def onnx(
                                                           "(checked by argmax agreement, not --atol).")] = None,
     check: Annotated[bool, typer.Option(help="Compare ONNX Runtime with PyTorch on inputs of other lengths; "
                                              "fail above --atol.")] = True,
-    atol: Annotated[float, typer.Option(help="Largest accepted absolute output difference.")] = 1e-4,
+    atol: Annotated[float, typer.Option(callback=Positive, help="Largest accepted absolute output difference.")] = 1e-4,
     data: Annotated[str | None, typer.Option(help="Data spec (as for `prunehead eval`): report the metric "
                                                   "of PyTorch and of each exported / optimized / quantized "
                                                   "graph.")] = None,
     split: Annotated[str, typer.Option(help="Split of --data to use.")] = "test",
     baseline: Annotated[str | None, typer.Option(help="Unpruned model to time against (default: rebuilt "
                                                          "from the model's config).")] = None,
-    repeats: Annotated[int, typer.Option(help="Timed runs per model and input; the median is reported.")] = 20,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed runs per model and input; the median is reported.")] = 20,
     overwrite: Overwrite = False,
 ) -> None:
     """Export MODEL to ONNX with dynamic batch and length, check it, and time it against the unpruned model."""
-    from ..export.pipeline import SUMMARY_NAME, ExportOptions, export_model
+    from ..api import export_onnx
     from ..outputs import check_output
-    from ..surgery import load
 
-    check_output(out, overwrite)
-    check_output(out.with_name(SUMMARY_NAME), overwrite)
-    options = ExportOptions(opset=opset, optimize=optimize, quantize=quantize.value if quantize else None,
-                            check=check, atol=atol, repeats=repeats)
-    loaded = load(model)
-    reference = load(baseline) if baseline else None
-    summary = export_model(loaded, out, options, baseline=reference, data=data, split=split, source=model,
-                           baseline_source=baseline, overwrite=overwrite)
+    out = check_output(out, overwrite, inputs=inputs_of(model, data, baseline))
+    summary = export_onnx(model, out, opset=opset, optimize=optimize, quantize=quantize.value if quantize else None,
+                          check=check, atol=atol, data=data, split=split, baseline=baseline, repeats=repeats,
+                          overwrite=overwrite)
     _print(summary, out)
 
 
 def _print(summary: dict, out: Path) -> None:
-    from ..export.pipeline import SUMMARY_NAME
-
     checks = dict(summary["checks"])
     data = checks.pop("data", None)
     for stage, result in checks.items():
@@ -72,4 +66,5 @@ def _print(summary: dict, out: Path) -> None:
         macs = ratios[f"macs_{row['length']}"]
         typer.echo(f"batch {row['batch']:>2} length {row['length']:>6}: {row['model_ms']:.2f} ms vs unpruned "
                    f"{row['unpruned_ms']:.2f} ms (x{row['speedup']:.3f}; MACs x{macs:.3f})")
-    typer.echo(f"wrote {out} and {out.with_name(SUMMARY_NAME)}")
+    files = [*summary["graphs"].values(), "config.json", *summary["preprocessing"], "export.json"]
+    typer.echo(f"wrote {out}/ ({', '.join(files)})")

@@ -97,3 +97,13 @@ def parse_options(options: list[str] | None) -> dict[str, object]:
         except json.JSONDecodeError:
             parsed[key.replace("-", "_")] = value
     return parsed
+
+
+def inputs_of(model: str | None = None, data: str | None = None, *files: Path | str | None) -> list[Path]:
+    """The local files and folders a command reads (an output may not be, contain or lie in one)."""
+    from ..data import spec_paths
+
+    paths = [Path(f) for f in files if f is not None]
+    if model is not None and Path(model).expanduser().exists():
+        paths.append(Path(model).expanduser())
+    return paths + (spec_paths(data) if data else [])

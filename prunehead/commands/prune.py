@@ -3,13 +3,15 @@ pruned model, optionally re-evaluate and recover it with a short fine-tune."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from .options import (BatchSize, ClipSeconds, Device, DryRun, Global, Heads, MinHeads, Model, OptionalData, Out,
-                      Finite, Overwrite, Positive, Ratio, Samples, ScorerOptions, Seed, Task, parse_options)
+                      Finite, Overwrite, Positive, Ratio, Samples, ScorerOptions, Seed, Task, inputs_of,
+                      parse_options)
 
 Opt = typer.Option
 ScoreFile = Annotated[Path | None, Opt("--scores", "-s", show_default=False,
@@ -29,6 +31,17 @@ MaxDrop = Annotated[float | None, Opt(min=0.0, max=1.0, callback=Finite, show_de
                                            "accuracy on the selection split (--split; default validation when "
                                            "the data has one, else train) drops by at most this much (ASR: WER "
                                            "rises by at most this much). The test split is reported apart.")]
+class SaveDtype(str, Enum):
+    """Weight dtypes a pruned model can be saved in."""
+
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+    float32 = "float32"
+
+
+SaveDtypeOption = Annotated[SaveDtype | None, Opt(show_default=False,
+                                                 help="Weight dtype of the saved model. [default: the source "
+                                                      "checkpoint's, e.g. fp16 stays fp16]")]
 AutoScorers = Annotated[str, Opt(help="Comma list of the candidates of --scorer auto.")]
 SplitOption = Annotated[str | None, Opt(show_default=False,
                                         help="Split to evaluate on. [default: test; with --max-drop or --scorer "
@@ -59,18 +72,21 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
           task: Task = None, clip_seconds: ClipSeconds = None, recover_epochs: RecoverEpochs = 0,
           recover_lr: RecoverLr = 5e-5, device: Device = None, overwrite: Overwrite = False,
           dry_run: DryRun = False, max_drop: MaxDrop = None,
-          auto_scorers: AutoScorers = "gradient,attention,occlusion,attattr", ffn_ratio: FfnRatio = None,
-          ffn_scores: FfnScores = None, ffn_scorer: FfnScorer = "taylor",
-          min_neurons_per_layer: MinNeurons = 1) -> None:
+          auto_scorers: AutoScorers = "gradient,attention,occlusion,attattr",
+          save_dtype: SaveDtypeOption = None, ffn_ratio: FfnRatio = None, ffn_scores: FfnScores = None,
+          ffn_scorer: FfnScorer = "taylor", min_neurons_per_layer: MinNeurons = 1) -> None:
     """Remove the lowest-scoring heads (globally or per layer, at once or in --rounds, or as many as
     --max-drop allows), and with --ffn-ratio feed-forward neurons, and save to --out."""
     import json
+
+    import torch
 
     from .. import api
     from ..outputs import atomic_dir, check_output
     from ..surgery import save_pretrained
 
-    check_output(out, overwrite)
+    inputs = inputs_of(model, data, scores, plan, ffn_scores)
+    check_output(out, overwrite, inputs=inputs)
     scope = None if global_ is None else "global" if global_ else "per_layer"
     result = api.prune(model, scores=scores, plan=plan, ratio=ratio, heads=heads, scope=scope,
                        min_heads_per_layer=min_heads_per_layer, rounds=rounds, scorer=scorer, data=data,
@@ -90,12 +106,13 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
         typer.echo(f"plan: remove {chosen.num_pruned_ffn} of {chosen.num_layers * chosen.intermediate_size} FFN "
                    f"neurons (widths per layer: {widths})")
     if dry_run:
-        with atomic_dir(out, overwrite) as tmp:
+        with atomic_dir(out, overwrite, inputs=inputs) as tmp:
             result.plan.save(tmp / "plan.json")
         typer.echo(f"wrote {out}/plan.json")
         return
-    with atomic_dir(out, overwrite) as tmp:
-        save_pretrained(result.model.cpu(), tmp, source=model)
+    with atomic_dir(out, overwrite, inputs=inputs) as tmp:
+        save_pretrained(result.model.cpu(), tmp, source=model,
+                        dtype=getattr(torch, save_dtype.value) if save_dtype else None)
         (tmp / "report.json").write_text(json.dumps(result.report, indent=2) + "\n")
     _summary(result.report)
     typer.echo(f"wrote {out}")

@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .options import ClipSeconds, Device, Finite, OptionalData, Overwrite, ScorerOptions, Task, parse_options
+from .options import (ClipSeconds, Device, Finite, OptionalData, Overwrite, ScorerOptions, Task, inputs_of,
+                      parse_options)
 
 Opt = typer.Option
 
@@ -26,7 +27,7 @@ def score(model: Annotated[str | None, Opt("--model", "-m", show_default=False,
                                           help="Score file to write (a .png heat map goes beside it).")] = None,
           samples: Annotated[int | None, Opt(min=1, show_default=False,
                                              help="Samples drawn (seeded) from the split. [default: 200]")] = None,
-          steps: Annotated[int | None, Opt(min=0, show_default=False,
+          steps: Annotated[int | None, Opt(min=1, show_default=False,
                                            help="HIB optimization steps / AttAttr integration points. "
                                                 "[default: HIB: the paper's for the task; AttAttr: 20]")] = None,
           beta: Annotated[float | None, Opt(callback=Finite, show_default=False,
@@ -105,14 +106,16 @@ def _run(out: Path, settings: dict[str, Any], options: dict[str, Any], batch_siz
     import torch
 
     from ..api import build_scorer, score
-    from ..outputs import atomic_file, check_output
+    from ..outputs import atomic_file, check_output, check_outputs
     from ..plots import heatmap
-    from ..scorers.parallel import fingerprint, process_group
+    from ..scorers.parallel import Checkpoint, fingerprint, process_group
     from ..train import pick_device
 
     png = out.with_suffix(".png")
-    check_output(out, overwrite or resume)
-    check_output(png, overwrite or resume)
+    check_outputs(out, png)
+    inputs = inputs_of(settings["model"], settings["data"])
+    check_output(out, overwrite, inputs=inputs)  # a finished score file is replaced only with --overwrite
+    check_output(png, overwrite, inputs=inputs)
     started = time.time()
     where = pick_device(device)
     checkpoint = out.with_name(out.name + ".ckpt")
@@ -132,15 +135,19 @@ def _run(out: Path, settings: dict[str, Any], options: dict[str, Any], batch_siz
             from ..errors import Interrupted
 
             raise Interrupted(resume_hint()) from None
+        except BaseException:
+            if rank == 0:  # a failed run leaves nothing; only an interrupted one keeps its checkpoint
+                for file in Checkpoint.files(checkpoint):
+                    file.unlink(missing_ok=True)
+            raise
         if rank == 0:
             result.settings.update(model=settings["model"], data=settings["data"])
-            with atomic_file(out, overwrite or resume) as tmp:
-                result.save(tmp)
-            with atomic_file(png, True) as tmp:
-                heatmap(result.scores, tmp, f"{settings['scorer']}: {Path(settings['model']).name} "
-                                            f"({len(result.sample_paths)} samples)")
-            for suffix in ("", *(f".rank{r}-of-{result.world_size}" for r in range(result.world_size))):
-                checkpoint.with_name(checkpoint.name + suffix).unlink(missing_ok=True)
+            with atomic_file(png, overwrite, inputs=inputs) as image, atomic_file(out, overwrite, inputs=inputs) as tmp:
+                result.save(tmp)  # both files appear together, or neither
+                heatmap(result.scores, image, f"{settings['scorer']}: {Path(settings['model']).name} "
+                                              f"({len(result.sample_paths)} samples)")
+            for file in Checkpoint.files(checkpoint):
+                file.unlink(missing_ok=True)
             typer.echo(f"scored {len(result.sample_paths)} samples with {settings['scorer']} in "
                        f"{time.time() - started:.1f} s on {where}; wrote {out} and {png}")
 
@@ -156,12 +163,13 @@ def _run_ffn(out: Path, given: dict[str, Any], batch_size: int, clip_seconds: fl
     if missing or recipe is not None or resume:
         raise InputError(f"--units ffn needs --model, --data and --scorer (taylor or magnitude), and takes no "
                          f"--recipe or --resume{'; missing ' + ', '.join(missing) if missing else ''}")
-    check_output(out, overwrite)
+    inputs = inputs_of(given["model"], given["data"])
+    check_output(out, overwrite, inputs=inputs)
     result = score(given["model"], given["data"], given["scorer"], split=given["split"], samples=given["samples"],
                    seed=given["seed"], batch_size=batch_size, task=given["task"], clip_seconds=clip_seconds,
                    device=device, units="ffn")
     result.settings.update(model=given["model"], data=given["data"])
-    with atomic_file(out, overwrite) as tmp:
+    with atomic_file(out, overwrite, inputs=inputs) as tmp:
         result.save(tmp)
     L, I = result.scores.shape
     typer.echo(f"scored {L} x {I} FFN neurons with {given['scorer']} on {len(result.sample_paths)} samples; "

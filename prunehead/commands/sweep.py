@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .options import BatchSize, ClipSeconds, Data, Device, Global, Model, Out, Overwrite, Split, Task
+from .options import BatchSize, ClipSeconds, Data, Device, Global, Model, Out, Overwrite, Split, Task, inputs_of
 
 ScoreFiles = Annotated[list[Path], typer.Option("--scores", "-s", help="Score files (repeat, or list them "
                                                                       "after the options).")]
@@ -31,15 +31,16 @@ def sweep_cmd(model: Model, data: Data, out: Out, scores: ScoreFiles,
     from ..outputs import atomic_dir, check_output
     from ..plots import curve_table, plot_curves
 
-    check_output(out, overwrite)
+    files = [*scores, *(more_scores or [])]
+    inputs = inputs_of(model, data, *files)
+    check_output(out, overwrite, inputs=inputs)
     if ratios is not None:
         parse_ratios(ratios)  # a bad spec fails before anything loads
-    files = [*scores, *(more_scores or [])]
     result = sweep(model, data, files, split=split, ratios=ratios,
                    scope="global" if global_ is not False else "per_layer", metric=metric, batch_size=batch_size,
                    task=task and task.value, clip_seconds=clip_seconds, device=device, progress=True)
     table = curve_table(result)
-    with atomic_dir(out, overwrite) as tmp:
+    with atomic_dir(out, overwrite, inputs=inputs) as tmp:
         (tmp / "curve.json").write_text(json.dumps(result, indent=2) + "\n")
         (tmp / "curve.md").write_text(table)
         plot_curves(result, tmp / "curve.png", title=f"{Path(model).name} on {data} ({split})")

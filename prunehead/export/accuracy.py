@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..workspace import Workspace, open_workspace
 from .latency import ort_session
 from .onnx import Signature
 
@@ -43,47 +43,19 @@ class OrtModel(nn.Module):
         return SimpleNamespace(logits=torch.from_numpy(logits))
 
 
-@dataclass(frozen=True)
-class EvalData:
-    """A labelled split, ready to batch: the task, its data set, feature extractor and tokenizer."""
-
-    task: str
-    dataset: Any
-    feature_extractor: Any
-    tokenizer: Any
-
-
 def load_eval_data(model: nn.Module, sig: Signature, data: str, split: str = "test",
-                   source: str | None = None) -> EvalData:
-    """Load `split` of data spec `data` for `model` (labels matched to the model's by name)."""
-    from ..data import align_labels, default_feature_extractor, load_data
-    from ..tasks import infer_task
-    from ..train import load_processor
-
+                   source: str | None = None) -> Workspace:
+    """`split` of data spec `data` for `model`, through the one loader (labels matched by name)."""
     if sig.kind == "text":
         raise InputError("--data re-checks speech models only; leave it out for text models")
-    fe, tok = load_processor(source) if source else (None, None)
-    fe = fe or default_feature_extractor(model.config)
-    task = infer_task(model)
-    dataset = load_data(data, split, fe, task)
-    if task != "asr":
-        dataset = align_labels(dataset, list(model.config.id2label.values()))
-    return EvalData(task, dataset, fe, tok)
+    return open_workspace(model, data, split, batch_size=8, source=source)
 
 
-def data_metrics(model: nn.Module, files: dict[str, Path], sig: Signature, data: EvalData,
-                 batch_size: int = 8) -> dict[str, dict[str, float]]:
+def data_metrics(model: nn.Module, files: dict[str, Path], sig: Signature,
+                 data: Workspace) -> dict[str, dict[str, float]]:
     """Task metrics of the PyTorch model and of each graph in `files` (stage -> .onnx).
 
     Cost: one PyTorch and one ONNX Runtime forward per sample and graph.
     """
-    from ..data import make_batches
-    from ..tasks import get_task
-
     runs = {"pytorch": model, **{stage: OrtModel(path, sig, model.config) for stage, path in files.items()}}
-    metrics = {}
-    for name, runner in runs.items():
-        batches = make_batches(data.dataset, (data.feature_extractor, data.tokenizer), batch_size)
-        result = get_task(data.task, model, data.tokenizer).evaluate(runner, batches, progress=False)
-        metrics[name] = {k: float(v) for k, v in result.items()}
-    return metrics
+    return {name: {k: float(v) for k, v in data.evaluate(runner).items()} for name, runner in runs.items()}

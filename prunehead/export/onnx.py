@@ -1,7 +1,7 @@
 """ONNX export of pruned and unpruned models: dynamic batch and length, verified against PyTorch.
 
 Exporter: `torch.onnx.export(..., dynamo=True, dynamic_shapes=...)`. On torch 2.13 it exports every
-supported family (wav2vec2 / HuBERT / data2vec-audio classifiers and CTC, Whisper-encoder classifiers,
+supported family (wav2vec2 / HuBERT / data2vec-audio / WavLM classifiers and CTC, Whisper-encoder classifiers,
 BERT-family) with uneven head counts and bias-only layers. `torch.export` traces batch and length as
 symbols, so a shape computation that would bake in the example length fails at export time instead of
 yielding a graph that is silently wrong at other lengths, which the TorchScript tracer behind the legacy
@@ -34,7 +34,8 @@ from torch import nn
 
 from ..control import is_controlled
 from ..errors import InputError, PruneheadError, UnsupportedModelError
-from ..heads import SPEECH_TYPES, head_adapter
+from ..families.speech import SpeechFamily
+from ..heads import head_adapter
 from .latency import ort_session
 
 SAMPLE_RATE = 16_000
@@ -125,7 +126,7 @@ def signature(model: nn.Module) -> Signature:
     adapter = head_adapter(model)
     config = model.config
     output = "logits" if "For" in type(model).__name__ else "last_hidden_state"
-    if adapter.model_type in SPEECH_TYPES:
+    if isinstance(adapter.family, SpeechFamily):  # raw audio in (WavLM's family derives from it)
         masked = adapter.model_type == "data2vec-audio" or getattr(config, "feat_extract_norm", "") == "layer"
         return Signature("speech", ("input_values", "attention_mask") if masked else ("input_values",), output)
     if adapter.model_type == "whisper":

@@ -1,7 +1,10 @@
-"""`export_model`: export -> check -> optimize -> quantize -> measure against the unpruned model -> write.
+"""`export_model`: export -> check -> optimize -> quantize -> measure against the unpruned model -> write a folder.
 
-The output appears complete or not at all: every stage runs in a temporary directory, and `model.onnx`
-and its `export.json` summary are moved into place only after all checks passed.
+The output is a folder in the Hugging Face / optimum layout: `model.onnx` (+ `model_optimized.onnx`,
+`model_quantized.onnx` when asked), `config.json`, the feature extractor / tokenizer files and the
+`export.json` report. It appears complete or not at all: every stage runs in a temporary directory and
+the folder is moved into place only after all checks passed, so any number of exports can sit side by
+side (one folder each).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from torch import nn
 from ..cost import count_macs, count_params
 from ..errors import InputError
 from ..heads import PRUNED_HEADS_KEY, head_adapter, pruned_heads_of
-from ..outputs import atomic_file, check_output
+from ..outputs import atomic_dir, check_output
 from .accuracy import data_metrics, load_eval_data
+from .folder import GRAPH_NAMES, write_model_files
 from .latency import DEFAULT_THREADS, side_by_side
 from .onnx import (
     SAMPLE_RATE,
@@ -185,17 +189,19 @@ def export_model(model: nn.Module, out: str | Path, options: ExportOptions = Exp
                  baseline: nn.Module | None = None, data: str | None = None, split: str = "test",
                  source: str | None = None, baseline_source: str | None = None,
                  overwrite: bool = False) -> dict[str, Any]:
-    """Export `model` to `out`, verify it, time it next to the unpruned model, write `export.json` beside it.
+    """Export `model` into folder `out`, verify it, time it next to the unpruned model, write `export.json`.
 
     Args:
         model: a supported model, pruned by prunehead or not.
-        out: the .onnx file to write; `export.json` goes to the same directory.
+        out: the folder to write: `model.onnx` (+ optimized / int8 graphs), `config.json`, the
+            preprocessing files of `source` (or a speech model's default feature extractor), `export.json`.
         options: export, check and timing options.
         baseline: the unpruned model to time against; default: rebuilt from `model`'s config.
         data: a data spec (see `prunehead.data.load_data`): the metric of PyTorch and of every stage's graph
             (exported, optimized, quantized) on its `split` goes into the summary.
-        source, baseline_source: where `model` and `baseline` came from (recorded in the summary).
-        overwrite: replace existing outputs.
+        source, baseline_source: where `model` and `baseline` came from (folder or hub id; recorded in the
+            summary, and `source`'s feature extractor / tokenizer files are copied).
+        overwrite: replace an existing `out`.
 
     Returns:
         The summary that was written. Cost: two exports (model and unpruned reference), a few forward
@@ -206,7 +212,9 @@ def export_model(model: nn.Module, out: str | Path, options: ExportOptions = Exp
     """
     options.validate()
     out = check_output(out, overwrite)
-    summary_path = check_output(out.with_name(SUMMARY_NAME), overwrite)
+    if out.suffix == ".onnx":
+        raise InputError(f"--out {out} names a folder (model.onnx, config.json and export.json go inside); "
+                         "drop the .onnx suffix")
     reference, reference_source = _reference(model, baseline, baseline_source)
     eval_data = load_eval_data(model, signature(model), data, split, source) if data is not None else None
     with tempfile.TemporaryDirectory(prefix="prunehead-export-") as tmp:
@@ -216,18 +224,20 @@ def export_model(model: nn.Module, out: str | Path, options: ExportOptions = Exp
             raise ExportCheckError(f"{err} (nothing was written)") from None
         unpruned_file = files["final"] if reference is None else \
             _build(reference, Path(tmp) / "unpruned", options, check=False)[0]["final"]
+        stages = {k: v for k, v in files.items() if k != "final"}
         if eval_data is not None:
-            stages = {k: v for k, v in files.items() if k != "final"}
             checks["data"] = {"spec": data, "split": split, "metrics": data_metrics(model, stages, sig, eval_data)}
-        summary = {"format": SUMMARY_FORMAT, "version": 1, "source": source, "onnx": out.name,
+        final = next(GRAPH_NAMES[k] for k, v in stages.items() if v == files["final"])
+        summary = {"format": SUMMARY_FORMAT, "version": 2, "source": source, "onnx": final,
+                   "graphs": {stage: GRAPH_NAMES[stage] for stage in stages},
                    **_interface(files["final"], sig), "optimize": options.optimize, "quantize": options.quantize,
                    "checks": checks,
                    **_comparison(model, files["final"], reference, unpruned_file, reference_source, sig, options)}
-        with atomic_file(summary_path, overwrite) as summary_tmp, atomic_file(out, overwrite) as model_tmp:
-            shutil.copyfile(files["final"], model_tmp)
-            model_tmp.chmod(0o644)  # a deployment artifact, readable by the serving user (mkstemp makes 0600)
-            summary_tmp.write_text(json.dumps(summary, indent=2) + "\n")
-            summary_tmp.chmod(0o644)
+        with atomic_dir(out, overwrite) as folder:
+            for stage, path in stages.items():
+                shutil.copyfile(path, folder / GRAPH_NAMES[stage])
+            summary["preprocessing"] = write_model_files(model, folder, source)
+            (folder / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -12,9 +12,10 @@ from ..errors import UnsupportedModelError
 from .base import AttentionSite, Family
 from .speech import SpeechFamily
 from .text import TextFamily
+from .wavlm import WavLMFamily
 from .whisper import WhisperFamily
 
-FAMILIES: tuple[Family, ...] = (SpeechFamily(), WhisperFamily(), TextFamily())
+FAMILIES: tuple[Family, ...] = (SpeechFamily(), WavLMFamily(), WhisperFamily(), TextFamily())
 SUPPORTED_TYPES: tuple[str, ...] = tuple(t for family in FAMILIES for t in family.model_types)
 
 __all__ = ["FAMILIES", "SUPPORTED_TYPES", "AttentionSite", "Family", "family_for_type", "family_of"]

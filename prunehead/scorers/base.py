@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ..progress import bar
 
 from ..errors import InputError
 from ..heads import head_adapter
@@ -48,7 +48,7 @@ class Scorer:
     progress: bool = dataclasses.field(default=False, repr=False, kw_only=True)  # inner tqdm bars (steps, layers)
 
     def _bar(self, iterable: Iterable, desc: str) -> Iterable:
-        return tqdm(iterable, desc=desc, leave=False, disable=not self.progress)
+        return bar(iterable, desc=desc, leave=False, enable=self.progress)
 
     def score(self, model: nn.Module, batches: Iterable[Batch], objective: Objective) -> torch.Tensor:
         """Score every head of `model` on `batches`; returns a finite (L, H) float tensor."""

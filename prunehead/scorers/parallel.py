@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
+from ..progress import bar as progress_bar
 
 from ..errors import InputError
 from .base import (Batch, Objective, SampleScorer, Scorer, batch_size, check_batches, finish_scores,
@@ -204,7 +204,7 @@ def run(scorer: Scorer, model: nn.Module, batches: list[Batch], objective: Objec
         work = [(i, part, ids) for i, (part, ids) in enumerate(sample_batches(model, batches)) if i % size == rank]
         pairs = []
         total = sum(len(ids) for _, _, ids in work)
-        with tqdm(total=total, disable=not progress or rank != 0, unit="sample", desc=f"{scorer.name}") as bar:
+        with progress_bar(total=total, enable=progress and rank == 0, unit="sample", desc=f"{scorer.name}") as bar:
             for index, part, ids in work:
                 if store is not None and index in store.done:
                     pairs.append(store.done[index])

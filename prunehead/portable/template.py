@@ -1,0 +1,184 @@
+"""Modeling code for a model whose attention heads were removed by prunehead.
+
+This file travels with the checkpoint (Hugging Face remote code, `auto_map` in config.json) and imports
+only torch and transformers. Each class below subclasses the transformers class of the same
+architecture and, in `__init__` (before the weights load), removes the heads listed in
+`config.prunehead_pruned_heads` ({"<layer>": [original head ids]}): the q/k/v rows and output-projection
+columns of a removed head go; a layer without heads returns its output-projection bias at every position,
+exactly what gating all its heads to 0 gives. Load it with
+`AutoModelFor<Task>.from_pretrained(folder, trust_remote_code=True)`.
+
+config.json says `model_type: "prunehead-<type>"` so that transformers refuses to load the folder
+without this code (it would otherwise re-initialise emptied layers at random); the config class below
+reads that back as `<type>`, so pipelines and generation treat the model as its architecture.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+import transformers  # noqa: F401 - the generated classes at the end subclass transformers' classes
+from torch import nn
+from transformers.pytorch_utils import prune_linear_layer
+
+PRUNED_HEADS_KEY = "prunehead_pruned_heads"
+TYPE_PREFIX = "prunehead-"
+
+_SPEECH = ("encoder.layers", "attention", ("q_proj", "k_proj", "v_proj"), "attention.out_proj")
+_TEXT = ("encoder.layer", "attention.self", ("query", "key", "value"), "attention.output.dense")
+# model_type -> (layer list from the backbone, attention block from a layer, its q/k/v, output projection
+# from a layer) and the config field with the number of heads per layer.
+SITES: dict[str, tuple[tuple[str, str, tuple[str, str, str], str], str]] = {
+    "wav2vec2": (_SPEECH, "num_attention_heads"),
+    "hubert": (_SPEECH, "num_attention_heads"),
+    "data2vec-audio": (_SPEECH, "num_attention_heads"),
+    "whisper": (("encoder.layers", "self_attn", ("q_proj", "k_proj", "v_proj"), "self_attn.out_proj"),
+                "encoder_attention_heads"),
+    "bert": (_TEXT, "num_attention_heads"),
+    "roberta": (_TEXT, "num_attention_heads"),
+    "xlm-roberta": (_TEXT, "num_attention_heads"),
+    "camembert": (_TEXT, "num_attention_heads"),
+    "electra": (_TEXT, "num_attention_heads"),
+}
+
+
+class BiasOnly(nn.Module):
+    """Stands in for an output projection with no inputs left: returns its bias at every position."""
+
+    def __init__(self, bias: torch.Tensor):
+        super().__init__()
+        self.bias = nn.Parameter(bias.detach().clone())
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(*hidden_states.shape[:-1], self.bias.shape[0])  # (B, L, D)
+
+
+class EmptyAttention(nn.Module):
+    """A speech / Whisper attention block with no heads: out_proj.bias at every frame."""
+
+    def __init__(self, bias: torch.Tensor):
+        super().__init__()
+        self.out_proj = BiasOnly(bias)
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
+        return self.out_proj(hidden_states), None
+
+
+class EmptySelfAttention(nn.Module):
+    """A BERT self-attention with no heads: a zero-width context that the bias-only dense maps to its bias."""
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
+        return hidden_states[..., :0], None  # (B, L, 0)
+
+
+def _get(module: nn.Module, path: str) -> Any:
+    for name in path.split("."):
+        module = getattr(module, name)
+    return module
+
+
+def _set(module: nn.Module, path: str, value: nn.Module) -> None:
+    *parents, name = path.split(".")
+    setattr(_get(module, ".".join(parents)) if parents else module, name, value)
+
+
+def _layers(model: nn.Module, model_type: str) -> nn.ModuleList:
+    """The encoder layers of a task model or backbone (Whisper seq2seq: `model.model.encoder`)."""
+    backbone = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    if model_type == "whisper" and not hasattr(backbone, "encoder"):
+        backbone = model  # WhisperForAudioClassification holds the encoder itself
+    return _get(backbone, SITES[model_type][0][0])
+
+
+def _bias(linear: nn.Module) -> torch.Tensor:
+    if getattr(linear, "bias", None) is not None:
+        return linear.bias
+    return torch.zeros(linear.weight.shape[0], dtype=linear.weight.dtype, device=linear.weight.device)
+
+
+def _slice_(layer: nn.Module, site: tuple, keep: list[int], head_dim: int) -> None:
+    """Keep the heads at positions `keep` of one layer: q/k/v rows and output-projection columns."""
+    _, block_path, projections, out_path = site
+    block, out = _get(layer, block_path), _get(layer, out_path)
+    index = torch.cat([torch.arange(p * head_dim, (p + 1) * head_dim) for p in keep]).to(out.weight.device)
+    for name in projections:
+        setattr(block, name, prune_linear_layer(getattr(block, name), index, dim=0))
+    _set(layer, out_path, prune_linear_layer(out, index, dim=1))
+    for attr in ("num_heads", "num_attention_heads"):
+        if hasattr(block, attr):
+            setattr(block, attr, len(keep))
+    if hasattr(block, "all_head_size"):
+        block.all_head_size = len(keep) * head_dim
+
+
+def _empty_(layer: nn.Module, site: tuple) -> None:
+    """Replace a layer's attention that has no heads left by one that returns the output bias."""
+    _, block_path, _, out_path = site
+    bias = _bias(_get(layer, out_path))
+    if out_path.startswith(block_path + "."):  # speech / Whisper: the block owns its output projection
+        _set(layer, block_path, EmptyAttention(bias))
+    else:  # BERT: attention.self and attention.output.dense
+        _set(layer, block_path, EmptySelfAttention())
+        _set(layer, out_path, BiasOnly(bias))
+
+
+def placeholder_pattern(model_type: str, layer: int) -> str:
+    """Regex of the checkpoint keys an emptied layer stores as 0-size placeholders (q/k/v, output weight).
+
+    The placeholders make the classes of plain transformers fail on a size mismatch instead of silently
+    re-initialising the layer; the classes here ignore them.
+    """
+    (layers, block, projections, out), _ = SITES[model_type]
+    names = "|".join(f"{re.escape(block)}\\.{p}\\.(weight|bias)" for p in projections)
+    return rf"(^|\.){re.escape(layers)}\.{layer}\.({names}|{re.escape(out)}\.weight)$"
+
+
+def remove_heads_(model: nn.Module, model_type: str, pruned: dict[str, list[int]]) -> list[str]:
+    """Remove the heads `pruned` ({"<layer>": [original ids]}) from a freshly built `model` in place.
+
+    Returns the `placeholder_pattern` of every emptied layer.
+    """
+    site, heads_key = SITES[model_type]
+    num_heads = getattr(model.config, heads_key)
+    head_dim = getattr(model.config, "d_model", None) or model.config.hidden_size
+    head_dim //= num_heads
+    emptied = []
+    for index, layer in enumerate(_layers(model, model_type)):
+        gone = set(int(h) for h in pruned.get(str(index), ()))
+        keep = [h for h in range(num_heads) if h not in gone]
+        if keep and gone:
+            _slice_(layer, site, keep, head_dim)
+        elif not keep:
+            _empty_(layer, site)
+            emptied.append(placeholder_pattern(model_type, index))
+    return emptied
+
+
+class PrunedConfigMixin:
+    """A config read from and written as `model_type: "prunehead-<type>"`, `<type>` in memory."""
+
+    @classmethod
+    def get_config_dict(cls, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        config_dict, kwargs = super().get_config_dict(*args, **kwargs)
+        if config_dict.get("model_type") == TYPE_PREFIX + cls.model_type:
+            config_dict = {**config_dict, "model_type": cls.model_type}
+        return config_dict, kwargs
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        output["model_type"] = TYPE_PREFIX + type(self).model_type
+        return output
+
+
+class PrunedModelMixin:
+    """Removes the config's pruned heads right after the transformers class builds the full model."""
+
+    def __init__(self, config: Any, *args: Any, **kwargs: Any):
+        super().__init__(config, *args, **kwargs)
+        emptied = remove_heads_(self, type(config).model_type, getattr(config, PRUNED_HEADS_KEY, None) or {})
+        self._keys_to_ignore_on_load_unexpected = set(self._keys_to_ignore_on_load_unexpected or ()) | set(emptied)
+
+
+# Generated classes for this checkpoint follow.
