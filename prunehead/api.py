@@ -24,10 +24,11 @@ from . import surgery
 from .curves import parse_ratios, run_sweep
 from .data import split_exists
 from .errors import InputError
+from .ffn import ffn_sites, prune_ffn_
 from .heads import head_adapter
 from .iterative import Target, prune_iteratively
 from .budget import AUTO_SCORERS, best_curve, choose_scorer, max_drop_plan
-from .plan import PruningPlan, load_scores, read_json, save_scores
+from .plan import PruningPlan, load_scores, read_json, save_scores, select_ffn
 from .pruning import change_report, recover
 from .scorers import get_scorer
 from .scorers.base import Scorer, to_device
@@ -70,6 +71,7 @@ class ScoreResult:
     device: str = "cpu"
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # model, data, split, seed, ...
     model_fingerprint: str | None = None  # of the scored weights: prune / sweep warn when it differs
+    units: str = "heads"  # or "ffn": an (L, I) matrix of feed-forward neurons
 
     def save(self, path: str | Path) -> None:
         """Write the versioned score file (`prunehead.load_scores` reads it back)."""
@@ -83,7 +85,7 @@ class ScoreResult:
                  "versions": {"prunehead": __version__, "torch": torch.__version__,
                               "transformers": transformers.__version__, "python": platform.python_version()}}
         save_scores(path, self.scores, self.scorer, str(self.settings.get("model", "")),
-                    model_fingerprint=self.model_fingerprint, **extra)
+                    model_fingerprint=self.model_fingerprint, units=self.units, **extra)
 
 
 def build_scorer(name: str, options: Mapping[str, Any] | None = None, *, task: str | None = None,
@@ -102,7 +104,7 @@ def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "
           samples: int = 200, seed: int = 0, batch_size: int = 8, task: str | None = None,
           clip_seconds: float | None = None, reference_samples: int = 0, device: str | torch.device | None = None,
           checkpoint: str | Path | None = None, resume: bool = False, key: str = "", progress: bool = False,
-          **options: Any) -> ScoreResult:
+          units: str = "heads", **options: Any) -> ScoreResult:
     """Score every attention head of `model` on `samples` seeded samples of `split` of `data`.
 
     Args:
@@ -111,10 +113,17 @@ def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "
         reference_samples: HIB only: estimate V's std from this many samples (0 = the scored ones).
         checkpoint, resume, key: per-batch checkpoint file, continue from it, and the run's identity.
         options: the scorer's options (`prunehead.scorers.registry.option_names(scorer)`).
+        units: "heads", or "ffn" to score every FFN neuron instead (`scorer` taylor or magnitude; an (L, I)
+            matrix, `prunehead.scorers.ffn`).
 
     Cost: the scorer's (see its docstring), on `samples` samples; data-parallel under torchrun.
     """
     check_counts(samples=samples, batch_size=batch_size)
+    if units == "ffn":
+        return _score_ffn(model, data, scorer, split, samples, seed, batch_size, task, clip_seconds, device,
+                          reference_samples, checkpoint, options)
+    if units != "heads":
+        raise InputError(f"--units must be heads or ffn, got {units!r}")
     if reference_samples and scorer != "hib":
         raise InputError("--reference-samples sets HIB's V statistics; it applies to --scorer hib only")
     build_scorer(scorer, options, seed=seed)  # fail on bad options before anything loads
@@ -137,6 +146,26 @@ def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "
                        model_fingerprint(ws.model))
 
 
+def _score_ffn(model: ModelLike | Workspace, data: str | None, scorer: str, split: str, samples: int, seed: int,
+               batch_size: int, task: str | None, clip_seconds: float | None, device: Any, reference_samples: int,
+               checkpoint: Any, options: Mapping[str, Any]) -> ScoreResult:
+    """`score(..., units="ffn")`: the (L, I) FFN neuron scores (taylor on the drawn samples, or magnitude)."""
+    from .scorers.ffn import METHODS, score_ffn
+
+    if scorer not in METHODS:
+        raise InputError(f"--units ffn scores with --scorer {' or '.join(METHODS)}, got {scorer!r}")
+    if options or reference_samples or checkpoint is not None:
+        raise InputError("--units ffn takes no scorer options, --reference-samples or checkpoints")
+    ws = model if isinstance(model, Workspace) else _workspace(model, data, split, task, device, clip_seconds)
+    drawn = ws.draw(samples, seed, batch_size) if scorer == "taylor" else None
+    matrix = score_ffn(ws.model, drawn.batches if drawn else (), ws.task.objective, method=scorer)
+    settings = {"model": ws.source or type(ws.model).__name__, "data": data, "split": split, "seed": seed,
+                "batch_size": batch_size}
+    return ScoreResult(matrix, scorer, {"normalize_layers": True}, ws.task.name, drawn.paths if drawn else [],
+                       device=next(ws.model.parameters()).device.type, settings=settings,
+                       model_fingerprint=model_fingerprint(ws.model), units="ffn")
+
+
 # --------------------------------------------------------------------------------------------------- prune
 
 @dataclasses.dataclass
@@ -155,7 +184,9 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
           batch_size: int = 16, task: str | None = None, clip_seconds: float | None = None,
           recover_epochs: int = 0, recover_lr: float = 5e-5, device: str | None = None, dry_run: bool = False,
           progress: bool = False, options: Mapping[str, Any] | None = None, max_drop: float | None = None,
-          auto_scorers: Sequence[str] = AUTO_SCORERS) -> PruneResult:
+          auto_scorers: Sequence[str] = AUTO_SCORERS, ffn_ratio: float | None = None,
+          ffn_scores: ScoresLike | None = None, ffn_scorer: str = "taylor", ffn_scope: str = "per_layer",
+          min_neurons_per_layer: int = 1) -> PruneResult:
     """Decide which heads to remove, then (unless `dry_run`) remove them from a copy of `model`.
 
     The heads come from a saved `plan`, or from `scores` (a matrix or score file) / a `scorer` run on
@@ -170,12 +201,25 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
     `scorer="auto"` scores with each of `auto_scorers` and keeps the ranking that holds the metric best on
     the selection split.
 
+    `ffn_ratio` also removes feed-forward neurons (`prunehead.ffn`): floor(ffn_ratio * I) per layer (or
+    ranked across layers: `ffn_scope="global"`, keeping `min_neurons_per_layer`), by `ffn_scores` (an L x I
+    matrix or `--units ffn` score file) or `ffn_scorer` (taylor on `samples` of `data`'s `score_split`, or
+    the data-free magnitude), scored once on the model as given; without `ratio` / `heads`, only neurons go.
+
     Returns:
         the pruned model (None with `dry_run`: the decision needs no surgery), its plan, and the report
         (heads, parameters and MACs before / after, metrics, every round).
     """
-    _check_prune(scores, plan, ratio, heads, rounds, scorer, data, samples, recover_epochs, recover_lr, dry_run,
-                 max_drop)
+    _check_ffn(ffn_ratio, ffn_scores, ffn_scorer, ffn_scope, plan, max_drop, scorer, data)
+    ffn_only = ffn_ratio is not None and ratio is None and heads is None
+    if not ffn_only:
+        _check_prune(scores, plan, ratio, heads, rounds, scorer, data, samples, recover_epochs, recover_lr, dry_run,
+                     max_drop)
+    elif scores is not None or scorer is not None or rounds > 1:
+        raise InputError("without --ratio or --heads only FFN neurons are removed: drop --scores, --scorer and "
+                         "--rounds (or give --ratio)")
+    else:  # the checks that do not concern heads (recovery, dry run)
+        _check_prune(None, "ffn", None, None, 1, None, data, samples, recover_epochs, recover_lr, dry_run, None)
     for name in (auto_scorers if scorer == AUTO else [scorer] if scorer is not None else []):
         build_scorer(name, options if scorer != AUTO else None, seed=seed)  # bad options fail before loading
     spec = str(model) if isinstance(model, (str, Path)) else None
@@ -184,6 +228,18 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
     report: dict[str, Any] = {"model": spec, "scores": str(scores) if isinstance(scores, (str, Path)) else None,
                               "plan": str(plan) if isinstance(plan, (str, Path)) else None, "scorer": scorer,
                               "ratio": ratio, "heads": heads}
+    ffn = None
+    if ffn_ratio is not None:
+        net, ffn = _ffn_plan(net, ffn_ratio, ffn_scores, ffn_scorer, ffn_scope, min_neurons_per_layer, data,
+                             samples, score_split, seed, task, device, clip_seconds, spec)
+        report["ffn"] = {"ratio": ffn_ratio, "scope": ffn_scope,
+                         "scorer": None if ffn_scores is not None else ffn_scorer,
+                         "scores": str(ffn_scores) if isinstance(ffn_scores, (str, Path)) else None,
+                         "neurons_removed": ffn.num_pruned_ffn - surgery.plan_of(net).num_pruned_ffn,
+                         "pruned_ffn": ffn.to_json()["pruned_ffn"]}
+        if ffn_only:
+            return _apply(net, ffn.union(surgery.plan_of(net)), None, 1, report, data, spec, split or "test", task,
+                          device, batch_size, clip_seconds, recover_epochs, recover_lr, seed, dry_run, progress)
     if plan is not None:
         chosen = plan if isinstance(plan, PruningPlan) else PruningPlan.load(plan)
         if (chosen.num_layers, chosen.num_heads) != (adapter.num_layers, adapter.num_heads):
@@ -216,16 +272,18 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
         score_fn = None
     if dry_run:
         chosen = target.plan(matrix if matrix is not None else score_fn(net), surgery.plan_of(net))
+        chosen = chosen.union(ffn) if ffn is not None else chosen
         return PruneResult(None, chosen, {**report, "pruned_heads": chosen.to_json()["pruned_heads"]})
     return _apply(net, target, (score_fn, matrix), rounds, report, data, spec, split, task, device, batch_size,
-                  clip_seconds, recover_epochs, recover_lr, seed, dry_run, progress)
+                  clip_seconds, recover_epochs, recover_lr, seed, dry_run, progress, ffn=ffn)
 
 
 def _apply(net: nn.Module, target: Target | PruningPlan, scoring: tuple | None, rounds: int, report: dict[str, Any],
            data: str | None, spec: str | None, split: str, task: str | None, device: str | None, batch_size: int,
            clip_seconds: float | None, recover_epochs: int, recover_lr: float, seed: int, dry_run: bool,
-           progress: bool) -> PruneResult:
-    """Remove the heads (in rounds when re-scoring), evaluating and recovering with `data` when given."""
+           progress: bool, ffn: PruningPlan | None = None) -> PruneResult:
+    """Remove the heads (in rounds when re-scoring), then the FFN neurons of `ffn` (or of a plan `target`),
+    evaluating and recovering with `data` when given."""
     if dry_run:  # a saved plan: nothing to decide
         return PruneResult(None, target, {**report, "pruned_heads": target.to_json()["pruned_heads"]})
     ws = None
@@ -244,10 +302,14 @@ def _apply(net: nn.Module, target: Target | PruningPlan, scoring: tuple | None, 
     else:
         score_fn, matrix = scoring
         pruned, _, history = prune_iteratively(net, score_fn, target, rounds, first_scores=matrix, evaluate=measure)
+    neurons = ffn if ffn is not None else target if isinstance(target, PruningPlan) else None
+    ffn_applied = neurons is not None and bool(neurons.pruned_ffn)
+    if ffn_applied:
+        prune_ffn_(pruned, neurons)
     plan = surgery.plan_of(pruned)
     report.update(change_report(net, pruned), rounds=history, recovered=bool(recover_epochs))
-    if ws is not None:
-        report["metrics_after"] = history[-1]["metrics"]
+    if ws is not None:  # after the FFN neurons went too, when they did (the rounds' metrics are heads only)
+        report["metrics_after"] = measure(pruned) if ffn_applied else history[-1]["metrics"]
     if recover_epochs:
         cfg = TrainConfig(epochs=recover_epochs, lr=recover_lr, head_lr=recover_lr, batch_size=batch_size, seed=seed,
                           eval_split=None, clip_seconds=clip_seconds)
@@ -367,6 +429,56 @@ def _check_prune(scores: Any, plan: Any, ratio: float | None, heads: int | None,
         raise InputError("--recover-epochs fine-tunes on the train split of --data: give --data")
     if dry_run and (recover_epochs or rounds > 1):
         raise InputError("--dry-run only decides the plan (no surgery): drop --recover-epochs and --rounds")
+
+
+def _check_ffn(ffn_ratio: float | None, ffn_scores: Any, ffn_scorer: str, ffn_scope: str, plan: Any,
+               max_drop: float | None, scorer: str | None, data: str | None) -> None:
+    """One-line errors for FFN options that cannot work, before anything is loaded."""
+    from .scorers.ffn import METHODS
+
+    if ffn_ratio is None:
+        if ffn_scores is not None:
+            raise InputError("--ffn-scores ranks FFN neurons for --ffn-ratio: give --ffn-ratio")
+        return
+    if not (math.isfinite(ffn_ratio) and 0 <= ffn_ratio <= 1):
+        raise InputError(f"--ffn-ratio must be within [0, 1], got {ffn_ratio}")
+    if plan is not None:
+        raise InputError("--plan applies a saved plan as it is (its pruned_ffn too): drop --ffn-ratio")
+    if max_drop is not None or scorer == AUTO:
+        raise InputError("--max-drop and --scorer auto choose heads only: drop --ffn-ratio, or prune the FFN "
+                         "neurons in a second `prunehead prune --ffn-ratio` run")
+    if ffn_scorer not in METHODS:
+        raise InputError(f"--ffn-scorer must be one of {', '.join(METHODS)}, got {ffn_scorer!r}")
+    if ffn_scope not in ("global", "per_layer"):
+        raise InputError(f"FFN scope must be 'global' or 'per_layer', got {ffn_scope!r}")
+    if ffn_scores is None and ffn_scorer == "taylor" and data is None:
+        raise InputError("--ffn-ratio needs FFN scores: give --ffn-scores FILE, --data to score the neurons "
+                         "(taylor), or --ffn-scorer magnitude")
+
+
+def _ffn_plan(net: nn.Module, ratio: float, scores: ScoresLike | None, scorer: str, scope: str, min_neurons: int,
+              data: str | None, samples: int, score_split: str, seed: int, task: str | None, device: str | None,
+              clip_seconds: float | None, spec: str | None) -> tuple[nn.Module, PruningPlan]:
+    """(the model, its plan plus the FFN neurons to remove): scores from `scores` or `scorer`, cut at `ratio`."""
+    from .scorers.ffn import score_ffn
+
+    sites = ffn_sites(net)
+    expect = (len(sites), sites[0].intermediate_size)
+    if isinstance(scores, torch.Tensor):
+        if tuple(scores.shape) != expect:
+            raise InputError(f"FFN scores are {tuple(scores.shape)} but the model has {expect[0]} x {expect[1]} "
+                             "FFN neurons")
+        matrix = scores
+    elif scores is not None:
+        matrix = load_scores(scores, expect=expect, units="ffn")
+    elif scorer == "magnitude":
+        matrix = score_ffn(net, method="magnitude")
+    else:
+        ws = _workspace(net, data, score_split, task, device, clip_seconds, source=spec)
+        net = ws.model
+        matrix = score_ffn(net, ws.draw(samples, seed, 8).batches, ws.task.objective, method=scorer)
+    return net, select_ffn(matrix, surgery.plan_of(net), ratio=ratio, scope=scope,
+                           min_neurons_per_layer=min_neurons)
 
 
 def check_counts(**counts: int) -> None:

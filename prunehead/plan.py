@@ -1,7 +1,9 @@
-"""Which heads to remove: `select(scores, ...)` -> a frozen `PruningPlan` that serializes to plan.json.
+"""Which heads to remove: `select(scores, ...)` -> a frozen `PruningPlan` that serializes to plan.json;
+which feed-forward neurons to remove as well: `select_ffn(ffn_scores, plan, ...)`.
 
-Pure: no model is touched here. Scores are an L x H matrix, higher = more important; the lowest go first.
-Ties are broken by (layer, head) ascending, so the earlier head of two equal scores is removed first.
+Pure: no model is touched here. Scores are an L x H (heads) or L x I (neurons) matrix, higher = more
+important; the lowest go first. Ties are broken by (layer, unit) ascending, so the earlier of two equal
+scores is removed first.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -23,15 +25,25 @@ VERSION = 1
 
 @dataclass(frozen=True)
 class PruningPlan:
-    """Heads to remove, by original (layer, head) ids; `pruned_heads` maps layer -> sorted head ids."""
+    """Heads (and feed-forward neurons) to remove, by original ids.
+
+    `pruned_heads` maps layer -> sorted head ids; `pruned_ffn` maps layer -> sorted intermediate-neuron ids
+    of that layer's feed-forward block, out of `intermediate_size` (0 when the plan removes no neurons).
+    """
 
     num_layers: int
     num_heads: int
     pruned_heads: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    pruned_ffn: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    intermediate_size: int = 0
 
     @property
     def num_pruned(self) -> int:
         return sum(len(h) for h in self.pruned_heads.values())
+
+    @property
+    def num_pruned_ffn(self) -> int:
+        return sum(len(n) for n in self.pruned_ffn.values())
 
     def keep_mask(self) -> torch.Tensor:
         """(L, H) float mask: 1 = kept, 0 = removed."""
@@ -40,30 +52,40 @@ class PruningPlan:
             mask[layer, list(heads)] = 0.0
         return mask
 
+    def ffn_keep_mask(self, intermediate_size: int | None = None) -> torch.Tensor:
+        """(L, I) float mask over the feed-forward neurons: 1 = kept, 0 = removed."""
+        size = intermediate_size or self.intermediate_size
+        mask = torch.ones(self.num_layers, size)
+        for layer, neurons in self.pruned_ffn.items():
+            mask[layer, list(neurons)] = 0.0
+        return mask
+
     def union(self, other: PruningPlan) -> PruningPlan:
-        """The plan that removes the heads of both plans (for pruning an already pruned model)."""
-        merged = {l: tuple(sorted(set(self.pruned_heads.get(l, ())) | set(other.pruned_heads.get(l, ()))))
-                  for l in range(self.num_layers)}
-        return PruningPlan(self.num_layers, self.num_heads, {l: h for l, h in merged.items() if h})
+        """The plan that removes the heads and neurons of both plans (for pruning an already pruned model)."""
+        size = self.intermediate_size or other.intermediate_size
+        return PruningPlan(self.num_layers, self.num_heads, _merge(self.pruned_heads, other.pruned_heads),
+                           _merge(self.pruned_ffn, other.pruned_ffn), size)
 
     def to_json(self) -> dict:
-        return {"format": PLAN_FORMAT, "version": VERSION, "num_layers": self.num_layers,
+        data = {"format": PLAN_FORMAT, "version": VERSION, "num_layers": self.num_layers,
                 "num_heads": self.num_heads,
                 "pruned_heads": {str(l): list(h) for l, h in sorted(self.pruned_heads.items()) if h}}
+        if self.pruned_ffn:  # head-only plans keep their old shape
+            data["intermediate_size"] = self.intermediate_size
+            data["pruned_ffn"] = {str(l): list(n) for l, n in sorted(self.pruned_ffn.items()) if n}
+        return data
 
     @classmethod
     def from_json(cls, data: dict, source: str = "plan") -> PruningPlan:
         if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
             raise InputError(f"{source} is not a prunehead plan (expected \"format\": \"{PLAN_FORMAT}\")")
         L, H = int(data["num_layers"]), int(data["num_heads"])
-        pruned: dict[int, tuple[int, ...]] = {}
-        for layer, heads in data.get("pruned_heads", {}).items():
-            l = int(layer)
-            if not 0 <= l < L or any(not 0 <= int(h) < H for h in heads):
-                raise InputError(f"{source}: head ({layer}, {heads}) is outside the {L} x {H} grid")
-            if heads:
-                pruned[l] = tuple(sorted({int(h) for h in heads}))
-        return cls(L, H, pruned)
+        pruned = _read_ids(data.get("pruned_heads", {}), L, H, "head", source)
+        size = int(data.get("intermediate_size", 0))
+        ffn = data.get("pruned_ffn", {})
+        if ffn and size <= 0:
+            raise InputError(f"{source}: \"pruned_ffn\" needs a positive \"intermediate_size\"")
+        return cls(L, H, pruned, _read_ids(ffn, L, size, "neuron", source), size)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
@@ -76,8 +98,34 @@ class PruningPlan:
     def from_mask(cls, keep: torch.Tensor) -> PruningPlan:
         """The plan that removes every head whose entry in the (L, H) mask is 0."""
         L, H = keep.shape
-        return cls(L, H, {l: tuple(int(h) for h in torch.nonzero(keep[l] == 0).flatten())
-                          for l in range(L) if (keep[l] == 0).any()})
+        return cls(L, H, _zeros_of(keep))
+
+    def with_ffn_mask(self, keep: torch.Tensor) -> PruningPlan:
+        """This plan's heads plus the neurons whose entry in the (L, I) mask is 0 (replacing its neurons)."""
+        return replace(self, pruned_ffn=_zeros_of(keep), intermediate_size=keep.shape[1])
+
+
+def _zeros_of(keep: torch.Tensor) -> dict[int, tuple[int, ...]]:
+    """{row: column ids} of the zero entries of a 2-D mask, rows without zeros left out."""
+    return {l: tuple(int(h) for h in torch.nonzero(keep[l] == 0).flatten())
+            for l in range(keep.shape[0]) if (keep[l] == 0).any()}
+
+
+def _merge(a: dict[int, tuple[int, ...]], b: dict[int, tuple[int, ...]]) -> dict[int, tuple[int, ...]]:
+    return {l: tuple(sorted(set(a.get(l, ())) | set(b.get(l, ())))) for l in sorted(set(a) | set(b))
+            if a.get(l) or b.get(l)}
+
+
+def _read_ids(raw: dict, rows: int, columns: int, unit: str, source: str) -> dict[int, tuple[int, ...]]:
+    """{layer: sorted unique ids} from a plan's JSON map, each id inside the rows x columns grid."""
+    out: dict[int, tuple[int, ...]] = {}
+    for layer, ids in raw.items():
+        l = int(layer)
+        if not 0 <= l < rows or any(not 0 <= int(i) < columns for i in ids):
+            raise InputError(f"{source}: {unit} ({layer}, {ids}) is outside the {rows} x {columns} grid")
+        if ids:
+            out[l] = tuple(sorted({int(i) for i in ids}))
+    return out
 
 
 def read_json(path: str | Path) -> dict:
@@ -161,6 +209,40 @@ def _select_global(scores: torch.Tensor, removed: dict[int, set[int]], total: in
             count += 1
 
 
+def select_ffn(scores: torch.Tensor, plan: PruningPlan, *, ratio: float, scope: str = "per_layer",
+               min_neurons_per_layer: int = 1) -> PruningPlan:
+    """`plan` plus the lowest-scoring feed-forward neurons (its own neurons count and stay removed).
+
+    Args:
+        scores: (L, I) neuron importances, higher = more important (`prunehead.scorers.ffn.score_ffn`).
+        plan: the heads (and neurons) already decided, e.g. `select(head_scores, ...)` or an empty plan.
+        ratio: per-layer: remove floor(ratio * I) neurons in every layer; global: floor(ratio * L * I) overall,
+            ranked across layers.
+        scope: "per_layer" or "global".
+        min_neurons_per_layer: never leave a layer with fewer neurons than this (the global scope's floor).
+    """
+    L, I = validate_scores(scores)
+    if not 0.0 <= ratio <= 1.0:
+        raise InputError(f"--ffn-ratio must be within [0, 1], got {ratio}")
+    if scope not in ("global", "per_layer"):
+        raise InputError(f"scope must be 'global' or 'per_layer', got {scope!r}")
+    if not 0 <= min_neurons_per_layer <= I:
+        raise InputError(f"the per-layer floor must be within [0, {I}] neurons, got {min_neurons_per_layer}")
+    if L != plan.num_layers or plan.intermediate_size not in (0, I):
+        raise InputError(f"FFN scores are {L} x {I} but the model has {plan.num_layers} layers of "
+                         f"{plan.intermediate_size or '?'} neurons; score this model's FFN neurons first")
+    removed = {l: set(plan.pruned_ffn.get(l, ())) for l in range(L)}
+    if scope == "global":
+        _select_global(scores, removed, math.floor(ratio * L * I + 1e-9), min_neurons_per_layer)
+    else:
+        target = min(math.floor(ratio * I + 1e-9), I - min_neurons_per_layer)
+        for l in range(L):
+            free = [(l, i) for i in range(I) if i not in removed[l]]
+            for _, i in _order(scores, free)[: max(0, target - len(removed[l]))]:
+                removed[l].add(i)
+    return replace(plan, pruned_ffn={l: tuple(sorted(r)) for l, r in removed.items() if r}, intermediate_size=I)
+
+
 def validate_scores(scores: torch.Tensor) -> tuple[int, int]:
     """(L, H) of a finite 2-D score matrix; InputError otherwise."""
     if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or 0 in scores.shape:
@@ -171,16 +253,20 @@ def validate_scores(scores: torch.Tensor) -> tuple[int, int]:
     return scores.shape[0], scores.shape[1]
 
 
-def save_scores(path: str | Path, scores: torch.Tensor, scorer: str, model: str, *,
+UNITS = ("heads", "ffn")  # what a score file scores: attention heads (L x H) or FFN neurons (L x I)
+
+
+def save_scores(path: str | Path, scores: torch.Tensor, scorer: str, model: str, *, units: str = "heads",
                 model_fingerprint: str | None = None, **extra) -> None:
-    """Write a prunehead.scores JSON file (higher = more important).
+    """Write a prunehead.scores JSON file (higher = more important) of heads (L x H) or FFN neurons (L x I).
 
     `model_fingerprint` (`prunehead.scorers.parallel.model_fingerprint` of the scored model) lets
     `load_scores` warn when the scores are applied to another model.
     """
-    L, H = validate_scores(scores)
-    data = {"format": SCORES_FORMAT, "version": VERSION, "scorer": scorer, "model": model,
-            "num_layers": L, "num_heads": H, "scores": scores.double().tolist(), **extra}
+    L, W = validate_scores(scores)
+    width = {"heads": "num_heads", "ffn": "intermediate_size"}[_check_units(units)]
+    data = {"format": SCORES_FORMAT, "version": VERSION, "units": units, "scorer": scorer, "model": model,
+            "num_layers": L, width: W, "scores": scores.double().tolist(), **extra}
     if model_fingerprint is not None:
         data["model_fingerprint"] = model_fingerprint
     Path(path).write_text(json.dumps(data, indent=2) + "\n")
@@ -191,8 +277,9 @@ def _has_bool(value: object) -> bool:
 
 
 def load_scores(path: str | Path, expect: tuple[int, int] | None = None,
-                model_fingerprint: str | None = None) -> torch.Tensor:
-    """Read the (L, H) matrix of a prunehead.scores file, checking format, version, shape and values.
+                model_fingerprint: str | None = None, units: str = "heads") -> torch.Tensor:
+    """Read the (L, H) head or (L, I) neuron matrix of a prunehead.scores file, checking format, version,
+    units, shape and values. Files without a `units` field (written before it existed) score heads.
 
     With `model_fingerprint` (of the model the scores are about to prune), a file that records a different
     one gives a one-line warning; files without a fingerprint (hand-written) are accepted.
@@ -205,21 +292,32 @@ def load_scores(path: str | Path, expect: tuple[int, int] | None = None,
     if type(version) is not int or version != VERSION:
         raise InputError(f"{path} has score-file version {version!r}, but this prunehead reads version {VERSION}; "
                          f"write \"version\": {VERSION} or re-run `prunehead score`")
+    found = data.get("units", "heads")
+    if found != _check_units(units):
+        flag = "--ffn-scores" if found == "ffn" else "--scores"
+        raise InputError(f"{path} scores {found}, not {units}; pass it to {flag} or score with --units {units}")
+    noun, width, letter = ("heads", "num_heads", "H") if units == "heads" else ("FFN neurons", "intermediate_size", "I")
     if _has_bool(data["scores"]):
         raise InputError(f"{path}: \"scores\" holds true/false; scores must be numbers")
     try:
         scores = torch.tensor(data["scores"], dtype=torch.float64)
     except (TypeError, ValueError):
-        raise InputError(f"{path}: \"scores\" must be a list of L lists of H numbers") from None
-    L, H = validate_scores(scores)
-    size = (data.get("num_layers"), data.get("num_heads"))
-    if any(type(n) is not int for n in size) or (L, H) != size:
-        raise InputError(f"{path}: scores are {L} x {H} but the file says {size[0]!r} x {size[1]!r}")
-    if expect is not None and (L, H) != tuple(expect):
-        raise InputError(f"{path} scores a {L} x {H} model but this model has {expect[0]} x {expect[1]} heads; "
+        raise InputError(f"{path}: \"scores\" must be a list of L lists of {letter} numbers") from None
+    L, W = validate_scores(scores)
+    size = (data.get("num_layers"), data.get(width))
+    if any(type(n) is not int for n in size) or (L, W) != size:
+        raise InputError(f"{path}: scores are {L} x {W} but the file says {size[0]!r} x {size[1]!r}")
+    if expect is not None and (L, W) != tuple(expect):
+        raise InputError(f"{path} scores a {L} x {W} model but this model has {expect[0]} x {expect[1]} {noun}; "
                          "score this model first")
     recorded = data.get("model_fingerprint")
     if model_fingerprint is not None and recorded is not None and recorded != model_fingerprint:
         warnings.warn(f"{path} was computed on another model ({data.get('model', 'unknown')!s}, other weights); "
                       "its ranking may not fit this one: score this model to be sure", stacklevel=2)
     return scores
+
+
+def _check_units(units: str) -> str:
+    if units not in UNITS:
+        raise InputError(f"units must be one of {', '.join(UNITS)}, got {units!r}")
+    return units

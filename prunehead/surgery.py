@@ -21,6 +21,7 @@ from transformers.utils import cached_file
 
 from .errors import InputError
 from .families.base import BiasOnly, EmptyAttention  # noqa: F401 - re-exported for old imports
+from .ffn import PRUNED_FFN_KEY, ffn_plan_of, ffn_sites, prune_ffn_
 from .heads import PRUNED_HEADS_KEY, head_adapter, pruned_heads_of
 from .plan import PruningPlan
 from .portable import checkpoint_dtype, read_config, read_state_dict, weight_files, write_remote_code
@@ -57,10 +58,10 @@ def prune_(model: nn.Module, plan: PruningPlan) -> nn.Module:
 
 
 def plan_of(model: nn.Module) -> PruningPlan:
-    """The plan of every head removed from `model` so far."""
+    """The plan of every head (and FFN neuron) removed from `model` so far."""
     adapter = head_adapter(model)
-    return PruningPlan(adapter.num_layers, adapter.num_heads,
-                       {l: tuple(h) for l, h in pruned_heads_of(model).items() if h})
+    return ffn_plan_of(model, PruningPlan(adapter.num_layers, adapter.num_heads,
+                                          {l: tuple(h) for l, h in pruned_heads_of(model).items() if h}))
 
 
 def save_pretrained(model: nn.Module, out_dir: str | Path, source: str | Path | None = None,
@@ -182,11 +183,14 @@ def load(path: str | Path, model_class: type | None = None, dtype: torch.dtype =
     cls = model_class or _model_class(config, path_str)
     files = weight_files(path_str)
     pruned = getattr(config, PRUNED_HEADS_KEY, None)
-    if not pruned:
+    pruned_ffn = getattr(config, PRUNED_FFN_KEY, None)
+    if not pruned and not pruned_ffn:
         model = _load_plain(cls, path_str, config, dtype)
     else:
-        delattr(config, PRUNED_HEADS_KEY)
-        model = _load_pruned(cls, path_str, config, pruned, files, dtype)
+        for key in (PRUNED_HEADS_KEY, PRUNED_FFN_KEY):
+            if hasattr(config, key):
+                delattr(config, key)
+        model = _load_pruned(cls, path_str, config, pruned or {}, files, dtype, pruned_ffn or {})
     setattr(model, CHECKPOINT_DTYPE_ATTR, checkpoint_dtype(files))
     return model.eval()
 
@@ -203,11 +207,15 @@ def _load_plain(cls: type, path: str, config: transformers.PretrainedConfig, dty
 
 
 def _load_pruned(cls: type, path: str, config: transformers.PretrainedConfig, pruned: dict, files: list[str],
-                 dtype: torch.dtype) -> nn.Module:
+                 dtype: torch.dtype, pruned_ffn: dict | None = None) -> nn.Module:
     model = cls(config).to(dtype)
     adapter = head_adapter(model)
     prune_(model, PruningPlan.from_json({"format": "prunehead.plan", "num_layers": adapter.num_layers,
                                          "num_heads": adapter.num_heads, "pruned_heads": pruned}, path))
+    if pruned_ffn:  # per-layer FFN widths, after the heads
+        prune_ffn_(model, PruningPlan.from_json({"format": "prunehead.plan", "num_layers": adapter.num_layers,
+                                                 "num_heads": adapter.num_heads, "pruned_ffn": pruned_ffn,
+                                                 "intermediate_size": ffn_sites(model)[0].intermediate_size}, path))
     state = {k: v for k, v in read_state_dict(files).items() if v.numel() or k in model.state_dict()}
     missing, unexpected = model.load_state_dict(state, strict=False)  # (transformers 4 kept 0-size q/k/v)
     model.tie_weights()

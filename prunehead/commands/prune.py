@@ -51,6 +51,15 @@ ScoreSplit = Annotated[str, Opt(help="Split the scorer draws its samples from.")
 RecoverEpochs = Annotated[int, Opt(min=0, help="After pruning, fine-tune this many epochs on --data's train split "
                                                "(reported separately; --out gets the recovered model).")]
 RecoverLr = Annotated[float, Opt(callback=Positive, help="Learning rate of the recovery fine-tune.")]
+FfnRatio = Annotated[float | None, Opt(min=0.0, max=1.0, callback=Finite, show_default=False,
+                                      help="Also remove this fraction of each layer's feed-forward neurons "
+                                           "(with --global: of all L*I, keeping --min-neurons-per-layer); "
+                                           "without --ratio / --heads, only neurons.")]
+FfnScores = Annotated[Path | None, Opt(show_default=False,
+                                       help="FFN score file (`prunehead score --units ffn`) for --ffn-ratio.")]
+FfnScorer = Annotated[str, Opt(help="Score the FFN neurons here when no --ffn-scores: taylor (gradient x "
+                                    "activation on --data's --score-split) or magnitude (data-free).")]
+MinNeurons = Annotated[int, Opt(min=0, help="Never leave a layer with fewer FFN neurons than this.")]
 EvalData = Annotated[str | None, Opt("--data", "-d", show_default=False,
                                      help="Evaluate before and after pruning on this data (as for `prunehead "
                                           "eval`); --scorer and recovery use it too.")]
@@ -64,9 +73,10 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
           recover_lr: RecoverLr = 5e-5, device: Device = None, overwrite: Overwrite = False,
           dry_run: DryRun = False, max_drop: MaxDrop = None,
           auto_scorers: AutoScorers = "gradient,attention,occlusion,attattr",
-          save_dtype: SaveDtypeOption = None) -> None:
+          save_dtype: SaveDtypeOption = None, ffn_ratio: FfnRatio = None, ffn_scores: FfnScores = None,
+          ffn_scorer: FfnScorer = "taylor", min_neurons_per_layer: MinNeurons = 1) -> None:
     """Remove the lowest-scoring heads (globally or per layer, at once or in --rounds, or as many as
-    --max-drop allows) and save to --out."""
+    --max-drop allows), and with --ffn-ratio feed-forward neurons, and save to --out."""
     import json
 
     import torch
@@ -75,7 +85,7 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
     from ..outputs import atomic_dir, check_output
     from ..surgery import save_pretrained
 
-    inputs = inputs_of(model, data, scores, plan)
+    inputs = inputs_of(model, data, scores, plan, ffn_scores)
     check_output(out, overwrite, inputs=inputs)
     scope = None if global_ is None else "global" if global_ else "per_layer"
     result = api.prune(model, scores=scores, plan=plan, ratio=ratio, heads=heads, scope=scope,
@@ -84,10 +94,17 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
                        task=task and task.value, clip_seconds=clip_seconds, recover_epochs=recover_epochs,
                        recover_lr=recover_lr, device=device, dry_run=dry_run, progress=True,
                        options=parse_options(option), max_drop=max_drop,
-                       auto_scorers=[n.strip() for n in auto_scorers.split(",") if n.strip()])
+                       auto_scorers=[n.strip() for n in auto_scorers.split(",") if n.strip()], ffn_ratio=ffn_ratio,
+                       ffn_scores=ffn_scores, ffn_scorer=ffn_scorer, ffn_scope="global" if global_ else "per_layer",
+                       min_neurons_per_layer=min_neurons_per_layer)
     _decision(result.report)
     typer.echo(f"plan: remove {result.plan.num_pruned} of {result.plan.num_layers * result.plan.num_heads} heads "
                f"{json.dumps(result.plan.to_json()['pruned_heads'])}")
+    chosen = result.plan
+    if chosen.pruned_ffn:
+        widths = [chosen.intermediate_size - len(chosen.pruned_ffn.get(l, ())) for l in range(chosen.num_layers)]
+        typer.echo(f"plan: remove {chosen.num_pruned_ffn} of {chosen.num_layers * chosen.intermediate_size} FFN "
+                   f"neurons (widths per layer: {widths})")
     if dry_run:
         with atomic_dir(out, overwrite, inputs=inputs) as tmp:
             result.plan.save(tmp / "plan.json")

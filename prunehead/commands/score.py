@@ -51,13 +51,21 @@ def score(model: Annotated[str | None, Opt("--model", "-m", show_default=False,
                                              help="Recipe TOML: model, data, task and score settings.")] = None,
           device: Device = None,
           resume: Annotated[bool, Opt(help="Continue an interrupted run from its checkpoint.")] = False,
-          overwrite: Overwrite = False) -> None:
+          overwrite: Overwrite = False,
+          units: Annotated[str, Opt(help="heads, or ffn: score every feed-forward neuron instead (--scorer taylor "
+                                         "or magnitude), for `prune --ffn-scores`.")] = "heads") -> None:
     """Score every attention head (higher = more important) and write a score file plus heat map."""
-    if out is None:
-        from ..errors import InputError
+    from ..errors import InputError
 
+    if out is None:
         raise InputError("missing --out: the score file to write, e.g. --out scores.json")
     out = out.expanduser()
+    if units not in ("heads", "ffn"):
+        raise InputError(f"--units must be heads or ffn, got {units!r}")
+    if units == "ffn":
+        given = {"model": model, "data": data, "scorer": scorer, "split": split or "train", "samples": samples or 200,
+                 "seed": seed or 0, "task": task and task.value}
+        return _run_ffn(out, given, batch_size, clip_seconds, device, overwrite, recipe, resume)
     flags = {"steps": steps, "beta": beta, "lr": lr, "noise": noise}
     options = {**{k: v for k, v in flags.items() if v is not None}, **parse_options(option)}
     given = {"model": model, "data": data, "scorer": scorer, "split": split, "samples": samples, "seed": seed,
@@ -142,6 +150,30 @@ def _run(out: Path, settings: dict[str, Any], options: dict[str, Any], batch_siz
                 file.unlink(missing_ok=True)
             typer.echo(f"scored {len(result.sample_paths)} samples with {settings['scorer']} in "
                        f"{time.time() - started:.1f} s on {where}; wrote {out} and {png}")
+
+
+def _run_ffn(out: Path, given: dict[str, Any], batch_size: int, clip_seconds: float | None, device: str | None,
+             overwrite: bool, recipe: Path | None, resume: bool) -> None:
+    """`score --units ffn`: one process, no checkpoint; writes the (L, I) score file."""
+    from ..api import score
+    from ..errors import InputError
+    from ..outputs import atomic_file, check_output
+
+    missing = [f"--{k}" for k in ("model", "data", "scorer") if not given[k]]
+    if missing or recipe is not None or resume:
+        raise InputError(f"--units ffn needs --model, --data and --scorer (taylor or magnitude), and takes no "
+                         f"--recipe or --resume{'; missing ' + ', '.join(missing) if missing else ''}")
+    inputs = inputs_of(given["model"], given["data"])
+    check_output(out, overwrite, inputs=inputs)
+    result = score(given["model"], given["data"], given["scorer"], split=given["split"], samples=given["samples"],
+                   seed=given["seed"], batch_size=batch_size, task=given["task"], clip_seconds=clip_seconds,
+                   device=device, units="ffn")
+    result.settings.update(model=given["model"], data=given["data"])
+    with atomic_file(out, overwrite, inputs=inputs) as tmp:
+        result.save(tmp)
+    L, I = result.scores.shape
+    typer.echo(f"scored {L} x {I} FFN neurons with {given['scorer']} on {len(result.sample_paths)} samples; "
+               f"wrote {out}")
 
 
 def resume_hint() -> str:

@@ -4,7 +4,8 @@ A `Family` answers, for a loaded model of its architecture: where the encoder's 
 (`sites`), how many heads of what width they have, how to remove heads from a block or empty it
 (`slice_heads_`, `empty_`), how to run the encoder from the hidden state entering layer l for cached HIB
 (`runner`), how to route attention through prunehead's attention function (`routed`), how to switch to an
-exportable attention (`exportable`) and what an example input looks like (`example_inputs`). Adding a
+exportable attention (`exportable`), what an example input looks like (`example_inputs`), and where each
+layer's feed-forward block is (`ffn_sites`, `intermediate_size`; the default finds the common layouts). Adding a
 family = one subclass in this package + its entry in `prunehead.families.FAMILIES` + tests.
 """
 
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import prune_linear_layer
 
+from ..errors import UnsupportedModelError
 from .runner import LayerRunner
 
 
@@ -42,6 +44,25 @@ class AttentionSite:
     attr: str
     out_owner: nn.Module
     out_attr: str
+
+
+@dataclass
+class FFNSite:
+    """The feed-forward block of layer `layer`: `intermediate` (D -> I, one output row per neuron) then an
+    activation, then `output` (I -> D, one input column per neuron). `intermediate_size` is I as configured."""
+
+    layer: int
+    intermediate: nn.Linear
+    output: nn.Linear
+    intermediate_size: int
+
+
+# (intermediate, output) attribute paths inside an encoder layer, tried in order by the default `ffn_sites`.
+FFN_PATHS: tuple[tuple[str, str], ...] = (
+    ("feed_forward.intermediate_dense", "feed_forward.output_dense"),  # wav2vec2, HuBERT, data2vec, WavLM
+    ("fc1", "fc2"),  # Whisper, BART-style
+    ("intermediate.dense", "output.dense"),  # BERT family
+)
 
 
 def make_site(layer: int, owner: nn.Module, attr: str, names: tuple[str, str, str], out_owner: nn.Module,
@@ -81,6 +102,14 @@ def output_bias(linear: nn.Module) -> torch.Tensor:
         return bias
     weight = linear.weight
     return torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+
+
+def _has_submodule(module: nn.Module, path: str) -> bool:
+    try:
+        module.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
 
 
 def _child_name(parent: nn.Module, child: nn.Module) -> str:
@@ -131,6 +160,29 @@ class Family:
     def sites(self, model: nn.Module) -> list[AttentionSite]:
         """One site per encoder layer, in layer order."""
         raise NotImplementedError
+
+    def intermediate_size(self, config: Any) -> int:
+        """I: the configured width of every encoder layer's feed-forward block."""
+        return config.intermediate_size
+
+    ffn_paths: ClassVar[tuple[tuple[str, str], ...]] = FFN_PATHS
+
+    def ffn_sites(self, model: nn.Module) -> list[FFNSite]:
+        """One feed-forward block per encoder layer, in layer order (the first of `ffn_paths` each layer has).
+
+        Raises:
+            UnsupportedModelError: a layer has none of the known (intermediate, output) pairs.
+        """
+        size = self.intermediate_size(model.config)
+        sites = []
+        for i, layer in enumerate(self.layers(model)):
+            pair = next(((layer.get_submodule(a), layer.get_submodule(b)) for a, b in self.ffn_paths
+                         if _has_submodule(layer, a) and _has_submodule(layer, b)), None)
+            if pair is None:
+                raise UnsupportedModelError(f"no feed-forward block found in {type(layer).__name__} (looked for "
+                                            f"{', '.join(a + ' / ' + b for a, b in self.ffn_paths)})")
+            sites.append(FFNSite(i, pair[0], pair[1], size))
+        return sites
 
     # -- surgery -----------------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ def base_model(model: nn.Module) -> nn.Module:
 class SpeechFamily(Family):
     name = "speech"
     model_types = ("wav2vec2", "hubert", "data2vec-audio")
+    ffn_paths = (("feed_forward.intermediate_dense", "feed_forward.output_dense"),)
 
     def encoder(self, model: nn.Module) -> nn.Module:
         return base_model(model).encoder

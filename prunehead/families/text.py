@@ -28,6 +28,7 @@ class TextFamily(Family):
     name = "text"
     model_types = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
     projections = ("query", "key", "value")
+    ffn_paths = (("intermediate.dense", "output.dense"),)
 
     def layers(self, model: nn.Module) -> nn.ModuleList:
         return base_model(model).encoder.layer

@@ -20,12 +20,16 @@ from .runner import LayerRunner
 class WhisperFamily(Family):
     name = "whisper"
     model_types = ("whisper",)
+    ffn_paths = (("fc1", "fc2"),)
 
     def num_heads(self, config: Any) -> int:
         return config.encoder_attention_heads
 
     def hidden_size(self, config: Any) -> int:
         return config.d_model
+
+    def intermediate_size(self, config: Any) -> int:
+        return config.encoder_ffn_dim
 
     def encoder(self, model: nn.Module) -> nn.Module:
         if hasattr(model, "layers") and hasattr(model, "conv1"):  # WhisperEncoder itself
