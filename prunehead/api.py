@@ -29,6 +29,7 @@ from .heads import head_adapter
 from .iterative import Target, prune_iteratively
 from .budget import AUTO_SCORERS, best_curve, choose_scorer, max_drop_plan
 from .plan import PruningPlan, load_scores, read_json, save_scores, select_ffn
+from .precision import check_dtype
 from .pruning import change_report, recover
 from .scorers import get_scorer
 from .scorers.base import Scorer, to_device
@@ -45,13 +46,16 @@ ScoresLike = torch.Tensor | str | Path
 
 def evaluate(model: ModelLike, data: str, *, split: str = "test", task: str | None = None, batch_size: int = 16,
              clip_seconds: float | None = None, device: str | None = None, on_error: str = "stop",
-             source: str | Path | None = None, progress: bool = False) -> dict[str, float]:
+             source: str | Path | None = None, dtype: str = "float32", progress: bool = False) -> dict[str, float]:
     """The metrics of `model` on `split` of `data` (accuracy; ASR: wer, cer and accuracy = 1 - WER).
 
-    Cost: one forward pass per sample (plus `generate` for Whisper ASR).
+    `dtype` "bfloat16" / "float16" evaluates under autocast (prunehead.precision). Cost: one forward pass
+    per sample (plus `generate` for Whisper ASR).
     """
+    check_dtype(dtype)
     ws = open_workspace(model, data, split, task=task, device=device, batch_size=batch_size,
                         clip_seconds=clip_seconds, on_error=on_error, source=source)
+    ws.dtype = dtype
     return ws.evaluate(progress=progress)
 
 
@@ -512,14 +516,17 @@ def _workspace(model: ModelLike, data: str | None, split: str, task: str | None,
 def sweep(model: ModelLike, data: str, scores: Mapping[str, ScoresLike] | Sequence[str | Path], *,
           split: str = "test", ratios: str | Sequence[float] | None = None, scope: str = "global",
           metric: str = "accuracy", batch_size: int = 16, task: str | None = None,
-          clip_seconds: float | None = None, device: str | None = None, progress: bool = False) -> dict[str, Any]:
+          clip_seconds: float | None = None, device: str | None = None, dtype: str = "float32",
+          progress: bool = False) -> dict[str, Any]:
     """Pruning curves: the metric at every ratio (or, per layer without ratios, K = 0..H-1 heads per layer)
     for every score matrix and for random scores (5 seeds), heads gated instead of removed (== removed).
 
     Cost: one evaluation of the split per distinct plan.
     """
+    check_dtype(dtype)
     ws = open_workspace(model, data, split, task=task, device=device, batch_size=batch_size,
                         clip_seconds=clip_seconds)
+    ws.dtype = dtype
     adapter = head_adapter(ws.model)
     sets = _score_sets(scores, ws.model)
     points = parse_ratios(ratios) if isinstance(ratios, str) else list(ratios) if ratios is not None else None

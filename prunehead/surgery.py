@@ -83,9 +83,10 @@ def save_pretrained(model: nn.Module, out_dir: str | Path, source: str | Path | 
     saved.save_pretrained(out_dir)
     plan = plan_of(model)
     plan.save(out_dir / "plan.json")
-    if plan.num_pruned:
-        _add_placeholders(model, out_dir, target)
-        write_remote_code(model, out_dir)
+    if plan.num_pruned or plan.num_pruned_ffn:
+        if plan.num_pruned:
+            _add_placeholders(model, out_dir, target)
+        write_remote_code(model, out_dir, portable=not plan.num_pruned_ffn)  # no FFN slicing in the template yet
     if processor is not None:
         processor.save_pretrained(out_dir)
     if source is not None:

@@ -201,7 +201,7 @@ def load_model(spec: str, task: str, labels: list[str] | None = None, tokenizer:
     config = surgery.load_config(spec)  # pruned folders carry a model_type only prunehead and remote code read
     if _has_head(config, task, labels):
         return surgery.load(spec)
-    if getattr(config, PRUNED_HEADS_KEY, None):
+    if getattr(config, PRUNED_HEADS_KEY, None) or getattr(config, "prunehead_pruned_ffn", None):
         raise InputError(f"{spec} is pruned and its head does not fit these labels; fine-tune it on the data "
                          "it was trained for (same label names)")
     with _quiet():

@@ -45,6 +45,7 @@ class Workspace:
     batch_size: int = 16
     source: str | None = None  # where the model was loaded from (processor files), if a path or hub id
     split: str = "test"
+    dtype: str = "float32"  # evaluation precision: float32, bfloat16 or float16 autocast (prunehead.precision)
     _batches: list[Batch] | None = field(default=None, repr=False)
 
     def batches(self) -> list[Batch]:
@@ -55,7 +56,8 @@ class Workspace:
 
     def evaluate(self, model: nn.Module | None = None, progress: bool = False) -> dict[str, float]:
         """Task metrics of `model` (default: the workspace's) on the split. Cost: one forward per sample."""
-        return self.task.evaluate(model if model is not None else self.model, self.batches(), progress=progress)
+        return self.task.evaluate(model if model is not None else self.model, self.batches(), progress=progress,
+                                  dtype=self.dtype)
 
     def draw(self, samples: int, seed: int = 0, batch_size: int = 8) -> Draw:
         """The first `samples` of a seeded permutation of the split, as scoring batches (model inputs plus

@@ -190,3 +190,16 @@ def test_one_runner_checks_every_scorer_result():
             call()
     scorer = get_scorer("attention")
     torch.testing.assert_close(scorer.score(model, [batch], ce), run(scorer, model, [batch], ce).scores)
+
+
+def test_evaluate_and_sweep_take_a_dtype(setup):
+    root, _ = setup
+    args = (str(root / "model"), str(root / "data"))
+    exact = prunehead.evaluate(*args, split="test", batch_size=8)
+    assert prunehead.evaluate(*args, split="test", batch_size=8, dtype="float32") == exact
+    low = prunehead.evaluate(*args, split="test", batch_size=8, dtype="bfloat16")
+    assert low["loss"] == pytest.approx(exact["loss"], abs=0.05) and low["loss"] != exact["loss"]
+    curve = prunehead.sweep(*args, [root / "gradient.json"], ratios=[0.0], batch_size=8, dtype="bfloat16")
+    assert curve["unpruned"]["loss"] == pytest.approx(low["loss"], abs=1e-3)
+    with pytest.raises(prunehead.InputError, match="dtype"):
+        prunehead.evaluate(*args, dtype="float8")

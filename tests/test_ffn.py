@@ -142,7 +142,7 @@ def test_parameter_count_drops_by_exactly_the_removed_rows_and_columns(arch):
 
 @pytest.mark.parametrize("arch", FAMILIES)
 def test_save_load_round_trip_keeps_per_layer_widths(arch, tmp_path):
-    heads = {} if arch == "wavlm-tiny" else HEADS  # (portable remote code cannot write head-pruned WavLM yet)
+    heads = HEADS
     plan = ffn_plan(tiny(arch), heads=heads)
     pruned = prune_ffn_(prune_(jittered(arch), plan), plan)
     save_pretrained(pruned, tmp_path / "m")
@@ -153,6 +153,18 @@ def test_save_load_round_trip_keeps_per_layer_widths(arch, tmp_path):
     assert [s.intermediate.out_features for s in ffn_sites(loaded)] == [I - 5, 1]
     inputs = inputs_for(arch)
     torch.testing.assert_close(logits(loaded, inputs), logits(pruned, inputs))
+
+
+def test_plain_transformers_refuses_an_ffn_pruned_folder(tmp_path):
+    """No portable FFN code yet: the folder must fail to load outside prunehead, never load other weights."""
+    import transformers
+
+    plan = ffn_plan(tiny("wav2vec2-tiny"), heads={})
+    with pytest.warns(UserWarning, match="prunehead.load only"):
+        save_pretrained(prune_ffn_(jittered("wav2vec2-tiny"), plan), tmp_path / "m")
+    with pytest.raises((ValueError, KeyError, OSError)):
+        transformers.AutoModelForAudioClassification.from_pretrained(tmp_path / "m")
+    assert plan_of(load(tmp_path / "m")) == plan
 
 
 def test_a_second_prune_uses_original_ids_and_equals_one_prune_of_the_union():

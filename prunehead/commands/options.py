@@ -46,6 +46,16 @@ class OnErrorChoice(str, Enum):
     skip = "skip"
 
 
+class DtypeName(str, Enum):
+    """Compute precisions (prunehead.precision)."""
+
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+Dtype = Annotated[DtypeName, typer.Option(help="Evaluate under autocast in this precision (GPU: bfloat16 is "
+                                                "fast; scores and metrics move slightly).")]
 Model = Annotated[str, typer.Option("--model", "-m", help="Model folder (pruned or not) or hub id.")]
 Data = Annotated[str, typer.Option("--data", "-d", help="Folder, .csv/.jsonl manifest, fsdd-ks[:DIR], fsdd-sid[:DIR], "
                                                         "speech-commands[:DIR] or hub:NAME[:CONFIG]; join with '+'.")]

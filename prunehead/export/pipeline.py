@@ -23,6 +23,7 @@ from torch import nn
 
 from ..cost import count_macs, count_params
 from ..errors import InputError
+from ..ffn import PRUNED_FFN_KEY, pruned_ffn_of
 from ..heads import PRUNED_HEADS_KEY, head_adapter, pruned_heads_of
 from ..outputs import atomic_dir, check_output
 from .accuracy import data_metrics, load_eval_data
@@ -83,16 +84,18 @@ class ExportOptions:
 
 
 def unpruned_reference(model: nn.Module) -> nn.Module | None:
-    """The model's architecture with every head (random weights), or None if `model` lost no head.
+    """The model's architecture with every head and neuron (random weights), or None if it lost none.
 
     The config keeps the original layout, so the dense model is rebuilt from it. Random weights change
     neither latency nor MACs; they are drawn by `randomize_weights_` so that the file size is a trained
     model's too.
     """
-    if not pruned_heads_of(model):
+    if not pruned_heads_of(model) and not pruned_ffn_of(model):
         return None
     config = copy.deepcopy(model.config)
-    delattr(config, PRUNED_HEADS_KEY)
+    for key in (PRUNED_HEADS_KEY, PRUNED_FFN_KEY):
+        if hasattr(config, key):
+            delattr(config, key)
     with torch.random.fork_rng():
         torch.manual_seed(0)
         return randomize_weights_(type(model)(config)).eval()
@@ -118,8 +121,8 @@ def check_baseline(model: nn.Module, baseline: nn.Module) -> None:
         raise InputError(f"--baseline is a {type(baseline).__name__} with {b.num_layers} x {b.num_heads} heads but "
                          f"the model is a {type(model).__name__} with {a.num_layers} x {a.num_heads}; "
                          "pass the unpruned version of the same model")
-    if pruned_heads_of(baseline):
-        raise InputError("--baseline has pruned heads; pass the model before pruning")
+    if pruned_heads_of(baseline) or pruned_ffn_of(baseline):
+        raise InputError("--baseline is pruned; pass the model before pruning")
 
 
 def _build(model: nn.Module, workdir: Path, options: ExportOptions,

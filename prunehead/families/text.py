@@ -57,5 +57,6 @@ class TextFamily(Family):
 
     def example_inputs(self, model: nn.Module, seconds: float = 1.0, batch: int = 1,
                        device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-        """128 tokens per sample (text models have no audio length)."""
-        return {"input_ids": torch.ones(batch, 128, dtype=torch.long, device=device)}
+        """128 tokens per sample (fewer where the model has fewer positions; text has no audio length)."""
+        positions = getattr(model.config, "max_position_embeddings", 130) - 2  # RoBERTa's start after pad + 1
+        return {"input_ids": torch.ones(batch, min(128, positions), dtype=torch.long, device=device)}

@@ -55,7 +55,7 @@ def _generated(model_type: str, architectures: list[str]) -> tuple[str, dict[str
     return "\n".join(lines).rstrip() + "\n", auto_map
 
 
-def write_remote_code(model: nn.Module, folder: str | Path) -> None:
+def write_remote_code(model: nn.Module, folder: str | Path, portable: bool = True) -> None:
     """Add `modeling_prunehead.py` to a folder written by `model.save_pretrained` and point config.json at it.
 
     Raises:
@@ -64,13 +64,14 @@ def write_remote_code(model: nn.Module, folder: str | Path) -> None:
     folder = Path(folder)
     model_type = model.config.model_type.removeprefix(TYPE_PREFIX)
     config_path = folder / "config.json"
-    if model_type not in SITES:  # still refused by plain transformers (unknown type), never loaded wrong
+    if model_type not in SITES or not portable:  # refused by plain transformers (unknown type), never wrong
         import warnings
 
         config = json.loads(config_path.read_text())
         config.update(model_type=TYPE_PREFIX + model_type)
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        warnings.warn(f"{folder}: {model_type} has no portable modeling code yet, so this folder loads with "
+        what = model_type if model_type not in SITES else "a model with pruned FFN neurons"
+        warnings.warn(f"{folder}: {what} has no portable modeling code yet, so this folder loads with "
                       "prunehead.load only (plain transformers refuses it)", stacklevel=3)
         return
     arch = transformers_class(model).__name__

@@ -1,8 +1,9 @@
 """Running a scorer for real: data-parallel over processes, checkpointed, resumable.
 
 Scoring is embarrassingly parallel over samples. Launch the same command in every process with an
-existing engine (`torchrun --nproc-per-node 2 $(which prunehead) score ...` or
-`accelerate launch --num_processes 2 $(which prunehead) score ...`; gloo on CPU, NCCL on GPUs). Every
+existing engine (`torchrun --nproc-per-node 2 $(which prunehead) score ...`; on GPUs also `accelerate launch
+--multi_gpu --num_processes 2 ...`; gloo on CPU, NCCL on GPUs). Plain `accelerate launch --num_processes N`
+starts ONE process on a CPU-only machine (accelerate 1.15, measured), so it is not suggested there. Every
 process prepares on all batches (e.g. HIB's V statistics, deterministic), scores the sample batches
 i with i % world_size == rank, and the per-sample results are all-gathered and reduced in sample-id
 order. A sample's result depends only on its batch and its id (seeds derive from ids), so the merged
@@ -55,7 +56,7 @@ def world() -> tuple[int, int]:
 
 
 def launched_distributed() -> bool:
-    """True when started by torchrun / accelerate launch with more than one process."""
+    """True when started by torchrun (or `accelerate launch --multi_gpu`) with more than one process."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
