@@ -75,6 +75,7 @@ class ScoreResult:
     device: str = "cpu"
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # model, data, split, seed, ...
     model_fingerprint: str | None = None  # of the scored weights: prune / sweep warn when it differs
+    resumed: int = 0  # samples taken from a checkpoint rather than scored in this run
     units: str = "heads"  # or "ffn": an (L, I) matrix of feed-forward neurons
 
     def save(self, path: str | Path) -> None:
@@ -135,6 +136,8 @@ def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "
     method = build_scorer(scorer, options, task=task or ws.task.name, seed=seed)
     method.progress = progress
     drawn = ws.draw(samples, seed, batch_size)
+    if progress and hasattr(method, "cost"):
+        _say(method.cost(len(drawn.paths), head_adapter(ws.model).kept_heads(ws.model)))
     if reference_samples:
         reference = ws.draw(reference_samples, seed, batch_size).batches
         where = next(ws.model.parameters()).device
@@ -147,7 +150,7 @@ def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "
                 "split": split, "seed": seed, "batch_size": batch_size, "reference_samples": reference_samples}
     return ScoreResult(outcome.scores, scorer, method.params(), ws.task.name, drawn.paths, outcome.spread,
                        outcome.world_size, next(ws.model.parameters()).device.type, settings,
-                       model_fingerprint(ws.model))
+                       model_fingerprint(ws.model), resumed=outcome.resumed)
 
 
 def _score_ffn(model: ModelLike | Workspace, data: str | None, scorer: str, split: str, samples: int, seed: int,
@@ -579,7 +582,7 @@ def finetune(model: ModelLike, data: str, out: str | Path, config: TrainConfig |
 def export_onnx(model: ModelLike, out: str | Path, *, opset: int | None = None, optimize: bool = False,
                 quantize: str | None = None, check: bool = True, atol: float = 1e-4, data: str | None = None,
                 split: str = "test", baseline: ModelLike | None = None, repeats: int = 20,
-                overwrite: bool = False) -> dict[str, Any]:
+                overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
     """Export `model` to the ONNX folder `out` (model.onnx [+ optimized / int8], config.json, the
     preprocessing files, export.json), checked against PyTorch and timed beside the unpruned model.
 
@@ -596,4 +599,4 @@ def export_onnx(model: ModelLike, out: str | Path, *, opset: int | None = None, 
     base_spec = str(baseline) if isinstance(baseline, (str, Path)) else None
     reference = surgery.load(base_spec) if base_spec is not None else baseline
     return export_model(loaded, out, options, baseline=reference, data=data, split=split, source=spec,
-                        baseline_source=base_spec, overwrite=overwrite)
+                        baseline_source=base_spec, overwrite=overwrite, progress=progress)

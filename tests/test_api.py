@@ -203,3 +203,35 @@ def test_evaluate_and_sweep_take_a_dtype(setup):
     assert curve["unpruned"]["loss"] == pytest.approx(low["loss"], abs=1e-3)
     with pytest.raises(prunehead.InputError, match="dtype"):
         prunehead.evaluate(*args, dtype="float8")
+
+
+def test_ctrl_c_prints_the_resume_command_and_it_finishes_the_same_matrix(setup, tmp_path, monkeypatch):
+    """Interrupted after the first batch: exit 130, the hint is the same command plus --resume, and running
+    it gives the matrix of an uninterrupted run (the summary says how much came from the checkpoint)."""
+    from prunehead.scorers.gradient import GradientScorer
+
+    root, _ = setup
+    out = tmp_path / "s.json"
+    argv = ["score", "-m", str(root / "model"), "-d", str(root / "data"), "--scorer", "gradient", "--samples", "8",
+            "--batch-size", "4", "--out", str(out)]
+    original, calls = GradientScorer.score_batch, []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GradientScorer, "score_batch", interrupted)
+    monkeypatch.setattr(sys, "argv", ["prunehead", *argv])
+    code, _, err = run_main(*argv)
+    assert code == 130 and not out.exists() and out.with_name("s.json.ckpt").exists()
+    hint = err.strip().splitlines()[-1]
+    assert hint.startswith("interrupted; continue with: prunehead score ") and hint.endswith(" --resume")
+    monkeypatch.setattr(GradientScorer, "score_batch", original)
+    import shlex
+
+    code, printed, err = run_main(*shlex.split(hint.split("continue with: prunehead ", 1)[1]))
+    assert code == 0 and "4 of them from the checkpoint" in printed, err
+    fresh = prunehead.score(str(root / "model"), str(root / "data"), "gradient", samples=8, batch_size=4)
+    assert json.loads(out.read_text())["scores"] == fresh.scores.tolist()

@@ -87,3 +87,15 @@ def test_the_demo_runs_twice_into_the_same_folder(tmp_path):
         assert result.exit_code == 0, result.output
     assert json.loads((out / "pruned" / "report.json").read_text())["heads_removed"] == 4
     assert (out / "pruned.onnx").exists()
+
+
+def test_a_failed_demo_leaves_no_half_written_folder(tmp_path, monkeypatch):
+    from prunehead.commands import finetune
+
+    def broken(**kwargs):
+        raise RuntimeError("training failed")
+
+    monkeypatch.setattr(finetune, "finetune_cmd", broken)
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--data", str(tmp_path / "kws")])
+    assert result.exit_code == 1 and "training failed" in result.output and not out.exists()

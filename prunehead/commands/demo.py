@@ -19,7 +19,7 @@ import typer
 from .options import Overwrite
 
 MARKER = ".prunehead-demo"  # written first into the demo's folder: a later demo may replace that folder
-ARTEFACTS = {"data", "model", "scores.json", "scores.png", "pruned", "pruned.onnx", "export.json", MARKER}
+ARTEFACTS = {"data", "model", "scores.json", "scores.png", "pruned", "onnx", MARKER}
 
 
 def _step(title: str, argv: list[str]) -> float:
@@ -71,35 +71,39 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every
     from . import export, finetune, prune, score
 
     fresh_output(out, overwrite)
-    torch.set_num_threads(1)  # small models on few cores: one thread avoids OpenMP spin-waits (measured 3-10x)
-    started = time.time()
-    paths = {"data": out / "data", "model": out / "model", "scores": out / "scores.json",
-             "pruned": out / "pruned", "onnx": out / "onnx"}
-    if data is None:
-        argv = ["data", "synth", "ks", "--out", str(paths["data"]), "--n-per-class", str(n_per_class)]
-        _step("1/5 synthesize keywords (espeak-ng + flite)", argv)
-        data_cmd.synth_cmd(data_cmd.TaskName("ks"), paths["data"], n_per_class=n_per_class, seed=0,
-                           test_fraction=0.25, n_speakers=8)
-        data = str(paths["data"])
-    argv = ["finetune", "--model", f"arch:{arch}", "--data", data, "--out", str(paths["model"]), "--epochs",
-            str(epochs), "--lr", "1e-3", "--head-lr", "1e-3", "--batch-size", "8", "--train-feature-encoder",
-            "--clip-seconds", "1"]
-    _step(f"2/5 train a small model ({arch}) from scratch", argv)
-    finetune.finetune_cmd(out=paths["model"], model=f"arch:{arch}", data=data, epochs=epochs, lr=1e-3,
-                          head_lr=1e-3, batch_size=8, freeze_feature_encoder=False, clip_seconds=1.0)
-    argv = ["score", "--model", str(paths["model"]), "--data", data, "--scorer", "hib", "--samples", str(samples),
-            "--steps", str(steps), "--out", str(paths["scores"])]
-    _step("3/5 score every head with HIB", argv)
-    score.score(model=str(paths["model"]), data=data, scorer="hib", out=paths["scores"], samples=samples,
-                steps=steps, batch_size=8)
-    argv = ["prune", "--model", str(paths["model"]), "--scores", str(paths["scores"]), "--ratio", str(ratio),
-            "--global", "--data", data, "--out", str(paths["pruned"])]
-    _step(f"4/5 remove {ratio:.0%} of the heads (global) and re-evaluate", argv)
-    prune.prune(model=str(paths["model"]), scores=paths["scores"], out=paths["pruned"], ratio=ratio,
-                global_=True, data=data, clip_seconds=1.0)
-    argv = ["export", "onnx", "--model", str(paths["pruned"]), "--out", str(paths["onnx"])]
-    _step("5/5 export the pruned model to ONNX, checked against PyTorch", argv)
-    export.onnx(model=str(paths["pruned"]), out=paths["onnx"], repeats=10)
+    try:  # a failed or interrupted demo leaves no half-written folder behind
+        torch.set_num_threads(1)  # small models on few cores: one thread avoids OpenMP spin-waits (measured 3-10x)
+        started = time.time()
+        paths = {"data": out / "data", "model": out / "model", "scores": out / "scores.json",
+                 "pruned": out / "pruned", "onnx": out / "onnx"}
+        if data is None:
+            argv = ["data", "synth", "ks", "--out", str(paths["data"]), "--n-per-class", str(n_per_class)]
+            _step("1/5 synthesize keywords (espeak-ng + flite)", argv)
+            data_cmd.synth_cmd(data_cmd.TaskName("ks"), paths["data"], n_per_class=n_per_class, seed=0,
+                               test_fraction=0.25, n_speakers=8)
+            data = str(paths["data"])
+        argv = ["finetune", "--model", f"arch:{arch}", "--data", data, "--out", str(paths["model"]), "--epochs",
+                str(epochs), "--lr", "1e-3", "--head-lr", "1e-3", "--batch-size", "8", "--train-feature-encoder",
+                "--clip-seconds", "1"]
+        _step(f"2/5 train a small model ({arch}) from scratch", argv)
+        finetune.finetune_cmd(out=paths["model"], model=f"arch:{arch}", data=data, epochs=epochs, lr=1e-3,
+                              head_lr=1e-3, batch_size=8, freeze_feature_encoder=False, clip_seconds=1.0)
+        argv = ["score", "--model", str(paths["model"]), "--data", data, "--scorer", "hib", "--samples", str(samples),
+                "--steps", str(steps), "--out", str(paths["scores"])]
+        _step("3/5 score every head with HIB", argv)
+        score.score(model=str(paths["model"]), data=data, scorer="hib", out=paths["scores"], samples=samples,
+                    steps=steps, batch_size=8)
+        argv = ["prune", "--model", str(paths["model"]), "--scores", str(paths["scores"]), "--ratio", str(ratio),
+                "--global", "--data", data, "--out", str(paths["pruned"])]
+        _step(f"4/5 remove {ratio:.0%} of the heads (global) and re-evaluate", argv)
+        prune.prune(model=str(paths["model"]), scores=paths["scores"], out=paths["pruned"], ratio=ratio,
+                    global_=True, data=data, clip_seconds=1.0)
+        argv = ["export", "onnx", "--model", str(paths["pruned"]), "--out", str(paths["onnx"])]
+        _step("5/5 export the pruned model to ONNX, checked against PyTorch", argv)
+        export.onnx(model=str(paths["pruned"]), out=paths["onnx"], repeats=10)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     _summary(out, paths, time.time() - started)
 
 

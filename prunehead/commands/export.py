@@ -46,7 +46,7 @@ def onnx(
     out = check_output(out, overwrite, inputs=inputs_of(model, data, baseline))
     summary = export_onnx(model, out, opset=opset, optimize=optimize, quantize=quantize.value if quantize else None,
                           check=check, atol=atol, data=data, split=split, baseline=baseline, repeats=repeats,
-                          overwrite=overwrite)
+                          overwrite=overwrite, progress=True)
     _print(summary, out)
 
 

@@ -148,8 +148,9 @@ def _run(out: Path, settings: dict[str, Any], options: dict[str, Any], batch_siz
                                               f"({len(result.sample_paths)} samples)")
             for file in Checkpoint.files(checkpoint):
                 file.unlink(missing_ok=True)
-            typer.echo(f"scored {len(result.sample_paths)} samples with {settings['scorer']} in "
-                       f"{time.time() - started:.1f} s on {where}; wrote {out} and {png}")
+            earlier = f" ({result.resumed} of them from the checkpoint of the interrupted run)" if result.resumed else ""
+            typer.echo(f"scored {len(result.sample_paths)} samples{earlier} with {settings['scorer']}; this run "
+                       f"took {time.time() - started:.1f} s on {where}; wrote {out} and {png}")
 
 
 def _run_ffn(out: Path, given: dict[str, Any], batch_size: int, clip_seconds: float | None, device: str | None,

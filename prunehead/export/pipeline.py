@@ -191,7 +191,7 @@ def _dynamic_note(sig: Signature) -> str:
 def export_model(model: nn.Module, out: str | Path, options: ExportOptions = ExportOptions(), *,
                  baseline: nn.Module | None = None, data: str | None = None, split: str = "test",
                  source: str | None = None, baseline_source: str | None = None,
-                 overwrite: bool = False) -> dict[str, Any]:
+                 overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
     """Export `model` into folder `out`, verify it, time it next to the unpruned model, write `export.json`.
 
     Args:
@@ -220,17 +220,23 @@ def export_model(model: nn.Module, out: str | Path, options: ExportOptions = Exp
                          "drop the .onnx suffix")
     reference, reference_source = _reference(model, baseline, baseline_source)
     eval_data = load_eval_data(model, signature(model), data, split, source) if data is not None else None
+    say = _say if progress else (lambda message: None)
     with tempfile.TemporaryDirectory(prefix="prunehead-export-") as tmp:
+        say("export: tracing the model to ONNX" + (" and checking it against PyTorch" if options.check else ""))
         try:
             files, sig, checks = _build(model, Path(tmp) / "model", options, options.check)
         except ExportCheckError as err:
             raise ExportCheckError(f"{err} (nothing was written)") from None
+        if reference is not None:
+            say("export: tracing the unpruned reference (for the size and latency comparison)")
         unpruned_file = files["final"] if reference is None else \
             _build(reference, Path(tmp) / "unpruned", options, check=False)[0]["final"]
         stages = {k: v for k, v in files.items() if k != "final"}
         if eval_data is not None:
+            say(f"export: evaluating PyTorch and every graph on {data} ({split})")
             checks["data"] = {"spec": data, "split": split, "metrics": data_metrics(model, stages, sig, eval_data)}
         final = next(GRAPH_NAMES[k] for k, v in stages.items() if v == files["final"])
+        say(f"export: timing ONNX Runtime, pruned vs unpruned ({options.repeats} runs per setting)")
         summary = {"format": SUMMARY_FORMAT, "version": 2, "source": source, "onnx": final,
                    "graphs": {stage: GRAPH_NAMES[stage] for stage in stages},
                    **_interface(files["final"], sig), "optimize": options.optimize, "quantize": options.quantize,
@@ -242,6 +248,12 @@ def export_model(model: nn.Module, out: str | Path, options: ExportOptions = Exp
             summary["preprocessing"] = write_model_files(model, folder, source)
             (folder / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _say(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
 
 
 def _interface(path: Path, sig: Signature) -> dict[str, Any]:

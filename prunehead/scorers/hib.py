@@ -184,6 +184,15 @@ class HIBScorer(SampleScorer):
         if not finite or self.steps < 0 or self.lr <= 0 or self.noise < 0 or self.init_std <= 0:
             raise InputError("HIB needs finite options with steps >= 0, lr > 0, noise >= 0 and init_std > 0")
 
+    def cost(self, samples: int, kept: list[list[int]]) -> str:
+        """What a run will cost, said before it starts: optimizations x steps (forward + backward each)."""
+        layers = [heads for heads in kept if heads]
+        rows = {"per_layer": len(layers), "all_layers": 1, "per_head": sum(map(len, layers))}[self.scope]
+        note = "; cached: a row of layer l runs only layers l..L-1" if self.cache and self.scope == "per_layer" else ""
+        return (f"hib: {samples} samples x {rows} optimizations x {self.steps} steps = "
+                f"{samples * rows * self.steps:,} forward+backward passes{note} (fewer --samples or --steps "
+                "shorten it)")
+
     # -- SampleScorer -------------------------------------------------------------------------------
 
     def prepare(self, model: nn.Module, batches: list[Batch], objective: Objective) -> ValueStats:

@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ class ScoreRun:
     ids: torch.Tensor  # (N,) sample ids, sorted
     results: torch.Tensor | None  # (N, ...) per-sample results in id order; None for non-sample scorers
     world_size: int = 1
+    resumed: int = 0  # samples (of this rank) taken from the checkpoint instead of scored in this run
 
 
 def world() -> tuple[int, int]:
@@ -206,11 +208,21 @@ def run(scorer: Scorer, model: nn.Module, batches: list[Batch], objective: Objec
         pairs = []
         total = sum(len(ids) for _, _, ids in work)
         with progress_bar(total=total, enable=progress and rank == 0, unit="sample", desc=f"{scorer.name}") as bar:
+            resumed, started, first = 0, time.monotonic(), True
             for index, part, ids in work:
                 if store is not None and index in store.done:
                     pairs.append(store.done[index])
+                    resumed += len(ids)
                 else:
                     result = scorer.score_batch(model, part, objective, ids, context).detach().cpu()
+                    if first and progress and rank == 0:  # what the whole run will cost, from its first batch
+                        first = False
+                        left = total - resumed - len(ids)
+                        per = (time.monotonic() - started) / len(ids)
+                        if left > 0:
+                            bar.write(f"{scorer.name}: the first {len(ids)} samples took {per * len(ids):.1f} s; "
+                                      f"about {_duration(per * left)} more for the other {left} "
+                                      "(fewer --samples or --steps shorten it)")
                     if result.shape[0] != batch_size(part):
                         raise RuntimeError(f"{scorer.name}.score_batch returned {result.shape[0]} rows for "
                                            f"{batch_size(part)} samples")
@@ -222,4 +234,9 @@ def run(scorer: Scorer, model: nn.Module, batches: list[Batch], objective: Objec
     ids = torch.cat([i for i, _ in pairs])
     results = gather_results([r for _, r in pairs], ids)
     scores = finish_scores(scorer.reduce(results), model)
-    return ScoreRun(scores, scorer.spread(results), ids.sort().values, results, size)
+    return ScoreRun(scores, scorer.spread(results), ids.sort().values, results, size, resumed)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else \
+        f"{seconds / 3600:.1f} h"
