@@ -17,7 +17,7 @@ from .families.text import TextFamily
 SPEECH_TYPES = SpeechFamily.model_types
 TEXT_TYPES = TextFamily.model_types
 
-PRUNED_HEADS_KEY = "prunehead_pruned_heads"  # config.json entry: {"<layer>": [original head ids]}
+from .portable.template import PRUNED_HEADS_KEY  # noqa: E402 - config.json: {"<layer>": [original head ids]}
 
 __all__ = ["PRUNED_HEADS_KEY", "SPEECH_TYPES", "SUPPORTED_TYPES", "TEXT_TYPES", "AttentionSite", "HeadAdapter",
            "head_adapter", "pruned_heads_of"]

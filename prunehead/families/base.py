@@ -21,6 +21,7 @@ from torch import nn
 from transformers.pytorch_utils import prune_linear_layer
 
 from ..errors import UnsupportedModelError
+from ..portable.template import BiasOnly, EmptyAttention  # the one definition; it travels with saved models
 from .runner import LayerRunner
 
 
@@ -71,28 +72,6 @@ def make_site(layer: int, owner: nn.Module, attr: str, names: tuple[str, str, st
     module = getattr(owner, attr)
     q, k, v = (getattr(module, n, None) for n in names)
     return AttentionSite(layer, module, q, k, v, getattr(out_owner, out_attr), owner, attr, out_owner, out_attr)
-
-
-class BiasOnly(nn.Module):
-    """Stands in for an output projection with no inputs left: returns its bias at every position."""
-
-    def __init__(self, bias: torch.Tensor):
-        super().__init__()
-        self.bias = nn.Parameter(bias.detach().clone())
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.bias.expand(*hidden_states.shape[:-1], self.bias.shape[0])  # (B, L, D)
-
-
-class EmptyAttention(nn.Module):
-    """An attention block with no heads: (out_proj.bias at every frame, no weights)."""
-
-    def __init__(self, bias: torch.Tensor):
-        super().__init__()
-        self.out_proj = BiasOnly(bias)
-
-    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
-        return self.out_proj(hidden_states), None
 
 
 def output_bias(linear: nn.Module) -> torch.Tensor:

@@ -12,16 +12,10 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from ..portable.template import EmptySelfAttention
 from .base import AttentionSite, BiasOnly, Family, make_site, output_bias
 from .runner import LayerRunner
 from .speech import base_model
-
-
-class EmptySelfAttention(nn.Module):
-    """A BERT self-attention with no heads: a zero-width context that the bias-only dense maps to its bias."""
-
-    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
-        return hidden_states[..., :0], None  # (B, L, 0)
 
 
 class TextFamily(Family):
