@@ -46,7 +46,8 @@ ScoresLike = torch.Tensor | str | Path
 
 def evaluate(model: ModelLike, data: str, *, split: str = "test", task: str | None = None, batch_size: int = 16,
              clip_seconds: float | None = None, device: str | None = None, on_error: str = "stop",
-             source: str | Path | None = None, dtype: str = "float32", progress: bool = False) -> dict[str, float]:
+             source: str | Path | None = None, dtype: str = "float32", workers: int = 0,
+             progress: bool = False) -> dict[str, float]:
     """The metrics of `model` on `split` of `data` (accuracy; ASR: wer, cer and accuracy = 1 - WER).
 
     `dtype` "bfloat16" / "float16" evaluates under autocast (prunehead.precision). Cost: one forward pass
@@ -54,7 +55,7 @@ def evaluate(model: ModelLike, data: str, *, split: str = "test", task: str | No
     """
     check_dtype(dtype)
     ws = open_workspace(model, data, split, task=task, device=device, batch_size=batch_size,
-                        clip_seconds=clip_seconds, on_error=on_error, source=source)
+                        clip_seconds=clip_seconds, on_error=on_error, source=source, workers=workers)
     ws.dtype = dtype
     return ws.evaluate(progress=progress)
 
@@ -109,7 +110,7 @@ def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "
           samples: int = 200, seed: int = 0, batch_size: int = 8, task: str | None = None,
           clip_seconds: float | None = None, reference_samples: int = 0, device: str | torch.device | None = None,
           checkpoint: str | Path | None = None, resume: bool = False, key: str = "", progress: bool = False,
-          units: str = "heads", **options: Any) -> ScoreResult:
+          units: str = "heads", workers: int = 0, **options: Any) -> ScoreResult:
     """Score every attention head of `model` on `samples` seeded samples of `split` of `data`.
 
     Args:
@@ -126,13 +127,14 @@ def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "
     check_counts(samples=samples, batch_size=batch_size)
     if units == "ffn":
         return _score_ffn(model, data, scorer, split, samples, seed, batch_size, task, clip_seconds, device,
-                          reference_samples, checkpoint, options)
+                          reference_samples, checkpoint, options, workers)
     if units != "heads":
         raise InputError(f"--units must be heads or ffn, got {units!r}")
     if reference_samples and scorer != "hib":
         raise InputError("--reference-samples sets HIB's V statistics; it applies to --scorer hib only")
     build_scorer(scorer, options, seed=seed)  # fail on bad options before anything loads
-    ws = model if isinstance(model, Workspace) else _workspace(model, data, split, task, device, clip_seconds)
+    ws = model if isinstance(model, Workspace) else _workspace(model, data, split, task, device, clip_seconds,
+                                                                  workers=workers)
     method = build_scorer(scorer, options, task=task or ws.task.name, seed=seed)
     method.progress = progress
     drawn = ws.draw(samples, seed, batch_size)
@@ -155,7 +157,7 @@ def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "
 
 def _score_ffn(model: ModelLike | Workspace, data: str | None, scorer: str, split: str, samples: int, seed: int,
                batch_size: int, task: str | None, clip_seconds: float | None, device: Any, reference_samples: int,
-               checkpoint: Any, options: Mapping[str, Any]) -> ScoreResult:
+               checkpoint: Any, options: Mapping[str, Any], workers: int = 0) -> ScoreResult:
     """`score(..., units="ffn")`: the (L, I) FFN neuron scores (taylor on the drawn samples, or magnitude)."""
     from .scorers.ffn import METHODS, score_ffn
 
@@ -163,7 +165,8 @@ def _score_ffn(model: ModelLike | Workspace, data: str | None, scorer: str, spli
         raise InputError(f"--units ffn scores with --scorer {' or '.join(METHODS)}, got {scorer!r}")
     if options or reference_samples or checkpoint is not None:
         raise InputError("--units ffn takes no scorer options, --reference-samples or checkpoints")
-    ws = model if isinstance(model, Workspace) else _workspace(model, data, split, task, device, clip_seconds)
+    ws = model if isinstance(model, Workspace) else _workspace(model, data, split, task, device, clip_seconds,
+                                                                  workers=workers)
     drawn = ws.draw(samples, seed, batch_size) if scorer == "taylor" else None
     matrix = score_ffn(ws.model, drawn.batches if drawn else (), ws.task.objective, method=scorer)
     settings = {"model": ws.source or type(ws.model).__name__, "data": data, "split": split, "seed": seed,
@@ -508,10 +511,11 @@ def _scores(scores: ScoresLike, net: nn.Module) -> torch.Tensor:
 
 
 def _workspace(model: ModelLike, data: str | None, split: str, task: str | None, device: Any,
-               clip_seconds: float | None, source: str | None = None) -> Workspace:
+               clip_seconds: float | None, source: str | None = None, workers: int = 0) -> Workspace:
     if data is None:
         raise InputError("scoring needs data: give --data")
-    return open_workspace(model, data, split, task=task, device=device, clip_seconds=clip_seconds, source=source)
+    return open_workspace(model, data, split, task=task, device=device, clip_seconds=clip_seconds, source=source,
+                          workers=workers)
 
 
 # --------------------------------------------------------------------------------------------------- sweep
@@ -520,7 +524,7 @@ def sweep(model: ModelLike, data: str, scores: Mapping[str, ScoresLike] | Sequen
           split: str = "test", ratios: str | Sequence[float] | None = None, scope: str = "global",
           metric: str = "accuracy", batch_size: int = 16, task: str | None = None,
           clip_seconds: float | None = None, device: str | None = None, dtype: str = "float32",
-          progress: bool = False) -> dict[str, Any]:
+          workers: int = 0, progress: bool = False) -> dict[str, Any]:
     """Pruning curves: the metric at every ratio (or, per layer without ratios, K = 0..H-1 heads per layer)
     for every score matrix and for random scores (5 seeds), heads gated instead of removed (== removed).
 
@@ -528,7 +532,7 @@ def sweep(model: ModelLike, data: str, scores: Mapping[str, ScoresLike] | Sequen
     """
     check_dtype(dtype)
     ws = open_workspace(model, data, split, task=task, device=device, batch_size=batch_size,
-                        clip_seconds=clip_seconds)
+                        clip_seconds=clip_seconds, workers=workers)
     ws.dtype = dtype
     adapter = head_adapter(ws.model)
     sets = _score_sets(scores, ws.model)

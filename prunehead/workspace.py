@@ -46,18 +46,23 @@ class Workspace:
     source: str | None = None  # where the model was loaded from (processor files), if a path or hub id
     split: str = "test"
     dtype: str = "float32"  # evaluation precision: float32, bfloat16 or float16 autocast (prunehead.precision)
+    workers: int = 0  # DataLoader processes extracting features (0: this process)
     _batches: list[Batch] | None = field(default=None, repr=False)
 
     def batches(self) -> list[Batch]:
         """The split as padded batches, built once and reused (sweeps evaluate many times)."""
         if self._batches is None:
-            self._batches = list(make_batches(self.dataset, self.processor, self.batch_size))
+            self._batches = list(make_batches(self.dataset, self.processor, self.batch_size, **self._loading()))
         return self._batches
 
     def evaluate(self, model: nn.Module | None = None, progress: bool = False) -> dict[str, float]:
         """Task metrics of `model` (default: the workspace's) on the split. Cost: one forward per sample."""
         return self.task.evaluate(model if model is not None else self.model, self.batches(), progress=progress,
                                   dtype=self.dtype)
+
+    def _loading(self) -> dict[str, Any]:
+        """Feature extraction in `workers` processes; pinned batches when the model is on a GPU."""
+        return {"workers": self.workers, "pin_memory": next(self.model.parameters()).device.type == "cuda"}
 
     def draw(self, samples: int, seed: int = 0, batch_size: int = 8) -> Draw:
         """The first `samples` of a seeded permutation of the split, as scoring batches (model inputs plus
@@ -67,20 +72,21 @@ class Workspace:
         part = self.dataset.select(rows)
         equal = padding_changes_outputs(self.model)
         batches = [{**self.task.model_inputs(b), "labels": b["labels"]}
-                   for b in make_batches(part, self.processor, batch_size, equal_length=equal)]
+                   for b in make_batches(part, self.processor, batch_size, equal_length=equal, **self._loading())]
         return Draw(batches, [str(p) for p in part["path"]])
 
 
 def open_workspace(model: ModelLike, data: str, split: str = "test", *, task: str | None = None,
                    device: str | torch.device | None = None, batch_size: int = 16,
                    clip_seconds: float | None = None, on_error: str = "stop",
-                   source: str | Path | None = None) -> Workspace:
+                   source: str | Path | None = None, workers: int = 0) -> Workspace:
     """Load a model (path, hub id or loaded module) and `split` of a data set, labels matched by name.
 
     Args:
         task: ks, sid, ic or asr (default: inferred from the model's head).
         clip_seconds: crop / pad labelled clips (default: the length the model was fine-tuned with).
         source: where to read the feature extractor / tokenizer when `model` is a module.
+        workers: DataLoader worker processes for feature extraction (0: this process).
     """
     spec = str(model) if isinstance(model, (str, Path)) else None
     net = surgery.load(spec) if spec is not None else model
@@ -92,7 +98,7 @@ def open_workspace(model: ModelLike, data: str, split: str = "test", *, task: st
     dataset = load_data(data, split, fe, name, on_error, clip_seconds)
     if name != "asr":
         dataset = align_labels(dataset, list(net.config.id2label.values()))
-    return Workspace(net, get_task(name, net, tok), (fe, tok), dataset, batch_size, where, split)
+    return Workspace(net, get_task(name, net, tok), (fe, tok), dataset, batch_size, where, split, workers=workers)
 
 
 def _device_of(model: nn.Module) -> torch.device:

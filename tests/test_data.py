@@ -292,3 +292,20 @@ def test_clip_seconds_must_be_positive(tmp_path, seconds):
 
 def test_spec_paths_name_the_local_inputs(tmp_path):
     assert spec_paths(f"{tmp_path}/a+fsdd-ks:{tmp_path}/b+hub:x+superb:ks") == [tmp_path / "a", tmp_path / "b"]
+
+
+def test_worker_processes_give_the_same_batches_in_the_same_order(tmp_path):
+    """Feature extraction in DataLoader workers (GPU throughput) changes nothing but where it runs."""
+    from prunehead.data import make_batches
+    from tests.test_train import write_tones
+
+    write_tones(tmp_path / "d", {"a": 400.0, "b": 1200.0, "c": 2000.0}, n=5)
+    ds = load_data(str(tmp_path / "d"), "train")
+    fe = Wav2Vec2FeatureExtractor(return_attention_mask=True)
+    here = list(make_batches(ds, fe, 4, shuffle=True, seed=3))
+    there = list(make_batches(ds, fe, 4, shuffle=True, seed=3, workers=2))
+    assert len(here) == len(there) == 4
+    for a, b in zip(here, there):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(InputError, match="workers"):
+        next(make_batches(ds, fe, 4, workers=-1))

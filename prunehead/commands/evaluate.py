@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .options import (BatchSize, ClipSeconds, Data, Device, Dtype, DtypeName, Model, OnError, OnErrorChoice, Out, Overwrite, Split,
-                      Task, TaskName, inputs_of)
+                      Task, TaskName, Workers, inputs_of)
 
 __all__ = ["TaskName", "eval_cmd"]
 
@@ -17,7 +17,8 @@ def eval_cmd(model: Model, data: Data, split: Split = "test", batch_size: BatchS
              out: Annotated[Path | None, typer.Option("--out", "-o", show_default=False,
                                                       help="Write the metrics to this JSON file.")] = None,
              task: Task = None, device: Device = None, on_error: OnError = OnErrorChoice.stop,
-             clip_seconds: ClipSeconds = None, dtype: Dtype = DtypeName.float32, overwrite: Overwrite = False) -> None:
+             clip_seconds: ClipSeconds = None, dtype: Dtype = DtypeName.float32, workers: Workers = 0,
+             overwrite: Overwrite = False) -> None:
     """Evaluate a model (pruned or not) on a data split: accuracy, or WER and 1 - WER for ASR."""
     import json
 
@@ -30,7 +31,7 @@ def eval_cmd(model: Model, data: Data, split: Split = "test", batch_size: BatchS
         check_output(out, overwrite, inputs=inputs)
     metrics = evaluate(model, data, split=split, task=task and task.value, batch_size=batch_size,
                        clip_seconds=clip_seconds, device=device, on_error=on_error.value, dtype=dtype.value,
-                       progress=True)
+                       workers=workers, progress=True)
     for key, value in metrics.items():
         typer.echo(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     if out is not None:

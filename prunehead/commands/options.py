@@ -56,6 +56,8 @@ class DtypeName(str, Enum):
 
 Dtype = Annotated[DtypeName, typer.Option(help="Evaluate under autocast in this precision (GPU: bfloat16 is "
                                                 "fast; scores and metrics move slightly).")]
+Workers = Annotated[int, typer.Option(min=0, help="Extract features in this many DataLoader worker processes "
+                                                  "(0: in the main process; on a GPU, 2-4 keep it busy).")]
 Model = Annotated[str, typer.Option("--model", "-m", help="Model folder (pruned or not) or hub id.")]
 Data = Annotated[str, typer.Option("--data", "-d", help="Folder, .csv/.jsonl manifest, fsdd-ks[:DIR], fsdd-sid[:DIR], "
                                                         "speech-commands[:DIR] or hub:NAME[:CONFIG]; join with '+'.")]

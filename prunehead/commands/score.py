@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .options import (ClipSeconds, Device, Finite, OptionalData, Overwrite, ScorerOptions, Task, inputs_of,
+from .options import (ClipSeconds, Device, DtypeName, Finite, OptionalData, Overwrite, ScorerOptions, Task, Workers, inputs_of,
                       parse_options)
 
 Opt = typer.Option
@@ -49,7 +49,10 @@ def score(model: Annotated[str | None, Opt("--model", "-m", show_default=False,
           clip_seconds: ClipSeconds = None,
           recipe: Annotated[Path | None, Opt(show_default=False,
                                              help="Recipe TOML: model, data, task and score settings.")] = None,
-          device: Device = None,
+          device: Device = None, workers: Workers = 0,
+          dtype: Annotated[DtypeName | None, Opt(show_default=False,
+                                                 help="Autocast precision of the gradient, attention and occlusion "
+                                                      "scorers (HIB stays float32). [default: float32]")] = None,
           resume: Annotated[bool, Opt(help="Continue an interrupted run from its checkpoint.")] = False,
           overwrite: Overwrite = False,
           units: Annotated[str, Opt(help="heads, or ffn: score every feed-forward neuron instead (--scorer taylor "
@@ -68,10 +71,12 @@ def score(model: Annotated[str | None, Opt("--model", "-m", show_default=False,
         return _run_ffn(out, given, batch_size, clip_seconds, device, overwrite, recipe, resume)
     flags = {"steps": steps, "beta": beta, "lr": lr, "noise": noise}
     options = {**{k: v for k, v in flags.items() if v is not None}, **parse_options(option)}
+    if dtype is not None:
+        options["dtype"] = dtype.value
     given = {"model": model, "data": data, "scorer": scorer, "split": split, "samples": samples, "seed": seed,
              "task": task and task.value}
     settings, options = _settings(given, options, recipe)
-    _run(out, settings, options, batch_size, reference_samples, clip_seconds, device, resume, overwrite)
+    _run(out, settings, options, batch_size, reference_samples, clip_seconds, device, resume, overwrite, workers)
 
 
 def _settings(given: dict[str, Any], options: dict[str, Any], recipe: Path | None) -> tuple[dict, dict]:
@@ -99,7 +104,7 @@ def _settings(given: dict[str, Any], options: dict[str, Any], recipe: Path | Non
 
 
 def _run(out: Path, settings: dict[str, Any], options: dict[str, Any], batch_size: int, reference_samples: int,
-         clip_seconds: float | None, device: str | None, resume: bool, overwrite: bool) -> None:
+         clip_seconds: float | None, device: str | None, resume: bool, overwrite: bool, workers: int) -> None:
     import dataclasses
     import time
 
@@ -130,6 +135,7 @@ def _run(out: Path, settings: dict[str, Any], options: dict[str, Any], batch_siz
             result = score(settings["model"], settings["data"], settings["scorer"], split=settings["split"],
                            samples=settings["samples"], seed=settings["seed"], batch_size=batch_size,
                            task=settings["task"], clip_seconds=clip_seconds, reference_samples=reference_samples,
+                           workers=workers,
                            device=where, checkpoint=checkpoint, key=key, resume=resume, progress=rank == 0, **options)
         except KeyboardInterrupt:
             from ..errors import Interrupted

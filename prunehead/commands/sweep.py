@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .options import BatchSize, ClipSeconds, Data, Device, Dtype, DtypeName, Global, Model, Out, Overwrite, Split, Task, inputs_of
+from .options import (BatchSize, ClipSeconds, Data, Device, Dtype, DtypeName, Global, Model, Out, Overwrite, Split,
+                      Task, Workers, inputs_of)
 
 ScoreFiles = Annotated[list[Path], typer.Option("--scores", "-s", help="Score files (repeat, or list them "
                                                                       "after the options).")]
@@ -23,7 +24,7 @@ def sweep_cmd(model: Model, data: Data, out: Out, scores: ScoreFiles,
               global_: Global = True, split: Split = "test", batch_size: BatchSize = 16, task: Task = None,
               metric: Annotated[str, typer.Option(help="Metric to plot (ASR: accuracy = 1 - WER).")] = "accuracy",
               clip_seconds: ClipSeconds = None, device: Device = None, dtype: Dtype = DtypeName.float32,
-              overwrite: Overwrite = False) -> None:
+              workers: Workers = 0, overwrite: Overwrite = False) -> None:
     """Prune at every ratio (or K heads per layer) for every score file and random, and evaluate."""
     import json
 
@@ -40,7 +41,7 @@ def sweep_cmd(model: Model, data: Data, out: Out, scores: ScoreFiles,
     result = sweep(model, data, files, split=split, ratios=ratios,
                    scope="global" if global_ is not False else "per_layer", metric=metric, batch_size=batch_size,
                    task=task and task.value, clip_seconds=clip_seconds, device=device, dtype=dtype.value,
-                   progress=True)
+                   workers=workers, progress=True)
     table = curve_table(result)
     with atomic_dir(out, overwrite, inputs=inputs) as tmp:
         (tmp / "curve.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -77,8 +77,22 @@ def collate(rows: dict[str, Any], feature_extractor: Any, tokenizer: Any = None)
     return batch
 
 
+class _Collated(torch.utils.data.Dataset):
+    """Batch i of a fixed order, collated when asked for (in a DataLoader worker when there are workers)."""
+
+    def __init__(self, dataset: datasets.Dataset, order: list[list[int]], fe: Any, tok: Any):
+        self.dataset, self.order, self.fe, self.tok = dataset, order, fe, tok
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return collate(self.dataset[self.order[i]], self.fe, self.tok)
+
+
 def make_batches(dataset: datasets.Dataset, model_or_processor: Any, batch_size: int, shuffle: bool = False,
-                 seed: int = 0, equal_length: bool = False, tokenizer: Any = None) -> Iterator[dict[str, torch.Tensor]]:
+                 seed: int = 0, equal_length: bool = False, tokenizer: Any = None, workers: int = 0,
+                 pin_memory: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """Yield padded batches (`dict[str, Tensor]`) over `dataset`.
 
     Args:
@@ -87,9 +101,20 @@ def make_batches(dataset: datasets.Dataset, model_or_processor: Any, batch_size:
         shuffle, seed: a seeded permutation of the rows.
         equal_length: only rows of identical length share a batch (no padding at all).
         tokenizer: overrides the processor's tokenizer for ASR labels.
+        workers: feature extraction in this many DataLoader worker processes (0: in this process); the
+            batches and their order are the same either way.
+        pin_memory: page-locked batches, for fast non-blocking copies to a GPU.
     """
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
+    if workers < 0:
+        raise InputError(f"workers must be 0 or more, not {workers}")
     fe, tok = split_processor(model_or_processor)
-    for idx in _order(dataset, batch_size, shuffle, seed, equal_length):
-        yield collate(dataset[idx], fe, tokenizer or tok)
+    order = _order(dataset, batch_size, shuffle, seed, equal_length)
+    if workers == 0 and not pin_memory:
+        for idx in order:
+            yield collate(dataset[idx], fe, tokenizer or tok)
+        return
+    loader = torch.utils.data.DataLoader(_Collated(dataset, order, fe, tokenizer or tok), batch_size=None,
+                                         num_workers=workers, pin_memory=pin_memory and torch.cuda.is_available())
+    yield from loader

@@ -209,8 +209,8 @@ def model_inputs(model: nn.Module, batch: Batch) -> Batch:
 
 
 def forward(model: nn.Module, batch: Batch) -> Any:
-    """`model(**inputs)` with the batch's model inputs."""
-    return model(**model_inputs(model, batch))
+    """`model(**inputs)` with the batch's model inputs, moved to the model's device (no-op when there)."""
+    return model(**to_device(model_inputs(model, batch), model_device(model)))
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -218,8 +218,10 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def to_device(batch: Batch, device: torch.device | str) -> Batch:
-    """Every tensor of a batch moved to `device` (other entries as they are)."""
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    """Every tensor of a batch moved to `device` (other entries as they are); pinned tensors copy
+    asynchronously."""
+    return {k: v.to(device, non_blocking=v.is_pinned()) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()}
 
 
 def batch_size(batch: Batch) -> int:

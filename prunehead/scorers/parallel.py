@@ -201,8 +201,7 @@ def run(scorer: Scorer, model: nn.Module, batches: list[Batch], objective: Objec
     elif store is not None:
         store.remove()
     device = model_device(model)
-    with prepared(model):
-        batches = [to_device(b, device) for b in batches]
+    with prepared(model):  # batches stay where they are; each moves to the device when it is scored
         context = scorer.prepare(model, batches, objective)
         work = [(i, part, ids) for i, (part, ids) in enumerate(sample_batches(model, batches)) if i % size == rank]
         pairs = []
@@ -214,7 +213,7 @@ def run(scorer: Scorer, model: nn.Module, batches: list[Batch], objective: Objec
                     pairs.append(store.done[index])
                     resumed += len(ids)
                 else:
-                    result = scorer.score_batch(model, part, objective, ids, context).detach().cpu()
+                    result = scorer.score_batch(model, to_device(part, device), objective, ids, context).detach().cpu()
                     if first and progress and rank == 0:  # what the whole run will cost, from its first batch
                         first = False
                         left = total - resumed - len(ids)
