@@ -33,7 +33,7 @@ from .families import family_for_type, family_of
 from .heads import PRUNED_HEADS_KEY
 from .outputs import check_output, exclusive_temp, publish_dir
 from .progress import bar as progress_bar
-from .tasks import classification_task, get_task, infer_task
+from .tasks import classification_task, get_task
 from .whisper_window import crop_window_, window_feature_extractor
 
 HEAD_PREFIXES = ("projector", "classifier", "lm_head")

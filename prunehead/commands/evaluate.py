@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .options import (BatchSize, ClipSeconds, Data, Device, Dtype, DtypeName, Model, OnError, OnErrorChoice, Out, Overwrite, Split,
+from .options import (BatchSize, ClipSeconds, Data, Device, Dtype, DtypeName, Model, OnError, OnErrorChoice, Overwrite, Split,
                       Task, TaskName, Workers, inputs_of)
 
 __all__ = ["TaskName", "eval_cmd"]

@@ -62,8 +62,8 @@ def _print(summary: dict, out: Path) -> None:
     from ..ratios import format_ratio, format_speedup
 
     model, unpruned = summary["model"], summary["unpruned"]
-    typer.echo(f"params {model['params']:,} ({format_ratio(unpruned['params'], model['params'])} than unpruned "
-               f"{unpruned['params']:,}); "
+    typer.echo(f"params {model['params']:,} vs unpruned {unpruned['params']:,}: "
+               f"{format_ratio(unpruned['params'], model['params'])}; "
                f"file {model['file_bytes']:,} B (unpruned {unpruned['file_bytes']:,} B)")
     for row in summary["latency"]["rows"]:
         macs = model["macs_batch1"][str(row["length"])], unpruned["macs_batch1"][str(row["length"])]

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .options import (BatchSize, ClipSeconds, Device, DryRun, Global, Heads, MinHeads, Model, OptionalData, Out,
+from .options import (BatchSize, ClipSeconds, Device, DryRun, Global, Heads, MinHeads, Model, Out,
                       Finite, Overwrite, Positive, Ratio, Samples, ScorerOptions, Seed, Task, inputs_of,
                       parse_options)
 

@@ -21,7 +21,7 @@ from torch import nn
 from transformers.pytorch_utils import prune_linear_layer
 
 from ..errors import UnsupportedModelError
-from ..portable.template import BiasOnly, EmptyAttention  # the one definition; it travels with saved models
+from ..portable.template import BiasOnly, EmptyAttention  # noqa: F401 - one definition, travels with saved models
 from .runner import LayerRunner
 
 

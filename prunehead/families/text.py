@@ -6,8 +6,6 @@ The projections live on `attention.self` (query/key/value) and the output projec
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling

@@ -15,7 +15,6 @@ from pathlib import Path
 import transformers
 from torch import nn
 
-from ..errors import UnsupportedModelError
 from . import template
 from .template import SITES, TYPE_PREFIX
 
@@ -58,8 +57,8 @@ def _generated(model_type: str, architectures: list[str]) -> tuple[str, dict[str
 def write_remote_code(model: nn.Module, folder: str | Path, portable: bool = True) -> None:
     """Add `modeling_prunehead.py` to a folder written by `model.save_pretrained` and point config.json at it.
 
-    Raises:
-        UnsupportedModelError: no head layout is known for the model's type.
+    A model type without a head layout here (WavLM), or a model with pruned FFN neurons, gets only the
+    `prunehead-<type>` model_type: plain transformers refuses the folder, `prunehead.load` reads it.
     """
     folder = Path(folder)
     model_type = model.config.model_type.removeprefix(TYPE_PREFIX)

@@ -1,18 +1,11 @@
-"""The application layer: one library function per command, data -> score -> plan -> prune -> evaluate.
-
-Each `prunehead <command>` parses its options, calls the function of the same name here, prints and
-writes files. The functions take paths / hub ids or loaded objects, load through one loader
-(`prunehead.workspace.open_workspace`), and never write files themselves (except `finetune`, whose
-output folder is its result).
-"""
+"""`prune`: decide which heads (and FFN neurons) go, from scores, a scorer, a saved plan or an accuracy
+budget, then remove them from a copy of the model and report."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 import math
-import platform
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,160 +13,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import surgery
-from .curves import parse_ratios, run_sweep
-from .data import split_exists
-from .errors import InputError
-from .ffn import ffn_sites, prune_ffn_
-from .heads import head_adapter
-from .iterative import Target, prune_iteratively
-from .budget import AUTO_SCORERS, best_curve, choose_scorer, max_drop_plan
-from .plan import PruningPlan, load_scores, read_json, save_scores, select_ffn
-from .precision import check_dtype
-from .pruning import change_report, recover
-from .scorers import get_scorer
-from .scorers.base import Scorer, to_device
-from .scorers.hib import value_statistics
-from .scorers.parallel import model_fingerprint, run, run_key
-from .scorers.registry import option_names
-from .train import TrainConfig, pick_device
-from .workspace import ModelLike, Workspace, open_workspace
+from .. import surgery
+from ..data import split_exists
+from ..errors import InputError
+from ..ffn import ffn_sites, prune_ffn_
+from ..heads import head_adapter
+from ..iterative import Target, prune_iteratively
+from ..budget import AUTO_SCORERS, choose_scorer, max_drop_plan
+from ..plan import PruningPlan, load_scores, select_ffn
+from ..pruning import change_report, recover
+from ..scorers.parallel import run
+from ..train import TrainConfig, pick_device
+from ..workspace import ModelLike, open_workspace
 
-ScoresLike = torch.Tensor | str | Path
+from .common import ScoresLike, check_counts, data_workspace, say, scores_for
+from .scoring import build_scorer, score
 
-
-# ------------------------------------------------------------------------------------------------ evaluate
-
-def evaluate(model: ModelLike, data: str, *, split: str = "test", task: str | None = None, batch_size: int = 16,
-             clip_seconds: float | None = None, device: str | None = None, on_error: str = "stop",
-             source: str | Path | None = None, dtype: str = "float32", workers: int = 0,
-             progress: bool = False) -> dict[str, float]:
-    """The metrics of `model` on `split` of `data` (accuracy; ASR: wer, cer and accuracy = 1 - WER).
-
-    `dtype` "bfloat16" / "float16" evaluates under autocast (prunehead.precision). Cost: one forward pass
-    per sample (plus `generate` for Whisper ASR).
-    """
-    check_dtype(dtype)
-    ws = open_workspace(model, data, split, task=task, device=device, batch_size=batch_size,
-                        clip_seconds=clip_seconds, on_error=on_error, source=source, workers=workers)
-    ws.dtype = dtype
-    return ws.evaluate(progress=progress)
-
-
-# --------------------------------------------------------------------------------------------------- score
-
-@dataclasses.dataclass
-class ScoreResult:
-    """What `score` returns: the (L, H) matrix (higher = more important) and how it was made."""
-
-    scores: torch.Tensor
-    scorer: str
-    params: dict[str, Any]
-    task: str
-    sample_paths: list[str]
-    spread: torch.Tensor | None = None  # (L, H) std of per-sample results, for sample scorers
-    world_size: int = 1
-    device: str = "cpu"
-    settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # model, data, split, seed, ...
-    model_fingerprint: str | None = None  # of the scored weights: prune / sweep warn when it differs
-    resumed: int = 0  # samples taken from a checkpoint rather than scored in this run
-    units: str = "heads"  # or "ffn": an (L, I) matrix of feed-forward neurons
-
-    def save(self, path: str | Path) -> None:
-        """Write the versioned score file (`prunehead.load_scores` reads it back)."""
-        from . import __version__
-        import transformers
-
-        extra = {**{k: v for k, v in self.settings.items() if k != "model"}, "params": self.params,
-                 "samples": len(self.sample_paths), "task": self.task, "sample_paths": self.sample_paths,
-                 "spread": self.spread.tolist() if self.spread is not None else None,
-                 "world_size": self.world_size, "device": self.device,
-                 "versions": {"prunehead": __version__, "torch": torch.__version__,
-                              "transformers": transformers.__version__, "python": platform.python_version()}}
-        save_scores(path, self.scores, self.scorer, str(self.settings.get("model", "")),
-                    model_fingerprint=self.model_fingerprint, units=self.units, **extra)
-
-
-def build_scorer(name: str, options: Mapping[str, Any] | None = None, *, task: str | None = None,
-                 seed: int = 0) -> Scorer:
-    """Scorer `name` with `options`; HIB gets the paper's per-task defaults, seeded scorers `seed`.
-
-    Cheap: call it before loading anything to validate the options.
-    """
-    params = dict(options or {})
-    if "seed" in option_names(name):
-        params.setdefault("seed", seed)
-    return get_scorer(name, task=task, **params)
-
-
-def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "hib", *, split: str = "train",
-          samples: int = 200, seed: int = 0, batch_size: int = 8, task: str | None = None,
-          clip_seconds: float | None = None, reference_samples: int = 0, device: str | torch.device | None = None,
-          checkpoint: str | Path | None = None, resume: bool = False, key: str = "", progress: bool = False,
-          units: str = "heads", workers: int = 0, **options: Any) -> ScoreResult:
-    """Score every attention head of `model` on `samples` seeded samples of `split` of `data`.
-
-    Args:
-        model: a path, hub id or loaded model (with `data`), or an open `Workspace` of the split to draw from.
-        scorer: a registered scorer (hib, attattr, gradient, occlusion, attention, random or a plugin).
-        reference_samples: HIB only: estimate V's std from this many samples (0 = the scored ones).
-        checkpoint, resume, key: per-batch checkpoint file, continue from it, and the run's identity.
-        options: the scorer's options (`prunehead.scorers.registry.option_names(scorer)`).
-        units: "heads", or "ffn" to score every FFN neuron instead (`scorer` taylor or magnitude; an (L, I)
-            matrix, `prunehead.scorers.ffn`).
-
-    Cost: the scorer's (see its docstring), on `samples` samples; data-parallel under torchrun.
-    """
-    check_counts(samples=samples, batch_size=batch_size)
-    if units == "ffn":
-        return _score_ffn(model, data, scorer, split, samples, seed, batch_size, task, clip_seconds, device,
-                          reference_samples, checkpoint, options, workers)
-    if units != "heads":
-        raise InputError(f"--units must be heads or ffn, got {units!r}")
-    if reference_samples and scorer != "hib":
-        raise InputError("--reference-samples sets HIB's V statistics; it applies to --scorer hib only")
-    build_scorer(scorer, options, seed=seed)  # fail on bad options before anything loads
-    ws = model if isinstance(model, Workspace) else _workspace(model, data, split, task, device, clip_seconds,
-                                                                  workers=workers)
-    method = build_scorer(scorer, options, task=task or ws.task.name, seed=seed)
-    method.progress = progress
-    drawn = ws.draw(samples, seed, batch_size)
-    if progress and hasattr(method, "cost"):
-        _say(method.cost(len(drawn.paths), head_adapter(ws.model).kept_heads(ws.model)))
-    if reference_samples:
-        reference = ws.draw(reference_samples, seed, batch_size).batches
-        where = next(ws.model.parameters()).device
-        method.stats = value_statistics(ws.model, [to_device(b, where) for b in reference], method.min_std)
-    if checkpoint is not None:  # resume only into the same weights, audio and options
-        key = run_key(ws.model, drawn.paths, options=key)
-    outcome = run(method, ws.model, drawn.batches, ws.task.objective, checkpoint=checkpoint, key=key, resume=resume,
-                  progress=progress)
-    settings = {"model": ws.source or type(ws.model).__name__, "data": data,
-                "split": split, "seed": seed, "batch_size": batch_size, "reference_samples": reference_samples}
-    return ScoreResult(outcome.scores, scorer, method.params(), ws.task.name, drawn.paths, outcome.spread,
-                       outcome.world_size, next(ws.model.parameters()).device.type, settings,
-                       model_fingerprint(ws.model), resumed=outcome.resumed)
-
-
-def _score_ffn(model: ModelLike | Workspace, data: str | None, scorer: str, split: str, samples: int, seed: int,
-               batch_size: int, task: str | None, clip_seconds: float | None, device: Any, reference_samples: int,
-               checkpoint: Any, options: Mapping[str, Any], workers: int = 0) -> ScoreResult:
-    """`score(..., units="ffn")`: the (L, I) FFN neuron scores (taylor on the drawn samples, or magnitude)."""
-    from .scorers.ffn import METHODS, score_ffn
-
-    if scorer not in METHODS:
-        raise InputError(f"--units ffn scores with --scorer {' or '.join(METHODS)}, got {scorer!r}")
-    if options or reference_samples or checkpoint is not None:
-        raise InputError("--units ffn takes no scorer options, --reference-samples or checkpoints")
-    ws = model if isinstance(model, Workspace) else _workspace(model, data, split, task, device, clip_seconds,
-                                                                  workers=workers)
-    drawn = ws.draw(samples, seed, batch_size) if scorer == "taylor" else None
-    matrix = score_ffn(ws.model, drawn.batches if drawn else (), ws.task.objective, method=scorer)
-    settings = {"model": ws.source or type(ws.model).__name__, "data": data, "split": split, "seed": seed,
-                "batch_size": batch_size}
-    return ScoreResult(matrix, scorer, {"normalize_layers": True}, ws.task.name, drawn.paths if drawn else [],
-                       device=next(ws.model.parameters()).device.type, settings=settings,
-                       model_fingerprint=model_fingerprint(ws.model), units="ffn")
+AUTO = "auto"  # --scorer auto: choose the scorer by measurement (prunehead.budget)
 
 
 # --------------------------------------------------------------------------------------------------- prune
@@ -266,9 +122,9 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
     target = Target(ratio, heads, resolve_scope(ratio, heads, scope), min_heads_per_layer)
     target.check(surgery.plan_of(net))
     report["scope"] = target.scope
-    matrix = _scores(scores, net) if scores is not None else None
+    matrix = scores_for(scores, net) if scores is not None else None
     if scorer is not None:
-        ws = _workspace(net, data, score_split, task, device, clip_seconds, source=spec)
+        ws = data_workspace(net, data, score_split, task, device, clip_seconds, source=spec)
         drawn = ws.draw(samples, seed, 8)
         report["score_samples"] = drawn.paths
         method = build_scorer(scorer, options, task=ws.task.name, seed=seed)
@@ -335,19 +191,19 @@ def _prune_by_measurement(net: nn.Module, spec: str | None, report: dict[str, An
                           device: str | None, dry_run: bool, progress: bool, options: Mapping[str, Any] | None,
                           max_drop: float | None, auto_scorers: Sequence[str]) -> PruneResult:
     """`--max-drop` and / or `--scorer auto`: decide on the selection split, apply once, report test apart."""
-    say = _say if progress else None
+    tell = say if progress else None
     selection = open_workspace(net, data, split or _selection_split(data),
                                task=task, device=device, batch_size=batch_size, clip_seconds=clip_seconds, source=spec)
     net = selection.model
     report.update(scope=scope, selection={"split": selection.split, "samples": selection.dataset.num_rows})
     if scorer == AUTO:
-        ws = _workspace(net, data, score_split, task, device, clip_seconds, source=spec)
+        ws = data_workspace(net, data, score_split, task, device, clip_seconds, source=spec)
         drawn = ws.draw(samples, seed, 8)
         report["score_samples"] = drawn.paths
         rankings = {}
         for name in auto_scorers:
-            if say:
-                say(f"auto: scoring with {name} on {len(drawn.paths)} samples of {score_split}")
+            if tell:
+                tell(f"auto: scoring with {name} on {len(drawn.paths)} samples of {score_split}")
             method = build_scorer(name, None, task=ws.task.name, seed=seed)
             rankings[name] = run(method, net, drawn.batches, ws.task.objective).scores
         choice = choose_scorer(net, rankings, selection.evaluate, max_drop=max_drop, ratio=ratio, heads=heads,
@@ -355,17 +211,17 @@ def _prune_by_measurement(net: nn.Module, spec: str | None, report: dict[str, An
         report["auto"] = {"chosen": choice.best, "candidates": choice.candidates}
         report["scorer"] = choice.best
         matrix = rankings[choice.best]
-        if say:
-            say(f"auto: {choice.best} keeps the metric best on the {selection.split} split")
+        if tell:
+            tell(f"auto: {choice.best} keeps the metric best on the {selection.split} split")
     elif scorer is not None:
         matrix = score(selection if score_split == selection.split else
-                       _workspace(net, data, score_split, task, device, clip_seconds, source=spec),
+                       data_workspace(net, data, score_split, task, device, clip_seconds, source=spec),
                        scorer=scorer, samples=samples, seed=seed, progress=progress, **dict(options or {})).scores
     else:
-        matrix = _scores(scores, net)
+        matrix = scores_for(scores, net)
     if max_drop is not None:
         search = max_drop_plan(net, matrix, selection.evaluate, max_drop, scope=scope, min_heads_per_layer=min_heads,
-                               progress=say)
+                               progress=tell)
         report["max_drop"] = {"budget": max_drop, **search.to_json()}
         chosen = search.plan
     else:
@@ -377,18 +233,10 @@ def _prune_by_measurement(net: nn.Module, spec: str | None, report: dict[str, An
                   batch_size, clip_seconds, recover_epochs, recover_lr, seed, dry_run, progress)
 
 
-AUTO = "auto"
-
 
 def _selection_split(data: str) -> str:
     """validation when the data has one, else train: selection never reads the test split by default."""
     return "validation" if split_exists(data, "validation") else "train"
-
-
-def _say(message: str) -> None:
-    import sys
-
-    print(message, file=sys.stderr, flush=True)
 
 
 def resolve_scope(ratio: float | None, heads: int | None, scope: str | None) -> str:
@@ -444,7 +292,7 @@ def _check_prune(scores: Any, plan: Any, ratio: float | None, heads: int | None,
 def _check_ffn(ffn_ratio: float | None, ffn_scores: Any, ffn_scorer: str, ffn_scope: str, plan: Any,
                max_drop: float | None, scorer: str | None, data: str | None) -> None:
     """One-line errors for FFN options that cannot work, before anything is loaded."""
-    from .scorers.ffn import METHODS
+    from ..scorers.ffn import METHODS
 
     if ffn_ratio is None:
         if ffn_scores is not None:
@@ -470,7 +318,7 @@ def _ffn_plan(net: nn.Module, ratio: float, scores: ScoresLike | None, scorer: s
               data: str | None, samples: int, score_split: str, seed: int, task: str | None, device: str | None,
               clip_seconds: float | None, spec: str | None) -> tuple[nn.Module, PruningPlan]:
     """(the model, its plan plus the FFN neurons to remove): scores from `scores` or `scorer`, cut at `ratio`."""
-    from .scorers.ffn import score_ffn
+    from ..scorers.ffn import score_ffn
 
     sites = ffn_sites(net)
     expect = (len(sites), sites[0].intermediate_size)
@@ -484,123 +332,8 @@ def _ffn_plan(net: nn.Module, ratio: float, scores: ScoresLike | None, scorer: s
     elif scorer == "magnitude":
         matrix = score_ffn(net, method="magnitude")
     else:
-        ws = _workspace(net, data, score_split, task, device, clip_seconds, source=spec)
+        ws = data_workspace(net, data, score_split, task, device, clip_seconds, source=spec)
         net = ws.model
         matrix = score_ffn(net, ws.draw(samples, seed, 8).batches, ws.task.objective, method=scorer)
     return net, select_ffn(matrix, surgery.plan_of(net), ratio=ratio, scope=scope,
                            min_neurons_per_layer=min_neurons)
-
-
-def check_counts(**counts: int) -> None:
-    """InputError naming the first option (as its flag) that is below 1."""
-    for name, value in counts.items():
-        if value < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-
-
-def _scores(scores: ScoresLike, net: nn.Module) -> torch.Tensor:
-    """A score matrix for `net`: a tensor as it is, a file checked for shape (and warned about when it was
-    made on other weights)."""
-    adapter = head_adapter(net)
-    expect = (adapter.num_layers, adapter.num_heads)
-    if isinstance(scores, torch.Tensor):
-        if tuple(scores.shape) != expect:
-            raise InputError(f"scores are {tuple(scores.shape)} but the model has {expect[0]} x {expect[1]} heads")
-        return scores
-    return load_scores(scores, expect=expect, model_fingerprint=model_fingerprint(net))
-
-
-def _workspace(model: ModelLike, data: str | None, split: str, task: str | None, device: Any,
-               clip_seconds: float | None, source: str | None = None, workers: int = 0) -> Workspace:
-    if data is None:
-        raise InputError("scoring needs data: give --data")
-    return open_workspace(model, data, split, task=task, device=device, clip_seconds=clip_seconds, source=source,
-                          workers=workers)
-
-
-# --------------------------------------------------------------------------------------------------- sweep
-
-def sweep(model: ModelLike, data: str, scores: Mapping[str, ScoresLike] | Sequence[str | Path], *,
-          split: str = "test", ratios: str | Sequence[float] | None = None, scope: str = "global",
-          metric: str = "accuracy", batch_size: int = 16, task: str | None = None,
-          clip_seconds: float | None = None, device: str | None = None, dtype: str = "float32",
-          workers: int = 0, progress: bool = False) -> dict[str, Any]:
-    """Pruning curves: the metric at every ratio (or, per layer without ratios, K = 0..H-1 heads per layer)
-    for every score matrix and for random scores (5 seeds), heads gated instead of removed (== removed).
-
-    Cost: one evaluation of the split per distinct plan.
-    """
-    check_dtype(dtype)
-    ws = open_workspace(model, data, split, task=task, device=device, batch_size=batch_size,
-                        clip_seconds=clip_seconds, workers=workers)
-    ws.dtype = dtype
-    adapter = head_adapter(ws.model)
-    sets = _score_sets(scores, ws.model)
-    points = parse_ratios(ratios) if isinstance(ratios, str) else list(ratios) if ratios is not None else None
-    per_layer_heads = scope == "per_layer" and points is None
-    result = run_sweep(ws.model, ws.evaluate, sets, metric=metric, scope=resolve_scope(None, None, scope),
-                       ratios=points if points is not None else parse_ratios("0:0.9:0.1"),
-                       heads=list(range(adapter.num_heads)) if per_layer_heads else None, progress=progress)
-    result["best"] = best_curve(result)
-    result.update(model=str(model) if isinstance(model, (str, Path)) else None, data=data, split=split,
-                  samples=ws.dataset.num_rows,
-                  score_files=[str(s) for s in (scores.values() if isinstance(scores, Mapping) else scores)
-                               if isinstance(s, (str, Path))])
-    return result
-
-
-def _score_sets(scores: Mapping[str, ScoresLike] | Sequence[str | Path], net: nn.Module) -> dict[str, torch.Tensor]:
-    if isinstance(scores, Mapping):
-        return {name: _scores(s, net) for name, s in scores.items()}
-    sets: dict[str, torch.Tensor] = {}
-    for file in scores:
-        name = str(read_json(file).get("scorer", Path(file).stem))
-        sets[name if name not in sets else f"{name}:{Path(file).stem}"] = _scores(file, net)
-    return sets
-
-
-# ------------------------------------------------------------------------------------------------ finetune
-
-def finetune(model: ModelLike, data: str, out: str | Path, config: TrainConfig | None = None, *,
-             task: str | None = None, resume: bool = False, device: str | None = None, on_error: str = "stop",
-             eval_data: str | None = None, progress: bool = False) -> dict[str, Any]:
-    """Train `model` (path, hub id, `arch:NAME` or a loaded model) on `data`; the model, its processor
-    and train.json go to `out`. A pruned model keeps its plan. Returns the train.json record.
-
-    Cost: `config.epochs` passes (forward + backward) over the training split.
-    """
-    from .train import finetune as train
-
-    cfg = config or TrainConfig()
-    if isinstance(model, nn.Module):
-        with tempfile.TemporaryDirectory(prefix="prunehead-finetune-") as tmp:
-            surgery.save_pretrained(model, tmp)
-            return train(tmp, data, out, cfg, task=task, resume=resume, device=device, on_error=on_error,
-                         progress=progress, eval_data=eval_data)
-    return train(str(model), data, out, cfg, task=task, resume=resume, device=device, on_error=on_error,
-                 progress=progress, eval_data=eval_data)
-
-
-# -------------------------------------------------------------------------------------------------- export
-
-def export_onnx(model: ModelLike, out: str | Path, *, opset: int | None = None, optimize: bool = False,
-                quantize: str | None = None, check: bool = True, atol: float = 1e-4, data: str | None = None,
-                split: str = "test", baseline: ModelLike | None = None, repeats: int = 20,
-                overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
-    """Export `model` to the ONNX folder `out` (model.onnx [+ optimized / int8], config.json, the
-    preprocessing files, export.json), checked against PyTorch and timed beside the unpruned model.
-
-    Returns the export summary (export.json). Cost: two exports, a few checking forwards, and
-    (3 + repeats) ONNX Runtime runs per model, batch size and length.
-    """
-    from .export.pipeline import ExportOptions, export_model
-
-    options = ExportOptions(opset=opset, optimize=optimize, quantize=quantize, check=check, atol=atol,
-                            repeats=repeats)
-    options.validate()
-    spec = str(model) if isinstance(model, (str, Path)) else None
-    loaded = surgery.load(spec) if spec is not None else model
-    base_spec = str(baseline) if isinstance(baseline, (str, Path)) else None
-    reference = surgery.load(base_spec) if base_spec is not None else baseline
-    return export_model(loaded, out, options, baseline=reference, data=data, split=split, source=spec,
-                        baseline_source=base_spec, overwrite=overwrite, progress=progress)

@@ -1,0 +1,63 @@
+"""`finetune` and `export_onnx`: the functions whose result is a folder."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .. import surgery
+from ..train import TrainConfig
+from ..workspace import ModelLike
+
+
+
+# ------------------------------------------------------------------------------------------------ finetune
+
+def finetune(model: ModelLike, data: str, out: str | Path, config: TrainConfig | None = None, *,
+             task: str | None = None, resume: bool = False, device: str | None = None, on_error: str = "stop",
+             eval_data: str | None = None, progress: bool = False) -> dict[str, Any]:
+    """Train `model` (path, hub id, `arch:NAME` or a loaded model) on `data`; the model, its processor
+    and train.json go to `out`. A pruned model keeps its plan. Returns the train.json record.
+
+    Cost: `config.epochs` passes (forward + backward) over the training split.
+    """
+    from ..train import finetune as train
+
+    cfg = config or TrainConfig()
+    if isinstance(model, nn.Module):
+        with tempfile.TemporaryDirectory(prefix="prunehead-finetune-") as tmp:
+            surgery.save_pretrained(model, tmp)
+            return train(tmp, data, out, cfg, task=task, resume=resume, device=device, on_error=on_error,
+                         progress=progress, eval_data=eval_data)
+    return train(str(model), data, out, cfg, task=task, resume=resume, device=device, on_error=on_error,
+                 progress=progress, eval_data=eval_data)
+
+
+
+
+# -------------------------------------------------------------------------------------------------- export
+
+def export_onnx(model: ModelLike, out: str | Path, *, opset: int | None = None, optimize: bool = False,
+                quantize: str | None = None, check: bool = True, atol: float = 1e-4, data: str | None = None,
+                split: str = "test", baseline: ModelLike | None = None, repeats: int = 20,
+                overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
+    """Export `model` to the ONNX folder `out` (model.onnx [+ optimized / int8], config.json, the
+    preprocessing files, export.json), checked against PyTorch and timed beside the unpruned model.
+
+    Returns the export summary (export.json). Cost: two exports, a few checking forwards, and
+    (3 + repeats) ONNX Runtime runs per model, batch size and length.
+    """
+    from ..export.pipeline import ExportOptions, export_model
+
+    options = ExportOptions(opset=opset, optimize=optimize, quantize=quantize, check=check, atol=atol,
+                            repeats=repeats)
+    options.validate()
+    spec = str(model) if isinstance(model, (str, Path)) else None
+    loaded = surgery.load(spec) if spec is not None else model
+    base_spec = str(baseline) if isinstance(baseline, (str, Path)) else None
+    reference = surgery.load(base_spec) if base_spec is not None else baseline
+    return export_model(loaded, out, options, baseline=reference, data=data, split=split, source=spec,
+                        baseline_source=base_spec, overwrite=overwrite, progress=progress)

@@ -1,0 +1,53 @@
+"""What the application layer's functions share: score matrices from tensors or files, the data workspace,
+progress lines, count checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..heads import head_adapter
+from ..plan import load_scores
+from ..scorers.parallel import model_fingerprint
+from ..workspace import ModelLike, Workspace, open_workspace
+
+
+
+ScoresLike = torch.Tensor | str | Path
+
+
+def say(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
+
+
+def check_counts(**counts: int) -> None:
+    """InputError naming the first option (as its flag) that is below 1."""
+    for name, value in counts.items():
+        if value < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def scores_for(scores: ScoresLike, net: nn.Module) -> torch.Tensor:
+    """A score matrix for `net`: a tensor as it is, a file checked for shape (and warned about when it was
+    made on other weights)."""
+    adapter = head_adapter(net)
+    expect = (adapter.num_layers, adapter.num_heads)
+    if isinstance(scores, torch.Tensor):
+        if tuple(scores.shape) != expect:
+            raise InputError(f"scores are {tuple(scores.shape)} but the model has {expect[0]} x {expect[1]} heads")
+        return scores
+    return load_scores(scores, expect=expect, model_fingerprint=model_fingerprint(net))
+
+
+def data_workspace(model: ModelLike, data: str | None, split: str, task: str | None, device: Any,
+               clip_seconds: float | None, source: str | None = None, workers: int = 0) -> Workspace:
+    if data is None:
+        raise InputError("scoring needs data: give --data")
+    return open_workspace(model, data, split, task=task, device=device, clip_seconds=clip_seconds, source=source,
+                          workers=workers)
