@@ -69,6 +69,7 @@ def test_prune_library_equals_cli(setup, tmp_path):
     here = prunehead.prune(str(root / "model"), scores=root / "gradient.json", ratio=0.5, data=str(root / "data"),
                            batch_size=8)
     report = json.loads((out / "report.json").read_text())
+    assert (out / "heads.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the scores, pruned heads crossed out
     assert report["pruned_heads"] == here.report["pruned_heads"] == here.plan.to_json()["pruned_heads"]
     assert report["metrics_after"] == here.report["metrics_after"]
     assert report["metrics_before"] == here.report["metrics_before"]

@@ -114,8 +114,20 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
         save_pretrained(result.model.cpu(), tmp, source=model,
                         dtype=getattr(torch, save_dtype.value) if save_dtype else None)
         (tmp / "report.json").write_text(json.dumps(result.report, indent=2) + "\n")
+        _picture(result, tmp / "heads.png", model)
     _summary(result.report)
-    typer.echo(f"wrote {out}")
+    typer.echo(f"wrote {out}" + (" (heads.png: the scores, pruned heads crossed out)" if
+                                 (out / "heads.png").exists() else ""))
+
+
+def _picture(result, path: Path, model: str) -> None:
+    """The head scores that decided the plan, with the removed heads crossed out (when scores decided it)."""
+    scored = [r["scores"] for r in result.report.get("rounds", []) if r.get("scores") is not None]
+    if not scored:
+        return
+    from ..plots import heatmap
+
+    heatmap(scored[-1], path, f"{Path(model).name}: head scores of the last round", pruned=result.plan)
 
 
 def _decision(report: dict) -> None:
