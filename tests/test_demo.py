@@ -86,7 +86,7 @@ def test_the_demo_runs_twice_into_the_same_folder(tmp_path):
         result = CliRunner().invoke(app, ["demo", "--out", str(out), *TINY])
         assert result.exit_code == 0, result.output
     assert json.loads((out / "pruned" / "report.json").read_text())["heads_removed"] == 4
-    assert (out / "pruned.onnx").exists()
+    assert (out / "onnx" / "model.onnx").exists()
 
 
 def test_a_failed_demo_leaves_no_half_written_folder(tmp_path, monkeypatch):
