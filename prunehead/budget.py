@@ -157,3 +157,81 @@ def best_curve(result: dict[str, Any]) -> str | None:
         return None
     sign = -1 if metric in ("wer", "cer", "loss") else 1  # lower is better for these
     return max(means, key=lambda name: sign * means[name])  # ties: the first listed
+
+
+# ---------------------------------------------------------------------------------------------------
+# A MAC budget over heads and feed-forward neurons.
+
+def target_macs_plan(model: nn.Module, head_scores: torch.Tensor, ffn_scores: torch.Tensor, target: float, *,
+                     min_heads_per_layer: int = 0, min_neurons_per_layer: int = 1,
+                     seconds: float = 1.0) -> tuple[PruningPlan, dict[str, Any]]:
+    """Heads and FFN neurons to remove so that the model's MACs are at most `target` x the dense model's.
+
+    The rule: within each kind, a unit's importance is its rank among the units the model still has,
+    scaled to [0, 1] (0 = least important), so head and neuron scores of different scales compare; a
+    unit's price is that importance divided by the MACs its removal saves (measured with FlopCounterMode
+    on `seconds` of input, once per kind). The cheapest units go first until the budget is met; the
+    per-layer floors are kept. Cost: three MAC counts (dense, one head less, one neuron less).
+    """
+    import copy
+
+    from .cost import count_macs, example_inputs
+    from .ffn import ffn_sites, kept_neurons, prune_ffn_
+    from .surgery import prune_
+
+    if not math.isfinite(target) or not 0 < target <= 1:
+        raise InputError(f"--target-macs must be within (0, 1], got {target}")
+    inputs = example_inputs(model, seconds, device=next(model.parameters()).device)
+    now = count_macs(model, inputs)["total"]
+    dense_model = _dense(model)
+    dense = count_macs(dense_model, inputs)["total"] if dense_model is not None else now
+    done = plan_of(model)
+    kept_h = head_adapter(model).kept_heads(model)
+    kept_n = kept_neurons(model)
+    layer_h = next(l for l, heads in enumerate(kept_h) if heads)
+    layer_n = next(l for l, neurons in enumerate(kept_n) if neurons)
+    L, H = head_scores.shape
+    one_head = PruningPlan(L, H, {layer_h: (kept_h[layer_h][0],)})
+    head_cost = now - count_macs(prune_(copy.deepcopy(model), one_head), inputs)["total"]
+    one_neuron = PruningPlan(L, H, pruned_ffn={layer_n: (kept_n[layer_n][0],)},
+                             intermediate_size=ffn_sites(model)[0].intermediate_size)
+    neuron_cost = now - count_macs(prune_ffn_(copy.deepcopy(model), one_neuron), inputs)["total"]
+    units = _priced([(l, h) for l, heads in enumerate(kept_h) for h in heads], head_scores, "head", head_cost) + \
+        _priced([(l, n) for l, neurons in enumerate(kept_n) for n in neurons], ffn_scores, "ffn", neuron_cost)
+    left_h = [len(heads) for heads in kept_h]
+    left_n = [len(neurons) for neurons in kept_n]
+    removed: dict[str, dict[int, list[int]]] = {"head": {}, "ffn": {}}
+    macs = now
+    for _, kind, layer, unit, cost in sorted(units):
+        if macs <= target * dense:
+            break
+        left, floor = (left_h, min_heads_per_layer) if kind == "head" else (left_n, min_neurons_per_layer)
+        if left[layer] <= floor:
+            continue
+        left[layer] -= 1
+        removed[kind].setdefault(layer, []).append(unit)
+        macs -= cost
+    if macs > target * dense:
+        raise InputError(f"--target-macs {target} is out of reach: removing every head and all but "
+                         f"{min_neurons_per_layer} neuron(s) per layer leaves {macs / dense:.3f} of the dense MACs "
+                         "(the front end and the rest stay); ask for at least that")
+    plan = PruningPlan(L, H, {l: tuple(sorted(h)) for l, h in removed["head"].items()},
+                       {l: tuple(sorted(n)) for l, n in removed["ffn"].items()},
+                       ffn_sites(model)[0].intermediate_size).union(done)
+    info = {"target": target, "dense_macs": dense, "macs_before": now, "planned_macs": macs,
+            "head_macs": head_cost, "neuron_macs": neuron_cost, "rule": "rank within kind / MACs saved, cheapest first"}
+    return plan, info
+
+
+def _priced(units: list[tuple[int, int]], scores: torch.Tensor, kind: str, cost: int) -> list[tuple]:
+    """(price, kind, layer, unit, cost) for `units`: rank of its score among them in [0, 1] per MAC saved."""
+    order = sorted(units, key=lambda lu: (float(scores[lu]), lu))
+    span = max(len(order) - 1, 1)
+    return [(rank / span / max(cost, 1), kind, l, u, cost) for rank, (l, u) in enumerate(order)]
+
+
+def _dense(model: nn.Module) -> nn.Module | None:
+    """The unpruned architecture (random weights: MACs only), or None when `model` lost nothing."""
+    from .export.pipeline import unpruned_reference
+
+    return unpruned_reference(model)

@@ -103,3 +103,55 @@ def test_sweep_marks_the_best_scorer(setup, tmp_path):
     means = {n: sum(p["accuracy"] for p in pts) / len(pts) for n, pts in result["curves"].items() if n != "random"}
     assert result["best"] == max(means, key=means.get) == best_curve(result)
     assert f"{result['best']} (best)" in (tmp_path / "c" / "curve.md").read_text()
+
+
+def test_target_macs_meets_the_budget_with_the_least_units_and_the_cheapest_first():
+    """Known answers on a tiny wav2vec2: the planned MACs equal a FlopCounterMode count of the pruned model,
+    the budget is met, one unit fewer would miss it, and units go in score order within each kind."""
+    import torch
+
+    from prunehead.budget import target_macs_plan
+    from prunehead.cost import count_macs, example_inputs
+    from prunehead.ffn import prune_ffn_
+    from tests.conftest import tiny
+
+    model = tiny("wav2vec2-tiny")
+    g = torch.Generator().manual_seed(0)
+    heads, neurons = torch.rand(2, 4, generator=g), torch.rand(2, 64, generator=g)
+    x = example_inputs(model)
+    dense = count_macs(model, x)["total"]
+    plan, info = target_macs_plan(model, heads, neurons, 0.95)  # the conv front end is most of this model
+    pruned = prune_ffn_(prunehead.prune_(copy_of(model), plan), plan)
+    after = count_macs(pruned, x)["total"]
+    assert after == info["planned_macs"] <= 0.95 * dense  # the plan's arithmetic is what the counter finds
+    assert after + max(info["head_macs"], info["neuron_macs"]) > 0.95 * dense  # the last unit was needed
+    assert plan.num_pruned and plan.num_pruned_ffn  # both kinds compete
+    for layer, removed in plan.pruned_ffn.items():  # within a kind, the lowest scores go first
+        kept = [n for n in range(64) if n not in removed]
+        assert max(neurons[layer, list(removed)]) <= min(neurons[layer, kept]) or not kept
+    with pytest.raises(prunehead.InputError, match="target-macs"):
+        target_macs_plan(model, heads, neurons, 1.5)
+    with pytest.raises(prunehead.InputError, match="out of reach"):
+        target_macs_plan(model, heads, neurons, 0.5)
+
+
+def copy_of(model):
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def test_prune_target_macs_through_the_cli_meets_the_budget(setup, tmp_path):
+    """The saved model's MACs (report.json, counted with FlopCounterMode) are within the budget."""
+    root, _, _ = setup
+    out = tmp_path / "macs"
+    _cli("prune", "-m", root / "model", "-s", root / "gradient.json", "--target-macs", 0.97, "--ffn-scorer",
+         "magnitude", "-d", root / "data", "--batch-size", 8, "--out", out)
+    report = json.loads((out / "report.json").read_text())
+    assert report["after"]["macs"] <= 0.97 * report["target_macs"]["dense_macs"]
+    assert report["after"]["macs"] == report["target_macs"]["planned_macs"]
+    loaded = prunehead.load(out)
+    assert prunehead.plan_of(loaded).num_pruned_ffn > 0
+    result = runner.invoke(app, ["prune", "-m", str(root / "model"), "-s", str(root / "gradient.json"),
+                                 "--target-macs", "0.9", "--ratio", "0.2", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "--target-macs chooses" in result.output

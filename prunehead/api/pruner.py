@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..ffn import ffn_sites, prune_ffn_
 from ..heads import head_adapter
 from ..iterative import Target, prune_iteratively
-from ..budget import AUTO_SCORERS, choose_scorer, max_drop_plan
+from ..budget import AUTO_SCORERS, choose_scorer, max_drop_plan, target_macs_plan
 from ..plan import PruningPlan, load_scores, select_ffn
 from ..pruning import change_report, recover
 from ..scorers.parallel import run
@@ -52,7 +52,7 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
           progress: bool = False, options: Mapping[str, Any] | None = None, max_drop: float | None = None,
           auto_scorers: Sequence[str] = AUTO_SCORERS, ffn_ratio: float | None = None,
           ffn_scores: ScoresLike | None = None, ffn_scorer: str = "taylor", ffn_scope: str = "per_layer",
-          min_neurons_per_layer: int = 1) -> PruneResult:
+          min_neurons_per_layer: int = 1, target_macs: float | None = None) -> PruneResult:
     """Decide which heads to remove, then (unless `dry_run`) remove them from a copy of `model`.
 
     The heads come from a saved `plan`, or from `scores` (a matrix or score file) / a `scorer` run on
@@ -72,10 +72,19 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
     matrix or `--units ffn` score file) or `ffn_scorer` (taylor on `samples` of `data`'s `score_split`, or
     the data-free magnitude), scored once on the model as given; without `ratio` / `heads`, only neurons go.
 
+    `target_macs` replaces every target: heads and neurons go, cheapest first (importance rank per MAC
+    saved, `prunehead.budget.target_macs_plan`), until the model has at most that fraction of the dense
+    model's MACs; head scores from `scores` / `scorer`, neuron scores from `ffn_scores` / `ffn_scorer`.
+
     Returns:
         the pruned model (None with `dry_run`: the decision needs no surgery), its plan, and the report
         (heads, parameters and MACs before / after, metrics, every round).
     """
+    if target_macs is not None:
+        return _prune_to_macs(model, target_macs, scores, scorer, ffn_scores, ffn_scorer, data, samples, score_split,
+                              seed, split, batch_size, task, clip_seconds, recover_epochs, recover_lr, device, dry_run,
+                              progress, options, min_heads_per_layer, min_neurons_per_layer,
+                              other=(plan, ratio, heads, ffn_ratio, max_drop, rounds))
     _check_ffn(ffn_ratio, ffn_scores, ffn_scorer, ffn_scope, plan, max_drop, scorer, data)
     ffn_only = ffn_ratio is not None and ratio is None and heads is None
     if not ffn_only:
@@ -314,10 +323,55 @@ def _check_ffn(ffn_ratio: float | None, ffn_scores: Any, ffn_scorer: str, ffn_sc
                          "(taylor), or --ffn-scorer magnitude")
 
 
+def _prune_to_macs(model: ModelLike, target: float, scores: ScoresLike | None, scorer: str | None,
+                   ffn_scores: ScoresLike | None, ffn_scorer: str, data: str | None, samples: int, score_split: str,
+                   seed: int, split: str | None, batch_size: int, task: str | None, clip_seconds: float | None,
+                   recover_epochs: int, recover_lr: float, device: str | None, dry_run: bool, progress: bool,
+                   options: Mapping[str, Any] | None, min_heads: int, min_neurons: int, other: tuple) -> PruneResult:
+    """`--target-macs`: head and neuron scores, the cheapest units removed until the MAC budget is met."""
+    if any(value is not None for value in other[:5]) or other[5] > 1:
+        raise InputError("--target-macs chooses the heads and neurons itself: drop --plan, --ratio, --heads, "
+                         "--ffn-ratio, --max-drop and --rounds")
+    if scores is None and scorer is None:
+        raise InputError("--target-macs ranks heads too: give --scores FILE or --scorer NAME with --data")
+    _check_prune(None, "target-macs", None, None, 1, None, data, samples, recover_epochs, recover_lr, dry_run)
+    if (scorer is not None or ffn_scores is None and ffn_scorer != "magnitude") and data is None:
+        raise InputError("--target-macs scores on data here: give --data (or --scores and --ffn-scorer magnitude)")
+    if scorer is not None:
+        build_scorer(scorer, options, seed=seed)  # bad options fail before loading
+    spec = str(model) if isinstance(model, (str, Path)) else None
+    net = surgery.load(spec) if spec is not None else model
+    report: dict[str, Any] = {"model": spec, "scores": str(scores) if isinstance(scores, (str, Path)) else None,
+                              "scorer": scorer, "ratio": None, "heads": None}
+    if scorer is not None:
+        ws = data_workspace(net, data, score_split, task, device, clip_seconds, source=spec)
+        net = ws.model
+        heads = score(ws, scorer=scorer, samples=samples, seed=seed, progress=progress, **dict(options or {})).scores
+    else:
+        heads = scores_for(scores, net)
+    net, neurons = _ffn_matrix(net, ffn_scores, ffn_scorer, data, samples, score_split, seed, task, device,
+                               clip_seconds, spec)
+    chosen, report["target_macs"] = target_macs_plan(net, heads, neurons, target, min_heads_per_layer=min_heads,
+                                                      min_neurons_per_layer=min_neurons)
+    if dry_run:
+        return PruneResult(None, chosen, {**report, "pruned_heads": chosen.to_json()["pruned_heads"]})
+    return _apply(net, chosen, None, 1, report, data, spec, split or "test", task, device, batch_size, clip_seconds,
+                  recover_epochs, recover_lr, seed, dry_run, progress)
+
+
 def _ffn_plan(net: nn.Module, ratio: float, scores: ScoresLike | None, scorer: str, scope: str, min_neurons: int,
               data: str | None, samples: int, score_split: str, seed: int, task: str | None, device: str | None,
               clip_seconds: float | None, spec: str | None) -> tuple[nn.Module, PruningPlan]:
     """(the model, its plan plus the FFN neurons to remove): scores from `scores` or `scorer`, cut at `ratio`."""
+    net, matrix = _ffn_matrix(net, scores, scorer, data, samples, score_split, seed, task, device, clip_seconds, spec)
+    return net, select_ffn(matrix, surgery.plan_of(net), ratio=ratio, scope=scope,
+                           min_neurons_per_layer=min_neurons)
+
+
+def _ffn_matrix(net: nn.Module, scores: ScoresLike | None, scorer: str, data: str | None, samples: int,
+                score_split: str, seed: int, task: str | None, device: str | None, clip_seconds: float | None,
+                spec: str | None) -> tuple[nn.Module, torch.Tensor]:
+    """(the model, its (L, I) FFN neuron scores): from `scores`, or scored with `scorer`."""
     from ..scorers.ffn import score_ffn
 
     sites = ffn_sites(net)
@@ -335,5 +389,4 @@ def _ffn_plan(net: nn.Module, ratio: float, scores: ScoresLike | None, scorer: s
         ws = data_workspace(net, data, score_split, task, device, clip_seconds, source=spec)
         net = ws.model
         matrix = score_ffn(net, ws.draw(samples, seed, 8).batches, ws.task.objective, method=scorer)
-    return net, select_ffn(matrix, surgery.plan_of(net), ratio=ratio, scope=scope,
-                           min_neurons_per_layer=min_neurons)
+    return net, matrix

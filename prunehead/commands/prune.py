@@ -51,6 +51,11 @@ ScoreSplit = Annotated[str, Opt(help="Split the scorer draws its samples from.")
 RecoverEpochs = Annotated[int, Opt(min=0, help="After pruning, fine-tune this many epochs on --data's train split "
                                                "(reported separately; --out gets the recovered model).")]
 RecoverLr = Annotated[float, Opt(callback=Positive, help="Learning rate of the recovery fine-tune.")]
+TargetMacs = Annotated[float | None, Opt(min=0.0, max=1.0, callback=Finite, show_default=False,
+                                         help="Instead of every other target: remove heads and FFN neurons, "
+                                              "least important per MAC saved first, until the model has at most "
+                                              "this fraction of the dense model's MACs (head scores from --scores "
+                                              "or --scorer, neuron scores from --ffn-scores or --ffn-scorer).")]
 FfnRatio = Annotated[float | None, Opt(min=0.0, max=1.0, callback=Finite, show_default=False,
                                       help="Also remove this fraction of each layer's feed-forward neurons "
                                            "(with --global: of all L*I, keeping --min-neurons-per-layer); "
@@ -74,7 +79,8 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
           dry_run: DryRun = False, max_drop: MaxDrop = None,
           auto_scorers: AutoScorers = "gradient,attention,occlusion,attattr",
           save_dtype: SaveDtypeOption = None, ffn_ratio: FfnRatio = None, ffn_scores: FfnScores = None,
-          ffn_scorer: FfnScorer = "taylor", min_neurons_per_layer: MinNeurons = 1) -> None:
+          ffn_scorer: FfnScorer = "taylor", min_neurons_per_layer: MinNeurons = 1,
+          target_macs: TargetMacs = None) -> None:
     """Remove the lowest-scoring heads (globally or per layer, at once or in --rounds, or as many as
     --max-drop allows), and with --ffn-ratio feed-forward neurons, and save to --out."""
     import json
@@ -96,7 +102,7 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
                        options=parse_options(option), max_drop=max_drop,
                        auto_scorers=[n.strip() for n in auto_scorers.split(",") if n.strip()], ffn_ratio=ffn_ratio,
                        ffn_scores=ffn_scores, ffn_scorer=ffn_scorer, ffn_scope="global" if global_ else "per_layer",
-                       min_neurons_per_layer=min_neurons_per_layer)
+                       min_neurons_per_layer=min_neurons_per_layer, target_macs=target_macs)
     _decision(result.report)
     typer.echo(f"plan: remove {result.plan.num_pruned} of {result.plan.num_layers * result.plan.num_heads} heads "
                f"{json.dumps(result.plan.to_json()['pruned_heads'])}")
