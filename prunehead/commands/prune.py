@@ -31,6 +31,8 @@ MaxDrop = Annotated[float | None, Opt(min=0.0, max=1.0, callback=Finite, show_de
                                            "accuracy on the selection split (--split; default validation when "
                                            "the data has one, else train) drops by at most this much (ASR: WER "
                                            "rises by at most this much). The test split is reported apart.")]
+
+
 class SaveDtype(str, Enum):
     """Weight dtypes a pruned model can be saved in."""
 
