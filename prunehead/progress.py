@@ -48,3 +48,8 @@ def library_bars(enable: bool = True) -> bool:
     for switch in switches:
         switch()
     return shown
+
+
+def say(message: str) -> None:
+    """One progress line on stderr (stage messages of long commands; shown in logs too)."""
+    print(message, file=sys.stderr, flush=True)

@@ -18,7 +18,7 @@ from torch import nn
 
 from . import surgery
 from .data import align_labels, default_feature_extractor, load_data, make_batches
-from .scorers.base import padding_changes_outputs
+from .scorers.base import model_device, padding_changes_outputs
 from .tasks import Task, get_task, infer_task
 from .train import load_processor, pick_device
 
@@ -62,7 +62,7 @@ class Workspace:
 
     def _loading(self) -> dict[str, Any]:
         """Feature extraction in `workers` processes; pinned batches when the model is on a GPU."""
-        return {"workers": self.workers, "pin_memory": next(self.model.parameters()).device.type == "cuda"}
+        return {"workers": self.workers, "pin_memory": model_device(self.model).type == "cuda"}
 
     def draw(self, samples: int, seed: int = 0, batch_size: int = 8) -> Draw:
         """The first `samples` of a seeded permutation of the split, as scoring batches (model inputs plus
@@ -90,7 +90,7 @@ def open_workspace(model: ModelLike, data: str, split: str = "test", *, task: st
     """
     spec = str(model) if isinstance(model, (str, Path)) else None
     net = surgery.load(spec) if spec is not None else model
-    net = net.to(pick_device(device) if device is not None or spec is not None else _device_of(net)).eval()
+    net = net.to(pick_device(device) if device is not None or spec is not None else model_device(net)).eval()
     where = spec or (str(source) if source is not None else None)
     fe, tok = load_processor(where) if where is not None else (None, None)
     fe = fe or default_feature_extractor(net.config)
@@ -100,6 +100,3 @@ def open_workspace(model: ModelLike, data: str, split: str = "test", *, task: st
         dataset = align_labels(dataset, list(net.config.id2label.values()))
     return Workspace(net, get_task(name, net, tok), (fe, tok), dataset, batch_size, where, split, workers=workers)
 
-
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device

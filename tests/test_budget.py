@@ -155,3 +155,9 @@ def test_prune_target_macs_through_the_cli_meets_the_budget(setup, tmp_path):
     result = runner.invoke(app, ["prune", "-m", str(root / "model"), "-s", str(root / "gradient.json"),
                                  "--target-macs", "0.9", "--ratio", "0.2", "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "--target-macs chooses" in result.output
+
+
+def test_scorer_auto_refuses_options_it_would_drop(tmp_path):
+    result = runner.invoke(app, ["prune", "-m", str(tmp_path / "missing"), "--scorer", "auto", "--option",
+                                 "variant=entropy", "--max-drop", "0.01", "-d", "x", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "drop --option" in result.output

@@ -13,17 +13,12 @@ from ..errors import InputError
 from ..heads import head_adapter
 from ..plan import load_scores
 from ..scorers.parallel import model_fingerprint
+from ..progress import say  # noqa: F401 - the api's progress lines
 from ..workspace import ModelLike, Workspace, open_workspace
 
 
 
 ScoresLike = torch.Tensor | str | Path
-
-
-def say(message: str) -> None:
-    import sys
-
-    print(message, file=sys.stderr, flush=True)
 
 
 def check_counts(**counts: int) -> None:

@@ -95,10 +95,12 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
                          "--rounds (or give --ratio)")
     else:  # the checks that do not concern heads (recovery, dry run)
         _check_prune(None, "ffn", None, None, 1, None, data, samples, recover_epochs, recover_lr, dry_run, None)
+    if scorer == AUTO and options:
+        raise InputError("--scorer auto runs each candidate with its defaults: drop --option")
     for name in (auto_scorers if scorer == AUTO else [scorer] if scorer is not None else []):
         build_scorer(name, options if scorer != AUTO else None, seed=seed)  # bad options fail before loading
     spec = str(model) if isinstance(model, (str, Path)) else None
-    net = surgery.load(spec) if spec is not None else model
+    net = surgery.load(spec).to(pick_device(device)) if spec is not None else model  # GPU when present
     adapter = head_adapter(net)
     report: dict[str, Any] = {"model": spec, "scores": str(scores) if isinstance(scores, (str, Path)) else None,
                               "plan": str(plan) if isinstance(plan, (str, Path)) else None, "scorer": scorer,
@@ -214,7 +216,8 @@ def _prune_by_measurement(net: nn.Module, spec: str | None, report: dict[str, An
             if tell:
                 tell(f"auto: scoring with {name} on {len(drawn.paths)} samples of {score_split}")
             method = build_scorer(name, None, task=ws.task.name, seed=seed)
-            rankings[name] = run(method, net, drawn.batches, ws.task.objective).scores
+            method.progress = progress
+            rankings[name] = run(method, net, drawn.batches, ws.task.objective, progress=progress).scores
         choice = choose_scorer(net, rankings, selection.evaluate, max_drop=max_drop, ratio=ratio, heads=heads,
                                scope=scope, min_heads_per_layer=min_heads)
         report["auto"] = {"chosen": choice.best, "candidates": choice.candidates}
@@ -340,7 +343,7 @@ def _prune_to_macs(model: ModelLike, target: float, scores: ScoresLike | None, s
     if scorer is not None:
         build_scorer(scorer, options, seed=seed)  # bad options fail before loading
     spec = str(model) if isinstance(model, (str, Path)) else None
-    net = surgery.load(spec) if spec is not None else model
+    net = surgery.load(spec).to(pick_device(device)) if spec is not None else model  # GPU when present
     report: dict[str, Any] = {"model": spec, "scores": str(scores) if isinstance(scores, (str, Path)) else None,
                               "scorer": scorer, "ratio": None, "heads": None}
     if scorer is not None:

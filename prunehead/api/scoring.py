@@ -14,7 +14,7 @@ from ..errors import InputError
 from ..heads import head_adapter
 from ..plan import save_scores
 from ..scorers import get_scorer
-from ..scorers.base import Scorer, to_device
+from ..scorers.base import Scorer, model_device, to_device
 from ..scorers.hib import value_statistics
 from ..scorers.parallel import model_fingerprint, run, run_key
 from ..scorers.registry import option_names
@@ -105,16 +105,16 @@ def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "
         say(method.cost(len(drawn.paths), head_adapter(ws.model).kept_heads(ws.model)))
     if reference_samples:
         reference = ws.draw(reference_samples, seed, batch_size).batches
-        where = next(ws.model.parameters()).device
+        where = model_device(ws.model)
         method.stats = value_statistics(ws.model, [to_device(b, where) for b in reference], method.min_std)
     if checkpoint is not None:  # resume only into the same weights, audio and options
         key = run_key(ws.model, drawn.paths, options=key)
     outcome = run(method, ws.model, drawn.batches, ws.task.objective, checkpoint=checkpoint, key=key, resume=resume,
                   progress=progress)
     settings = {"model": ws.source or type(ws.model).__name__, "data": data,
-                "split": split, "seed": seed, "batch_size": batch_size, "reference_samples": reference_samples}
+                "split": ws.split, "seed": seed, "batch_size": batch_size, "reference_samples": reference_samples}
     return ScoreResult(outcome.scores, scorer, method.params(), ws.task.name, drawn.paths, outcome.spread,
-                       outcome.world_size, next(ws.model.parameters()).device.type, settings,
+                       outcome.world_size, model_device(ws.model).type, settings,
                        model_fingerprint(ws.model), resumed=outcome.resumed)
 
 
@@ -132,8 +132,8 @@ def _score_ffn(model: ModelLike | Workspace, data: str | None, scorer: str, spli
                                                                   workers=workers)
     drawn = ws.draw(samples, seed, batch_size) if scorer == "taylor" else None
     matrix = score_ffn(ws.model, drawn.batches if drawn else (), ws.task.objective, method=scorer)
-    settings = {"model": ws.source or type(ws.model).__name__, "data": data, "split": split, "seed": seed,
+    settings = {"model": ws.source or type(ws.model).__name__, "data": data, "split": ws.split, "seed": seed,
                 "batch_size": batch_size}
     return ScoreResult(matrix, scorer, {"normalize_layers": True}, ws.task.name, drawn.paths if drawn else [],
-                       device=next(ws.model.parameters()).device.type, settings=settings,
+                       device=model_device(ws.model).type, settings=settings,
                        model_fingerprint=model_fingerprint(ws.model), units="ffn")

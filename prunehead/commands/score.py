@@ -68,6 +68,11 @@ def score(model: Annotated[str | None, Opt("--model", "-m", show_default=False,
     if units == "ffn":
         given = {"model": model, "data": data, "scorer": scorer, "split": split or "train", "samples": samples or 200,
                  "seed": seed or 0, "task": task and task.value}
+        ignored = {"--steps": steps, "--beta": beta, "--lr": lr, "--noise": noise, "--option": option or None,
+                   "--dtype": dtype, "--reference-samples": reference_samples or None, "--workers": workers or None}
+        if any(value is not None for value in ignored.values()):
+            raise InputError(f"--units ffn takes none of {', '.join(k for k, v in ignored.items() if v is not None)}: "
+                             "drop them (the neuron scorers taylor and magnitude have no options)")
         return _run_ffn(out, given, batch_size, clip_seconds, device, overwrite, recipe, resume)
     flags = {"steps": steps, "beta": beta, "lr": lr, "noise": noise}
     options = {**{k: v for k, v in flags.items() if v is not None}, **parse_options(option)}

@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..ffn import PRUNED_FFN_KEY, pruned_ffn_of
 from ..heads import PRUNED_HEADS_KEY, head_adapter, pruned_heads_of
 from ..outputs import atomic_dir, check_output
+from ..progress import say as progress_line
 from .accuracy import data_metrics, load_eval_data
 from .folder import GRAPH_NAMES, write_model_files
 from .latency import DEFAULT_THREADS, side_by_side
@@ -220,7 +221,7 @@ def export_model(model: nn.Module, out: str | Path, options: ExportOptions = Exp
                          "drop the .onnx suffix")
     reference, reference_source = _reference(model, baseline, baseline_source)
     eval_data = load_eval_data(model, signature(model), data, split, source) if data is not None else None
-    say = _say if progress else (lambda message: None)
+    say = progress_line if progress else (lambda message: None)
     with tempfile.TemporaryDirectory(prefix="prunehead-export-") as tmp:
         say("export: tracing the model to ONNX" + (" and checking it against PyTorch" if options.check else ""))
         try:
@@ -248,12 +249,6 @@ def export_model(model: nn.Module, out: str | Path, options: ExportOptions = Exp
             summary["preprocessing"] = write_model_files(model, folder, source)
             (folder / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def _say(message: str) -> None:
-    import sys
-
-    print(message, file=sys.stderr, flush=True)
 
 
 def _interface(path: Path, sig: Signature) -> dict[str, Any]:

@@ -109,9 +109,6 @@ class Family:
 
     # -- layout ------------------------------------------------------------------------------------------
 
-    def matches(self, model: nn.Module) -> bool:
-        return getattr(getattr(model, "config", None), "model_type", None) in self.model_types
-
     def audio_classifier(self) -> type:
         """The transformers class that puts a classification head on this family's encoder."""
         import transformers
