@@ -28,16 +28,16 @@ def check_counts(**counts: int) -> None:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
-def scores_for(scores: ScoresLike, net: nn.Module) -> torch.Tensor:
+def scores_for(scores: ScoresLike, net: nn.Module, weights: str | None = None) -> torch.Tensor:
     """A score matrix for `net`: a tensor as it is, a file checked for shape (and warned about when it was
-    made on other weights)."""
+    made on other weights; `weights`: `net`'s fingerprint when the caller has it already)."""
     adapter = head_adapter(net)
     expect = (adapter.num_layers, adapter.num_heads)
     if isinstance(scores, torch.Tensor):
         if tuple(scores.shape) != expect:
             raise InputError(f"scores are {tuple(scores.shape)} but the model has {expect[0]} x {expect[1]} heads")
         return scores
-    return load_scores(scores, expect=expect, model_fingerprint=model_fingerprint(net))
+    return load_scores(scores, expect=expect, model_fingerprint=weights or model_fingerprint(net))
 
 
 def data_workspace(model: ModelLike, data: str | None, split: str, task: str | None, device: Any,

@@ -14,6 +14,7 @@ from ..heads import head_adapter
 from ..budget import best_curve
 from ..plan import read_json
 from ..precision import check_dtype
+from ..scorers.parallel import model_fingerprint
 from ..workspace import ModelLike, open_workspace
 
 from .common import ScoresLike, scores_for
@@ -71,10 +72,11 @@ def sweep(model: ModelLike, data: str, scores: Mapping[str, ScoresLike] | Sequen
 
 
 def _score_sets(scores: Mapping[str, ScoresLike] | Sequence[str | Path], net: nn.Module) -> dict[str, torch.Tensor]:
+    weights = model_fingerprint(net)  # hashed once for every file
     if isinstance(scores, Mapping):
-        return {name: scores_for(s, net) for name, s in scores.items()}
+        return {name: scores_for(s, net, weights) for name, s in scores.items()}
     sets: dict[str, torch.Tensor] = {}
     for file in scores:
         name = str(read_json(file).get("scorer", Path(file).stem))
-        sets[name if name not in sets else f"{name}:{Path(file).stem}"] = scores_for(file, net)
+        sets[name if name not in sets else f"{name}:{Path(file).stem}"] = scores_for(file, net, weights)
     return sets

@@ -107,15 +107,16 @@ def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "
         reference = ws.draw(reference_samples, seed, batch_size).batches
         where = model_device(ws.model)
         method.stats = value_statistics(ws.model, [to_device(b, where) for b in reference], method.min_std)
+    weights = model_fingerprint(ws.model)  # recorded in the score file; keys the checkpoint
     if checkpoint is not None:  # resume only into the same weights, audio and options
-        key = run_key(ws.model, drawn.paths, options=key)
+        key = run_key(ws.model, drawn.paths, weights, options=key)
     outcome = run(method, ws.model, drawn.batches, ws.task.objective, checkpoint=checkpoint, key=key, resume=resume,
                   progress=progress)
     settings = {"model": ws.source or type(ws.model).__name__, "data": data,
                 "split": ws.split, "seed": seed, "batch_size": batch_size, "reference_samples": reference_samples}
     return ScoreResult(outcome.scores, scorer, method.params(), ws.task.name, drawn.paths, outcome.spread,
                        outcome.world_size, model_device(ws.model).type, settings,
-                       model_fingerprint(ws.model), resumed=outcome.resumed)
+                       weights, resumed=outcome.resumed)
 
 
 def _score_ffn(model: ModelLike | Workspace, data: str | None, scorer: str, split: str, samples: int, seed: int,

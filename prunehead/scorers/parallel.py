@@ -110,9 +110,10 @@ def data_fingerprint(paths: list[str] | tuple[str, ...]) -> str:
     return digest.hexdigest()
 
 
-def run_key(model: nn.Module, paths: list[str] | tuple[str, ...], **options: Any) -> str:
-    """The checkpoint key of a score run: the model's weights, the samples' contents and every option."""
-    return fingerprint(weights=model_fingerprint(model), data=data_fingerprint(paths), **options)
+def run_key(model: nn.Module, paths: list[str] | tuple[str, ...], weights: str | None = None, **options: Any) -> str:
+    """The checkpoint key of a score run: the model's weights (`weights`: its fingerprint, when known), the
+    samples' contents and every option."""
+    return fingerprint(weights=weights or model_fingerprint(model), data=data_fingerprint(paths), **options)
 
 
 class Checkpoint:
