@@ -35,6 +35,12 @@ def shared() -> Path:
     return SHARED
 
 
+def logits(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
+    """The model's logits on `inputs`, without gradients."""
+    with torch.no_grad():
+        return model(**inputs).logits
+
+
 def tiny(arch: str, num_labels: int = 3, seed: int = 0, **overrides) -> torch.nn.Module:
     torch.manual_seed(seed)
     return build_model(arch, num_labels=num_labels, **overrides)

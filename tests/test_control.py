@@ -6,12 +6,8 @@ import pytest
 import torch
 
 from prunehead.control import controlled, is_controlled
-from tests.conftest import FAMILIES, inputs_for, tiny
+from tests.conftest import FAMILIES, inputs_for, logits, tiny
 
-
-def _logits(model, inputs):
-    with torch.no_grad():
-        return model(**inputs).logits
 
 
 @pytest.mark.parametrize("arch", FAMILIES)
@@ -19,11 +15,11 @@ def test_idle_and_active_paths_equal_eager(arch):
     model = tiny(arch)
     inputs = inputs_for(arch)
     model.set_attn_implementation("eager")
-    eager = _logits(model, inputs)
+    eager = logits(model, inputs)
     with controlled(model) as ctl:
-        idle = _logits(model, inputs)  # delegates to SDPA
+        idle = logits(model, inputs)  # delegates to SDPA
         with ctl.recording({0: lambda p, m: p.sum()}):  # forces prunehead's own eager path in layer 0
-            active = _logits(model, inputs)
+            active = logits(model, inputs)
     torch.testing.assert_close(idle, eager, atol=1e-5, rtol=0)
     torch.testing.assert_close(active, eager, atol=1e-5, rtol=0)
 
@@ -67,18 +63,18 @@ def test_without_mask_registration_padding_would_leak():
 def test_gate_ones_is_identity_and_per_sample_gate_equals_separate_runs():
     model = tiny("wav2vec2-tiny")
     inputs = inputs_for("wav2vec2-tiny")
-    plain = _logits(model, inputs)
+    plain = logits(model, inputs)
     gate = torch.tensor([[[1.0, 0.0, 1.0, 1.0], [0.0, 1.0, 1.0, 0.0]],
                          [[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 1.0]]])  # (B, L, H)
     with controlled(model) as ctl:
         with ctl.gating(torch.ones(2, 4)):
-            ones = _logits(model, inputs)
+            ones = logits(model, inputs)
         with ctl.gating(gate):
-            batched = _logits(model, inputs)
+            batched = logits(model, inputs)
         separate = []
         for b in range(2):
             with ctl.gating(gate[b]):
-                separate.append(_logits(model, {"input_values": inputs["input_values"][b : b + 1]}))
+                separate.append(logits(model, {"input_values": inputs["input_values"][b : b + 1]}))
     torch.testing.assert_close(ones, plain, atol=1e-5, rtol=0)
     torch.testing.assert_close(batched, torch.cat(separate), atol=1e-5, rtol=0)
     assert (batched - plain).abs().max() > 1e-4
@@ -87,13 +83,13 @@ def test_gate_ones_is_identity_and_per_sample_gate_equals_separate_runs():
 def test_replacement_and_scaling():
     model = tiny("wav2vec2-tiny")
     inputs = inputs_for("wav2vec2-tiny")
-    plain = _logits(model, inputs)
+    plain = logits(model, inputs)
     with controlled(model) as ctl:
         with ctl.replacing({1: lambda p, v, m: (torch.matmul(p, v), p)}):
-            same = _logits(model, inputs)
+            same = logits(model, inputs)
         diagonal = lambda p, v, m: (torch.matmul(torch.eye(p.shape[-1]).expand_as(p), v), p)  # noqa: E731
         with ctl.replacing({1: diagonal}):
-            changed = _logits(model, inputs)
+            changed = logits(model, inputs)
         with ctl.scaling(0, torch.ones(2)) as scale:
             scaled = model(**inputs).logits
             scaled.sum().backward()

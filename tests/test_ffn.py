@@ -24,7 +24,7 @@ from prunehead.ffn import PRUNED_FFN_KEY, ffn_sites, kept_neurons, neuron_gating
 from prunehead.heads import head_adapter
 from prunehead.plan import load_scores, save_scores, select_ffn
 from prunehead.scorers.ffn import score_ffn
-from tests.conftest import FAMILIES, ce, inputs_for, tiny
+from tests.conftest import FAMILIES, ce, inputs_for, logits, tiny
 
 I = 64  # intermediate size of every tiny family (whisper-encoder-tiny: encoder_ffn_dim = 2 * 32)
 # Neurons to remove (original ids): layer 0 loses 5, layer 1 all but one.
@@ -59,10 +59,6 @@ def ffn_plan(model: torch.nn.Module, heads: dict = HEADS, ffn: dict = FFN) -> Pr
     adapter = head_adapter(model)
     return PruningPlan(adapter.num_layers, adapter.num_heads, heads, ffn, I)
 
-
-def logits(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**inputs).logits
 
 
 @pytest.mark.parametrize("arch", FAMILIES)

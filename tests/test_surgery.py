@@ -12,7 +12,7 @@ from prunehead.control import controlled
 from prunehead.cost import count_macs, count_params
 from prunehead.errors import UnsupportedModelError
 from prunehead.plan import PruningPlan, select
-from tests.conftest import FAMILIES, inputs_for, tiny
+from tests.conftest import FAMILIES, inputs_for, logits, tiny
 
 PLANS = {
     "global": lambda L, H: select(torch.randn(L, H, generator=torch.Generator().manual_seed(3)), ratio=0.4),
@@ -21,10 +21,6 @@ PLANS = {
     "empty_layer": lambda L, H: PruningPlan(L, H, {0: tuple(range(H)), 1: (1, 3)}),
 }
 
-
-def _logits(model, inputs):
-    with torch.no_grad():
-        return model(**inputs).logits
 
 
 @pytest.mark.parametrize("plan_name", PLANS)
@@ -37,12 +33,12 @@ def test_pruned_equals_gated_and_reloads(arch, plan_name, tmp_path):
     with torch.no_grad(), controlled(model) as ctl, ctl.gating(plan.keep_mask()):
         gated = model(**inputs).logits
     pruned = prune_(copy.deepcopy(model), plan)
-    torch.testing.assert_close(_logits(pruned, inputs), gated, atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits(pruned, inputs), gated, atol=1e-5, rtol=0)
     assert sum(head_adapter(pruned).heads_per_layer(pruned)) == adapter.num_layers * adapter.num_heads - plan.num_pruned
     save_pretrained(pruned, tmp_path / "m")
     reloaded = load(tmp_path / "m")
     assert plan_of(reloaded) == plan and PruningPlan.load(tmp_path / "m" / "plan.json") == plan
-    torch.testing.assert_close(_logits(reloaded, inputs), _logits(pruned, inputs), atol=0, rtol=0)
+    torch.testing.assert_close(logits(reloaded, inputs), logits(pruned, inputs), atol=0, rtol=0)
     assert count_params(reloaded) == count_params(pruned)
 
 
@@ -55,7 +51,7 @@ def test_empty_layer_gives_out_proj_bias_and_no_nan():
     hidden = torch.randn(2, 7, 32)
     out, _ = model.wav2vec2.encoder.layers[0].attention(hidden)
     torch.testing.assert_close(out, bias.expand(2, 7, 32))
-    assert torch.isfinite(_logits(model, inputs_for("wav2vec2-tiny"))).all()
+    assert torch.isfinite(logits(model, inputs_for("wav2vec2-tiny"))).all()
 
 
 def test_incremental_pruning_equals_one_shot():
@@ -64,7 +60,7 @@ def test_incremental_pruning_equals_one_shot():
     stepwise = prune_(prune_(copy.deepcopy(model), first), second)
     oneshot = prune_(copy.deepcopy(model), first.union(second))
     inputs = inputs_for("hubert-tiny")
-    torch.testing.assert_close(_logits(stepwise, inputs), _logits(oneshot, inputs), atol=1e-6, rtol=0)
+    torch.testing.assert_close(logits(stepwise, inputs), logits(oneshot, inputs), atol=1e-6, rtol=0)
     assert plan_of(stepwise) == first.union(second)
     assert head_adapter(stepwise).kept_heads(stepwise) == [[0, 2], [1]]
 

@@ -19,7 +19,7 @@ from prunehead.families.wavlm import WavLMEmptyAttention, WavLMFamily, WavLMHead
 from prunehead.plan import PruningPlan
 from prunehead.scorers import available, get_scorer
 from prunehead.scorers.layers import select_rows
-from tests.conftest import TONE_LABELS, ce, tiny
+from tests.conftest import TONE_LABELS, ce, logits, tiny
 from tests.test_hib import run_hib
 
 FAST = {"hib": {"steps": 3}, "attattr": {"steps": 4}}
@@ -47,10 +47,6 @@ def padded_batch(n: int = 3, samples: int = 6000, keep: int = 3700, seed: int = 
     mask[-1, keep:] = 0
     return {"input_values": torch.randn(n, samples, generator=g) * mask, "attention_mask": mask}
 
-
-def logits(model, inputs):
-    with torch.no_grad():
-        return model(**inputs).logits
 
 
 def saved_wavlm(root) -> tuple[str, str]:
