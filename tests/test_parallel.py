@@ -252,3 +252,26 @@ def test_recipe_settings_and_flag_overrides(cli_assets, tmp_path):
     data = json.loads(out.read_text())
     assert data["scorer"] == "hib" and data["samples"] == 4
     assert data["params"]["beta"] == 0.5 and data["params"]["steps"] == 1  # the flag wins over the recipe
+
+
+def test_split_half_is_the_spearman_of_the_even_and_odd_sample_scores():
+    """Against scipy on a real run (8 samples, gradient and HIB), and known answers: identical halves give 1,
+    halves with reversed rankings give -1, fewer than 4 samples give None."""
+    from scipy.stats import spearmanr
+
+    from prunehead.scorers.parallel import split_half
+
+    model, batches = job()
+    batches = batches + job()[1][:3]  # 8 samples
+    for name, params in (("gradient", {}), ("hib", {"steps": 2})):
+        scorer = get_scorer(name, **params)
+        outcome = run(scorer, model, batches, ce)
+        even, odd = (scorer.reduce(outcome.results[i::2]).flatten().numpy() for i in (0, 1))
+        assert outcome.split_half == pytest.approx(spearmanr(even, odd).statistic, abs=1e-4)
+    mean = HIBScorer(steps=1)  # its reduce is the plain mean over samples
+    same = torch.rand(1, 2, 4).repeat(6, 1, 1)  # (N, L, H): every sample alike
+    assert split_half(mean, same) == 1.0
+    ramp = torch.arange(8.0).reshape(1, 2, 4)
+    flipped = torch.cat([ramp, 7 - ramp, ramp, 7 - ramp])
+    assert split_half(mean, flipped) == -1.0
+    assert split_half(mean, same[:3]) is None

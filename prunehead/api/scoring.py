@@ -41,6 +41,7 @@ class ScoreResult:
     model_fingerprint: str | None = None  # of the scored weights: prune / sweep warn when it differs
     resumed: int = 0  # samples taken from a checkpoint rather than scored in this run
     units: str = "heads"  # or "ffn": an (L, I) matrix of feed-forward neurons
+    split_half: float | None = None  # Spearman of the even- vs odd-sample scores (parallel.split_half)
 
     def save(self, path: str | Path) -> None:
         """Write the versioned score file (`prunehead.load_scores` reads it back)."""
@@ -50,6 +51,7 @@ class ScoreResult:
         extra = {**{k: v for k, v in self.settings.items() if k != "model"}, "params": self.params,
                  "samples": len(self.sample_paths), "task": self.task, "sample_paths": self.sample_paths,
                  "spread": self.spread.tolist() if self.spread is not None else None,
+                 "split_half_spearman": self.split_half,
                  "world_size": self.world_size, "device": self.device,
                  "versions": {"prunehead": __version__, "torch": torch.__version__,
                               "transformers": transformers.__version__, "python": platform.python_version()}}
@@ -116,7 +118,7 @@ def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "
                 "split": ws.split, "seed": seed, "batch_size": batch_size, "reference_samples": reference_samples}
     return ScoreResult(outcome.scores, scorer, method.params(), ws.task.name, drawn.paths, outcome.spread,
                        outcome.world_size, model_device(ws.model).type, settings,
-                       weights, resumed=outcome.resumed)
+                       weights, resumed=outcome.resumed, split_half=outcome.split_half)
 
 
 def _score_ffn(model: ModelLike | Workspace, data: str | None, scorer: str, split: str, samples: int, seed: int,

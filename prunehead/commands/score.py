@@ -162,6 +162,9 @@ def _run(out: Path, settings: dict[str, Any], options: dict[str, Any], batch_siz
             earlier = f" ({result.resumed} of them from the checkpoint of the interrupted run)" if result.resumed else ""
             typer.echo(f"scored {len(result.sample_paths)} samples{earlier} with {settings['scorer']}; this run "
                        f"took {time.time() - started:.1f} s on {where}; wrote {out} and {png}")
+            if result.split_half is not None:
+                typer.echo(f"ranking stability: Spearman {result.split_half:.2f} between the scores of the even- and "
+                           f"the odd-numbered samples ({len(result.sample_paths) // 2} each; 1 = the same ranking)")
 
 
 def _run_ffn(out: Path, given: dict[str, Any], batch_size: int, clip_seconds: float | None, device: str | None,

@@ -48,6 +48,7 @@ class ScoreRun:
     results: torch.Tensor | None  # (N, ...) per-sample results in id order; None for non-sample scorers
     world_size: int = 1
     resumed: int = 0  # samples (of this rank) taken from the checkpoint instead of scored in this run
+    split_half: float | None = None  # see `split_half`
 
 
 def world() -> tuple[int, int]:
@@ -234,7 +235,30 @@ def run(scorer: Scorer, model: nn.Module, batches: list[Batch], objective: Objec
     ids = torch.cat([i for i, _ in pairs])
     results = gather_results([r for _, r in pairs], ids)
     scores = finish_scores(scorer.reduce(results), model)
-    return ScoreRun(scores, scorer.spread(results), ids.sort().values, results, size, resumed)
+    return ScoreRun(scores, scorer.spread(results), ids.sort().values, results, size, resumed,
+                    split_half(scorer, results))
+
+
+def split_half(scorer: SampleScorer, results: torch.Tensor) -> float | None:
+    """Spearman correlation between the scores of the even- and the odd-numbered samples (in id order).
+
+    The two halves are disjoint samples with independent noise (seeds derive from sample ids), so this is
+    how well two runs with different seeds and N/2 samples each agree: a free estimate of how stable the
+    ranking is. None below 4 samples or 3 heads. Cost: two `reduce` calls.
+    """
+    if results.shape[0] < 4:
+        return None
+    a, b = scorer.reduce(results[0::2]).flatten(), scorer.reduce(results[1::2]).flatten()  # (L * H,)
+    keep = torch.isfinite(a) & torch.isfinite(b)  # removed heads are NaN
+    if int(keep.sum()) < 3:
+        return None
+    return round(spearman(a[keep], b[keep]), 4)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rank correlation of two 1-D tensors (ties ranked by position)."""
+    ranks = [x.double().argsort().argsort().double() for x in (a, b)]
+    return float(torch.corrcoef(torch.stack(ranks))[0, 1])
 
 
 def _duration(seconds: float) -> str:
