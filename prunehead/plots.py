@@ -12,7 +12,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-LOWER_IS_BETTER = ("wer", "cer", "loss")  # = prunehead.curves.LOWER_IS_BETTER (no torch import here)
+from .curves import LOWER_IS_BETTER  # noqa: E402
+
 SCORE_UNIT = "importance (higher = keep)"
 PRUNED_MARK = "x"  # drawn over every pruned head; the title says what it means
 

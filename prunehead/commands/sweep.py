@@ -65,7 +65,8 @@ def sweep_cmd(model: Model, data: Data, out: Out, scores: ScoreFiles,
     if ffn_ratios is None:
         given = [f"--{k.replace('_', '-')}" for k, v in frontier.items() if v not in (None, False)]
         if given:
-            raise InputError(f"{', '.join(given)} belong to the frontier: add --ffn-ratios (e.g. --ffn-ratios 0 "
+            verb = "belongs" if len(given) == 1 else "belong"
+            raise InputError(f"{', '.join(given)} {verb} to the frontier: add --ffn-ratios (e.g. --ffn-ratios 0 "
                              "for heads only)")
         _curves(model, data, files, out, overwrite, inputs, common)
         return
