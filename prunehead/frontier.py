@@ -92,7 +92,8 @@ def run_frontier(model: nn.Module, evaluate: Evaluate, head_scores: torch.Tensor
         evaluate: model -> metric dict (must contain `metric`); called with heads and neurons gated.
         head_scores, ffn_scores: (L, H) and (L, I) importances, higher = keep.
         scope: the heads' "global" or "per_layer"; FFN neurons are cut per layer.
-        seconds: input length of the MAC count (batch 1) and of the timed inputs.
+        seconds: input length of the MAC count (batch 1) and of the timed inputs (`example_inputs`: Whisper
+            uses its window, text models 128 tokens).
         latency: export every distinct pruned copy and the dense model to ONNX and time them in turns.
 
     Returns:
@@ -110,50 +111,54 @@ def run_frontier(model: nn.Module, evaluate: Evaluate, head_scores: torch.Tensor
     unpruned = evaluate_point(model, plan_of(model), evaluate)  # the (0, 0) point's code path
     if metric not in unpruned:
         raise InputError(f"metric {metric!r} is not among {sorted(unpruned)}; pass one of them to --metric")
-    values = {_key(plan_of(model)): unpruned[metric]}  # metric per distinct plan (scorers often share points)
-    points, measured, names = [], {}, {}
+    values = {_key(plan_of(model)): unpruned[metric]}  # the (0, 0) point is not evaluated twice
+    points, measured = [], {}
     with (_bench(dense) if latency else contextlib.nullcontext()) as bench:
-        if bench is not None and dense is host:
-            names[_key(plan_of(host))] = "reference"  # the unpruned point is the reference itself
+        names = {_key(plan_of(host)): "reference"} if bench is not None and dense is host else {}
         for head_ratio, ffn_ratio, plan in progress_bar(plans, desc="frontier", enable=progress):
             key = _key(plan)
-            if key not in measured:
-                if key not in values:
-                    values[key] = evaluate_point(model, plan, evaluate)[metric]
-                pruned = pruned_copy(host, plan)
-                measured[key] = {metric: values[key], "macs": count_macs(pruned, inputs)["total"],
-                                 "params": count_params(pruned)}
-                if bench is not None and key not in names:
-                    names[key] = f"point-{len(names)}"
-                    bench.add(names[key], pruned)
-                del pruned
+            if key not in measured:  # grid points often share a plan (floor(ratio * units) is equal)
+                value = values[key] if key in values else evaluate_point(model, plan, evaluate)[metric]
+                measured[key] = _measure(host, plan, inputs, bench, names)
+                measured[key][metric] = value
             points.append({"head_ratio": head_ratio, "ffn_ratio": ffn_ratio, "heads_removed": plan.num_pruned,
-                           "neurons_removed": plan.num_pruned_ffn, **measured[key],
+                           "neurons_removed": plan.num_pruned_ffn, metric: measured[key][metric],
+                           "macs": measured[key]["macs"], "params": measured[key]["params"],
                            "mac_fraction": measured[key]["macs"] / dense_macs, "latency_ms": None, "speedup": None})
-        timing = _time(bench, names, points, plans, batch_sizes, seconds, repeats, progress) if bench else None
+        timing = _time(bench, names, points, plans, batch_sizes, _length(inputs), repeats, progress) if bench else None
     _mark_pareto(points, metric, batch_sizes if latency else ())
     return {"format": FORMAT, "version": VERSION, "metric": metric, "scope": scope, "ffn_scope": FFN_SCOPE,
             "min_neurons_per_layer": min_neurons_per_layer, "seconds": seconds, "dense_macs": dense_macs,
             "unpruned": unpruned, "latency": timing, "points": points}
 
 
+def _measure(host: nn.Module, plan: PruningPlan, inputs: dict[str, torch.Tensor], bench: Any,
+             names: dict[tuple, str]) -> dict[str, Any]:
+    """MACs and parameters of a physically pruned copy; with a bench, the copy is exported to it as well."""
+    pruned = pruned_copy(host, plan)
+    key = _key(plan)
+    if bench is not None and key not in names:
+        names[key] = f"point-{len(names)}"
+        bench.add(names[key], pruned)
+    return {"macs": count_macs(pruned, inputs)["total"], "params": count_params(pruned)}
+
+
 def _time(bench: Any, names: dict[tuple, str], points: list[dict[str, Any]],
-          plans: list[tuple[float, float, PruningPlan]], batch_sizes: Sequence[int], seconds: float, repeats: int,
+          plans: list[tuple[float, float, PruningPlan]], batch_sizes: Sequence[int], length: int, repeats: int,
           progress: bool) -> dict[str, Any]:
     """Time every exported model in turns with the dense one; fill each point's latency_ms and speedup."""
     from .export.bench import GROUP
+    from .export.latency import DEFAULT_THREADS
 
     if progress:
         say(f"frontier: timing {len(bench.files)} ONNX models in turns ({repeats} runs each per batch size)")
     groups = max(1, -(-(len(bench.files) - 1) // GROUP))
     with progress_bar(total=groups * len(batch_sizes), desc="latency", enable=progress) as bar:
-        medians = bench.time(batch_sizes, seconds, repeats, tick=bar.update)
+        medians = bench.time(batch_sizes, length, repeats, tick=bar.update)
     speedups = {**bench.speedups(medians), "reference": {str(b): 1.0 for b in batch_sizes}}
     for point, (_, _, plan) in zip(points, plans):
         name = names[_key(plan)]
         point["latency_ms"], point["speedup"] = medians[name], speedups[name]
-    from .export.latency import DEFAULT_THREADS
-
     return {"batch_sizes": list(batch_sizes), "repeats": repeats, "threads": DEFAULT_THREADS,
             "statistic": "median", "group": GROUP, "dense_ms": medians["reference"]}
 
@@ -167,6 +172,12 @@ def _mark_pareto(points: list[dict[str, Any]], metric: str, batch_sizes: Sequenc
     for batch in map(str, batch_sizes):
         for point, flag in zip(points, pareto_flags(gain, [-p["speedup"][batch] for p in points])):
             point["pareto_speedup"][batch] = flag
+
+
+def _length(inputs: dict[str, torch.Tensor]) -> int:
+    """The input length the MACs were counted on (last axis: audio samples, tokens, or Whisper's mel frames),
+    so that the timed inputs match it."""
+    return int(next(iter(inputs.values())).shape[-1])
 
 
 def _dense(model: nn.Module) -> nn.Module:

@@ -5,6 +5,7 @@ mistakes are one-line errors before anything loads."""
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 
@@ -17,7 +18,9 @@ from prunehead.ffn import prune_ffn_
 from prunehead.frontier import pareto_flags
 from prunehead.scorers.ffn import score_ffn
 from prunehead.workspace import open_workspace
-from tests.conftest import dead_head_workspace, run_main
+from prunehead.frontier import run_frontier
+from prunehead.heads import head_adapter
+from tests.conftest import FAMILIES, dead_head_workspace, inputs_for, logits, run_main, tiny
 
 I = 64  # FFN neurons per layer of the tiny wav2vec2
 HEAD_RATIOS, FFN_RATIOS = [0.0, 0.25, 0.5], [0.0, 0.5]
@@ -80,6 +83,26 @@ def test_every_point_equals_the_physically_pruned_model(setup):
         assert point["latency_ms"] is None and point["speedup"] is None and point["pareto_speedup"] is None
         losses.add(round(point["loss"], 6))
     assert len(losses) > 3  # the points differ: the test can tell a wrong plan
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_each_family_point_equals_its_physically_pruned_model(arch):
+    """The engine on every family, with the sum of the logits as the 'metric' (it moves with any change)."""
+    model = tiny(arch).eval()
+    inputs = inputs_for(arch)
+    assert (head_adapter(model).num_layers, head_adapter(model).num_heads) == (2, 4)  # as `_plan` assumes
+    gen = torch.Generator().manual_seed(1)
+    heads, neurons = torch.rand(2, 4, generator=gen), torch.rand(2, I, generator=gen)
+    result = run_frontier(model, lambda m: {"sum": float(logits(m, inputs).sum())}, heads, neurons, metric="sum",
+                          head_ratios=[0.5], ffn_ratios=[0.0, 0.5], progress=False)
+    dense_macs = count_macs(model, example_inputs(model, 1.0))["total"]
+    for point in result["points"]:
+        plan = _plan(heads, neurons, point["head_ratio"], point["ffn_ratio"])
+        pruned = prune_ffn_(prune_(copy.deepcopy(model), plan), plan)
+        assert point["sum"] == pytest.approx(float(logits(pruned, inputs).sum()), abs=1e-4)
+        assert point["macs"] == count_macs(pruned, example_inputs(pruned, 1.0))["total"]
+        assert point["mac_fraction"] == pytest.approx(point["macs"] / dense_macs)
+    assert result["points"][0]["sum"] != result["points"][1]["sum"]
 
 
 def test_pareto_flags_equal_a_brute_force_check(setup):
@@ -154,7 +177,17 @@ def test_a_pruned_model_counts_its_removed_units_and_the_dense_macs(setup, tmp_p
     assert (last["heads_removed"], last["neurons_removed"]) == (4, 64)  # the removed count towards the ratio
 
 
-def test_the_cli_writes_the_frontier(setup, tmp_path):
+def test_per_layer_without_ratios_goes_over_k_heads_per_layer(setup):
+    root, _, _ = setup
+    from prunehead import sweep
+
+    result = sweep(str(root / "jit"), str(root / "data"), [root / "heads.json"], scope="per_layer", ffn_ratios=[0.0],
+                   ffn_scorer="magnitude", metric="loss", batch_size=8)
+    assert [p["heads_removed"] for p in result["points"]] == [0, 2, 4, 6]
+    assert result["scope"] == "per_layer" and [p["neurons_removed"] for p in result["points"]] == [0] * 4
+
+
+def test_the_cli_writes_the_frontier_and_prune_builds_its_points(setup, tmp_path):
     root, _, _ = setup
     save_scores(tmp_path / "ffn.json", score_ffn(load(str(root / "jit")), method="magnitude"), "magnitude", "jit",
                 units="ffn")
@@ -169,6 +202,15 @@ def test_the_cli_writes_the_frontier(setup, tmp_path):
     table = (out / "frontier.md").read_text()
     assert table.startswith("| head ratio | FFN ratio |") and table in stdout + "\n"
     assert (out / "frontier.png").stat().st_size > 1000
+    # what the README promises: `prune` with the point's ratios (heads global, neurons per layer) builds it
+    code, _, stderr = run_main("prune", "-m", root / "jit", "-s", root / "heads.json", "--ratio", "0.5",
+                               "--ffn-ratio", "0.5", "--ffn-scores", tmp_path / "ffn.json", "--data", root / "data",
+                               "--batch-size", "8", "--out", tmp_path / "pruned")
+    assert code == 0, stderr
+    report = json.loads((tmp_path / "pruned" / "report.json").read_text())
+    point = frontier["points"][3]
+    assert report["metrics_after"]["loss"] == pytest.approx(point["loss"], abs=1e-5)
+    assert report["after"]["macs"] == point["macs"] and report["after"]["params"] == point["params"]
 
 
 @pytest.mark.parametrize("args, message", [

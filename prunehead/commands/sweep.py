@@ -28,7 +28,7 @@ BatchSizes = Annotated[str | None, Opt(show_default=False,
                                        help="Comma list of batch sizes timed with --latency. [default: 1,8]")]
 Seconds = Annotated[float | None, Opt(callback=Positive, show_default=False,
                                       help="Seconds of audio per input for the frontier's MAC count and latency "
-                                           "(Whisper: its window; text: 16 000 tokens, capped). [default: 1.0]")]
+                                           "(Whisper: its fixed window; text models: 128 tokens). [default: 1.0]")]
 Repeats = Annotated[int | None, Opt(min=1, show_default=False,
                                     help="Timed runs per model and batch size with --latency; the median is "
                                          "reported. [default: 20]")]

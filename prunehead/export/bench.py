@@ -18,7 +18,7 @@ from types import TracebackType
 from torch import nn
 
 from .latency import DEFAULT_THREADS, time_in_turns
-from .onnx import SAMPLE_RATE, Signature, export_onnx
+from .onnx import Signature, export_onnx
 
 GROUP = 8  # models timed in turns beside the reference at once
 
@@ -45,9 +45,10 @@ class LatencyBench:
         self.files[name] = path
         return signature
 
-    def time(self, batch_sizes: Sequence[int], seconds: float, repeats: int = 20, threads: int = DEFAULT_THREADS,
+    def time(self, batch_sizes: Sequence[int], length: int, repeats: int = 20, threads: int = DEFAULT_THREADS,
              tick: Callable[[], None] | None = None) -> dict[str, dict[str, float]]:
-        """Median ms of every model at each batch size on `seconds` of input: {name: {str(batch): ms}}.
+        """Median ms of every model at each batch size on inputs of `length` (speech: samples, text: tokens,
+        Whisper: its fixed window whatever `length`): {name: {str(batch): ms}}.
 
         The reference's entry is the median over all its runs (it runs in every group); `speedups` turns
         the result into paired ratios. `tick` is called after each group. Cost: (3 + repeats) ONNX Runtime
@@ -58,8 +59,7 @@ class LatencyBench:
         self.paired = {}
         runs: dict[str, dict[str, list[float]]] = {name: {} for name in self.files}
         for batch in batch_sizes:
-            feeds = {k: v.numpy() for k, v in self.signature.inputs(batch, round(seconds * SAMPLE_RATE),
-                                                                    seed=batch).items()}
+            feeds = {k: v.numpy() for k, v in self.signature.inputs(batch, length, seed=batch).items()}
             for names in groups:
                 files = {name: self.files[name] for name in ["reference", *names]}
                 times = time_in_turns(files, feeds, repeats, threads=threads)
