@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     "build_scorer": "api", "ScoreResult": "api", "PruneResult": "api",
     "open_workspace": "workspace", "Workspace": "workspace",
     "max_drop_plan": "budget", "choose_scorer": "budget", "target_macs_plan": "budget",
+    "removal_order": "budget", "max_drop_units_plan": "budget",
     # core: plan (pure), surgery (the only mutator), control (gating / recording)
     "PruningPlan": "plan", "load_scores": "plan", "save_scores": "plan", "select": "plan",
     "load": "surgery", "plan_of": "surgery", "prune_": "surgery", "save_pretrained": "surgery",

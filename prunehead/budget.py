@@ -9,8 +9,12 @@ applied once. The metric is `accuracy`; for ASR that is 1 - WER, so its drop is 
 budget (ties: the better metric there), or without a budget by the mean metric over a few points up to the
 target (a Riemann sum of the area under the curve).
 
+`removal_order` puts heads and feed-forward neurons in one order (importance rank within its kind per MAC
+its removal saves); `target_macs_plan` cuts it at a MAC budget and `max_drop_units_plan` bisects it under
+an accuracy budget (`--units both`).
+
 Cost: one evaluation of the selection split per probe: about log2(L * H) + 2 probes per ranking (global),
-log2(H) + 2 per layer.
+log2(H) + 2 per layer, log2(units) + 2 over heads and neurons.
 """
 
 from __future__ import annotations
@@ -43,10 +47,11 @@ class Search:
     metric: float  # the selection metric there
     unpruned: float
     probes: list[dict[str, Any]] = field(default_factory=list)  # {"count", "heads_removed", metric}
+    extra: dict[str, Any] = field(default_factory=dict)  # over heads and neurons: neurons removed, MACs
 
     def to_json(self) -> dict[str, Any]:
-        return {"chosen": {"count": self.count, "heads_removed": self.plan.num_pruned, METRIC: self.metric},
-                "unpruned": {METRIC: self.unpruned}, "probes": self.probes}
+        chosen = {"count": self.count, "heads_removed": self.plan.num_pruned, METRIC: self.metric, **self.extra}
+        return {"chosen": chosen, "unpruned": {METRIC: self.unpruned}, "probes": self.probes}
 
 
 def _plan_at(scores: torch.Tensor, count: int, scope: str, min_heads: int, done: PruningPlan) -> PruningPlan:
@@ -160,67 +165,152 @@ def best_curve(result: dict[str, Any]) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# A MAC budget over heads and feed-forward neurons.
+# Heads and feed-forward neurons in one order: a MAC budget, and an accuracy budget over both.
 
-def target_macs_plan(model: nn.Module, head_scores: torch.Tensor, ffn_scores: torch.Tensor, target: float, *,
-                     min_heads_per_layer: int = 0, min_neurons_per_layer: int = 1,
-                     seconds: float = 1.0) -> tuple[PruningPlan, dict[str, Any]]:
-    """Heads and FFN neurons to remove so that the model's MACs are at most `target` x the dense model's.
+UNITS = ("heads", "ffn", "both")  # what a budget removes (`--units`)
 
-    The rule: within each kind, a unit's importance is its rank among the units the model still has,
-    scaled to [0, 1] (0 = least important), so head and neuron scores of different scales compare; a
-    unit's price is that importance divided by the MACs its removal saves (measured with FlopCounterMode
-    on `seconds` of input, once per kind). The cheapest units go first until the budget is met; the
-    per-layer floors are kept. Cost: three MAC counts (dense, one head less, one neuron less).
+
+@dataclass
+class RemovalOrder:
+    """Every head and / or FFN neuron `model` still has, in the order a budget removes them.
+
+    `units[i]` is (kind, layer, original id, MACs its removal saves), kind "head" or "ffn". The rule: within
+    each kind a unit's importance is its rank among the units the model still has, scaled to [0, 1]
+    (0 = least important), so head and neuron scores of different scales compare; its price is that
+    importance divided by the MACs its removal saves (FlopCounterMode on `seconds` of input, once per
+    kind). Cheapest first; a unit that would take its layer below the per-layer floor is left out, so
+    every prefix is a valid plan.
     """
+
+    units: list[tuple[str, int, int, int]]
+    dense_macs: int  # the unpruned architecture's
+    macs: int  # the model's as given
+    head_macs: int
+    neuron_macs: int
+    plan: PruningPlan  # what the model had already lost
+    intermediate_size: int
+    rule: str = "rank within kind / MACs saved, cheapest first"
+
+    def plan_at(self, count: int) -> PruningPlan:
+        """The plan removing the first `count` units (plus what the model had already lost)."""
+        removed: dict[str, dict[int, list[int]]] = {"head": {}, "ffn": {}}
+        for kind, layer, unit, _ in self.units[:count]:
+            removed[kind].setdefault(layer, []).append(unit)
+        plan = self.plan
+        return PruningPlan(plan.num_layers, plan.num_heads, {l: tuple(sorted(h)) for l, h in removed["head"].items()},
+                           {l: tuple(sorted(n)) for l, n in removed["ffn"].items()},
+                           self.intermediate_size).union(plan)
+
+    def macs_at(self, count: int) -> int:
+        """The model's MACs once the first `count` units are gone (the per-unit costs are exact: each kind's
+        cost is the same in every layer)."""
+        return self.macs - sum(cost for *_, cost in self.units[:count])
+
+    def info(self, count: int) -> dict[str, Any]:
+        return {"dense_macs": self.dense_macs, "macs_before": self.macs, "planned_macs": self.macs_at(count),
+                "head_macs": self.head_macs, "neuron_macs": self.neuron_macs, "rule": self.rule}
+
+
+def removal_order(model: nn.Module, head_scores: torch.Tensor | None, ffn_scores: torch.Tensor | None, *,
+                  min_heads_per_layer: int = 0, min_neurons_per_layer: int = 1,
+                  seconds: float = 1.0) -> RemovalOrder:
+    """Heads (by `head_scores`, (L, H)) and FFN neurons (by `ffn_scores`, (L, I)) in removal order; a kind
+    whose scores are None stays. Cost: three MAC counts (dense, one head less, one neuron less)."""
     import copy
 
     from .cost import count_macs, example_inputs
     from .ffn import ffn_sites, kept_neurons, prune_ffn_
     from .surgery import prune_
 
-    if not math.isfinite(target) or not 0 < target <= 1:
-        raise InputError(f"--target-macs must be within (0, 1], got {target}")
     inputs = example_inputs(model, seconds, device=next(model.parameters()).device)
     now = count_macs(model, inputs)["total"]
     dense_model = _dense(model)
     dense = count_macs(dense_model, inputs)["total"] if dense_model is not None else now
     done = plan_of(model)
+    sites = ffn_sites(model)
     kept_h = head_adapter(model).kept_heads(model)
-    kept_n = kept_neurons(model)
-    layer_h = next(l for l, heads in enumerate(kept_h) if heads)
-    layer_n = next(l for l, neurons in enumerate(kept_n) if neurons)
-    L, H = head_scores.shape
-    one_head = PruningPlan(L, H, {layer_h: (kept_h[layer_h][0],)})
-    head_cost = now - count_macs(prune_(copy.deepcopy(model), one_head), inputs)["total"]
-    one_neuron = PruningPlan(L, H, pruned_ffn={layer_n: (kept_n[layer_n][0],)},
-                             intermediate_size=ffn_sites(model)[0].intermediate_size)
-    neuron_cost = now - count_macs(prune_ffn_(copy.deepcopy(model), one_neuron), inputs)["total"]
-    units = _priced([(l, h) for l, heads in enumerate(kept_h) for h in heads], head_scores, "head", head_cost) + \
-        _priced([(l, n) for l, neurons in enumerate(kept_n) for n in neurons], ffn_scores, "ffn", neuron_cost)
-    left_h = [len(heads) for heads in kept_h]
-    left_n = [len(neurons) for neurons in kept_n]
-    removed: dict[str, dict[int, list[int]]] = {"head": {}, "ffn": {}}
-    macs = now
-    for _, kind, layer, unit, cost in sorted(units):
-        if macs <= target * dense:
-            break
-        left, floor = (left_h, min_heads_per_layer) if kind == "head" else (left_n, min_neurons_per_layer)
-        if left[layer] <= floor:
-            continue
-        left[layer] -= 1
-        removed[kind].setdefault(layer, []).append(unit)
-        macs -= cost
-    if macs > target * dense:
+    kept_n = kept_neurons(model, sites)
+    L, H = done.num_layers, done.num_heads
+    head_cost = neuron_cost = 0
+    priced: list[tuple] = []
+    if head_scores is not None and any(kept_h):
+        layer = next(l for l, heads in enumerate(kept_h) if heads)
+        one = PruningPlan(L, H, {layer: (kept_h[layer][0],)})
+        head_cost = now - count_macs(prune_(copy.deepcopy(model), one), inputs)["total"]
+        priced += _priced([(l, h) for l, heads in enumerate(kept_h) for h in heads], head_scores, "head", head_cost)
+    if ffn_scores is not None and any(kept_n):
+        layer = next(l for l, neurons in enumerate(kept_n) if neurons)
+        one = PruningPlan(L, H, pruned_ffn={layer: (kept_n[layer][0],)}, intermediate_size=sites[0].intermediate_size)
+        neuron_cost = now - count_macs(prune_ffn_(copy.deepcopy(model), one), inputs)["total"]
+        priced += _priced([(l, n) for l, neurons in enumerate(kept_n) for n in neurons], ffn_scores, "ffn",
+                          neuron_cost)
+    left = {"head": [len(h) for h in kept_h], "ffn": [len(n) for n in kept_n]}
+    floor = {"head": min_heads_per_layer, "ffn": min_neurons_per_layer}
+    units = []
+    for _, kind, layer, unit, cost in sorted(priced):
+        if left[kind][layer] > floor[kind]:
+            left[kind][layer] -= 1
+            units.append((kind, layer, unit, cost))
+    return RemovalOrder(units, dense, now, head_cost, neuron_cost, done, sites[0].intermediate_size)
+
+
+def target_macs_plan(model: nn.Module, head_scores: torch.Tensor, ffn_scores: torch.Tensor, target: float, *,
+                     min_heads_per_layer: int = 0, min_neurons_per_layer: int = 1,
+                     seconds: float = 1.0) -> tuple[PruningPlan, dict[str, Any]]:
+    """Heads and FFN neurons to remove so that the model's MACs are at most `target` x the dense model's:
+    the shortest prefix of `removal_order` that meets the budget. Cost: three MAC counts."""
+    if not math.isfinite(target) or not 0 < target <= 1:
+        raise InputError(f"--target-macs must be within (0, 1], got {target}")
+    order = removal_order(model, head_scores, ffn_scores, min_heads_per_layer=min_heads_per_layer,
+                          min_neurons_per_layer=min_neurons_per_layer, seconds=seconds)
+    count, macs = 0, order.macs
+    while macs > target * order.dense_macs and count < len(order.units):
+        macs -= order.units[count][3]
+        count += 1
+    if macs > target * order.dense_macs:
         raise InputError(f"--target-macs {target} is out of reach: removing every head and all but "
-                         f"{min_neurons_per_layer} neuron(s) per layer leaves {macs / dense:.3f} of the dense MACs "
-                         "(the front end and the rest stay); ask for at least that")
-    plan = PruningPlan(L, H, {l: tuple(sorted(h)) for l, h in removed["head"].items()},
-                       {l: tuple(sorted(n)) for l, n in removed["ffn"].items()},
-                       ffn_sites(model)[0].intermediate_size).union(done)
-    info = {"target": target, "dense_macs": dense, "macs_before": now, "planned_macs": macs,
-            "head_macs": head_cost, "neuron_macs": neuron_cost, "rule": "rank within kind / MACs saved, cheapest first"}
-    return plan, info
+                         f"{min_neurons_per_layer} neuron(s) per layer leaves {macs / order.dense_macs:.3f} of the "
+                         "dense MACs (the front end and the rest stay); ask for at least that")
+    return order.plan_at(count), {"target": target, **order.info(count)}
+
+
+def max_drop_units_plan(model: nn.Module, order: RemovalOrder, evaluate: Evaluate, max_drop: float, *,
+                        progress: Callable[[str], None] | None = None) -> Search:
+    """`max_drop_plan` over heads and FFN neurons together: the longest prefix of `order` (cheapest per MAC
+    saved first) whose selection metric stays within `max_drop` of the unpruned model's. Each probe gates
+    the prefix's heads and neurons (== removal). Cost: about log2(units) + 2 evaluations."""
+    if not math.isfinite(max_drop) or not 0 <= max_drop <= 1:
+        raise InputError(f"--max-drop must be within [0, 1], got {max_drop}")
+    probes: list[dict[str, Any]] = []
+    cache: dict[int, tuple[PruningPlan, float]] = {}
+
+    def probe(count: int) -> float:
+        if count not in cache:
+            plan = order.plan_at(count)
+            metrics = evaluate_plan(model, plan, evaluate)
+            if METRIC not in metrics:
+                raise InputError(f"the task reports no {METRIC!r} to budget (got {sorted(metrics)})")
+            cache[count] = (plan, metrics[METRIC])
+            entry = {"count": count, "heads_removed": plan.num_pruned, "neurons_removed": plan.num_pruned_ffn,
+                     "mac_fraction": order.macs_at(count) / order.dense_macs, METRIC: metrics[METRIC]}
+            probes.append(entry)
+            if progress is not None:
+                progress(f"probe: {entry['heads_removed']} heads + {entry['neurons_removed']} neurons removed "
+                         f"({entry['mac_fraction']:.3f} of the MACs) -> {METRIC} {metrics[METRIC]:.4f}")
+        return cache[count][1]
+
+    unpruned = probe(0)
+    lo, hi = 0, len(order.units)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if unpruned - probe(mid) <= max_drop + 1e-12:
+            lo = mid
+        else:
+            hi = mid - 1
+    plan, metric = cache[lo]
+    return Search(plan, lo, metric, unpruned, probes, extra={
+        "neurons_removed": plan.num_pruned_ffn, "mac_fraction": order.macs_at(lo) / order.dense_macs,
+        **order.info(lo)})
 
 
 def _priced(units: list[tuple[int, int]], scores: torch.Tensor, kind: str, cost: int) -> list[tuple]:

@@ -6,6 +6,7 @@ physical removal, and `tests/test_sweep.py` that a sweep point equals `prunehead
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 from collections.abc import Callable, Sequence
@@ -62,8 +63,15 @@ class Curve:
 
 
 def evaluate_plan(model: nn.Module, plan: PruningPlan, evaluate: Evaluate) -> dict[str, float]:
-    """The metrics of `model` with the heads of `plan` gated to 0 (== removed)."""
-    with controlled(model) as ctl, ctl.gating(plan.keep_mask()):
+    """The metrics of `model` with the heads (and FFN neurons) of `plan` gated to 0 (== removed)."""
+    with contextlib.ExitStack() as stack:
+        ctl = stack.enter_context(controlled(model))
+        stack.enter_context(ctl.gating(plan.keep_mask()))
+        if plan.pruned_ffn:
+            from .ffn import neuron_gating
+
+            gate = plan.ffn_keep_mask().to(next(model.parameters()).device)  # (L, I)
+            stack.enter_context(neuron_gating(model, gate))
         return evaluate(model)
 
 

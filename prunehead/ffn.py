@@ -21,8 +21,7 @@ from .errors import InputError
 from .families import family_of
 from .families.base import FFNSite
 from .plan import PruningPlan
-
-PRUNED_FFN_KEY = "prunehead_pruned_ffn"  # config.json entry: {"<layer>": [original neuron ids]}
+from .portable.template import PRUNED_FFN_KEY  # config.json: {"<layer>": [original neuron ids]}
 
 __all__ = ["PRUNED_FFN_KEY", "ffn_plan_of", "ffn_sites", "kept_neurons", "neuron_gating", "prune_ffn_",
            "pruned_ffn_of"]

@@ -17,14 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .control import controlled
 from .cost import count_macs, count_params, example_inputs
-from .curves import LOWER_IS_BETTER, MAX_POINTS, Evaluate
+from .curves import LOWER_IS_BETTER, MAX_POINTS, Evaluate, evaluate_plan
 from .errors import InputError
-from .ffn import ffn_sites, neuron_gating, prune_ffn_
+from .ffn import prune_ffn_
 from .plan import PruningPlan, select, select_ffn
 from .progress import bar as progress_bar, say
-from .scorers.base import model_device
 from .surgery import plan_of, prune_
 
 FORMAT = "prunehead.frontier"
@@ -48,14 +46,6 @@ def grid(model: nn.Module, head_scores: torch.Tensor, ffn_scores: torch.Tensor, 
                               min_neurons_per_layer=min_neurons_per_layer)
             points.append((head_ratio, ffn_ratio, plan))
     return points
-
-
-def evaluate_point(model: nn.Module, plan: PruningPlan, evaluate: Evaluate) -> dict[str, float]:
-    """The metrics of `model` with the heads and FFN neurons of `plan` gated to 0 (== removed)."""
-    size = ffn_sites(model)[0].intermediate_size
-    neurons = plan.ffn_keep_mask(size).to(model_device(model))  # (L, I), 1 = kept
-    with controlled(model) as ctl, ctl.gating(plan.keep_mask()), neuron_gating(model, neurons):
-        return evaluate(model)
 
 
 def pruned_copy(model: nn.Module, plan: PruningPlan) -> nn.Module:
@@ -108,7 +98,7 @@ def run_frontier(model: nn.Module, evaluate: Evaluate, head_scores: torch.Tensor
     dense = _dense(host)
     inputs = example_inputs(host, seconds)
     dense_macs = count_macs(dense, inputs)["total"]
-    unpruned = evaluate_point(model, plan_of(model), evaluate)  # the (0, 0) point's code path
+    unpruned = evaluate_plan(model, plan_of(model), evaluate)  # the (0, 0) point's code path
     if metric not in unpruned:
         raise InputError(f"metric {metric!r} is not among {sorted(unpruned)}; pass one of them to --metric")
     values = {_key(plan_of(model)): unpruned[metric]}  # the (0, 0) point is not evaluated twice
@@ -118,7 +108,7 @@ def run_frontier(model: nn.Module, evaluate: Evaluate, head_scores: torch.Tensor
         for head_ratio, ffn_ratio, plan in progress_bar(plans, desc="frontier", enable=progress):
             key = _key(plan)
             if key not in measured:  # grid points often share a plan (floor(ratio * units) is equal)
-                value = values[key] if key in values else evaluate_point(model, plan, evaluate)[metric]
+                value = values[key] if key in values else evaluate_plan(model, plan, evaluate)[metric]
                 measured[key] = _measure(host, plan, inputs, bench, names)
                 measured[key][metric] = value
             points.append({"head_ratio": head_ratio, "ffn_ratio": ffn_ratio, "heads_removed": plan.num_pruned,

@@ -86,7 +86,7 @@ def save_pretrained(model: nn.Module, out_dir: str | Path, source: str | Path | 
     if plan.num_pruned or plan.num_pruned_ffn:
         if plan.num_pruned:
             _add_placeholders(model, out_dir, target)
-        write_remote_code(model, out_dir, portable=not plan.num_pruned_ffn)  # no FFN slicing in the template yet
+        write_remote_code(model, out_dir)
     if processor is not None:
         processor.save_pretrained(out_dir)
     if source is not None:

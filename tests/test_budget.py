@@ -161,3 +161,75 @@ def test_scorer_auto_refuses_options_it_would_drop(tmp_path):
     result = runner.invoke(app, ["prune", "-m", str(tmp_path / "missing"), "--scorer", "auto", "--option",
                                  "variant=entropy", "--max-drop", "0.01", "-d", "x", "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "drop --option" in result.output
+
+
+DEAD_NEURONS = {0: tuple(range(0, 64, 2)), 1: tuple(range(1, 64, 4))}  # output columns zeroed: exactly dead
+
+
+def test_max_drop_over_heads_and_neurons_removes_the_free_prefix_and_stops_at_the_first_costly_unit(setup, tmp_path):
+    """--units both: known answers on a model with dead heads and dead FFN neurons. Every unit of the order's
+    dead prefix goes (each leaves the metric exactly as it was), the chosen model's metric equals an
+    independent evaluation of the saved (physically pruned) model, and removing one unit more breaks the
+    budget, also measured on a physically pruned model."""
+    import torch
+
+    from prunehead.budget import removal_order
+    from prunehead.ffn import ffn_sites, prune_ffn_
+
+    root, _, scores = setup
+    model = prunehead.load(root / "model")
+    with torch.no_grad():
+        for site in ffn_sites(model):
+            site.output.weight[:, list(DEAD_NEURONS[site.layer])] = 0.0
+    prunehead.save_pretrained(model, tmp_path / "model")
+    neurons = torch.rand(2, 64, generator=torch.Generator().manual_seed(0)) + 1.0
+    for layer, ids in DEAD_NEURONS.items():
+        neurons[layer, list(ids)] = 0.0
+    order = removal_order(model, scores, neurons)
+    dead = {("head", l, h) for l, hs in DEAD.items() for h in hs} | \
+        {("ffn", l, n) for l, ns in DEAD_NEURONS.items() for n in ns}
+    free = next(i for i, (kind, layer, unit, _) in enumerate(order.units) if (kind, layer, unit) not in dead)
+    assert free > 0 and {u[0] for u in order.units[:free]} == {"head", "ffn"}  # both kinds in the free prefix
+
+    result = prunehead.prune(str(tmp_path / "model"), scores=scores, ffn_scores=neurons, max_drop=0.0, units="both",
+                             data=str(root / "data"), batch_size=8)
+    search = result.report["max_drop"]
+    count = search["chosen"]["count"]
+    assert count >= free and result.plan == order.plan_at(count)
+    validation = prunehead.evaluate(result.model, str(root / "data"), split="validation", batch_size=8)
+    assert search["chosen"]["accuracy"] == pytest.approx(validation["accuracy"], abs=1e-12)
+    assert search["unpruned"]["accuracy"] == pytest.approx(
+        prunehead.evaluate(str(tmp_path / "model"), str(root / "data"), split="validation", batch_size=8)["accuracy"])
+    assert result.report["after"]["macs"] == search["chosen"]["planned_macs"]  # the MAC arithmetic is exact
+    if count < len(order.units):
+        one_more = order.plan_at(count + 1)
+        bigger = prune_ffn_(prunehead.prune_(prunehead.load(tmp_path / "model"), one_more), one_more)
+        worse = prunehead.evaluate(bigger, str(root / "data"), split="validation", batch_size=8)["accuracy"]
+        assert search["unpruned"]["accuracy"] - worse > 0.0
+
+
+def test_units_options_fail_in_one_line_before_loading(tmp_path):
+    missing = tmp_path / "no-model"
+    for kwargs, message in [({"units": "neurons", "max_drop": 0.1}, "--units must be one of"),
+                            ({"units": "both", "ratio": 0.2, "scores": "s.json"}, "give --max-drop"),
+                            ({"units": "both", "max_drop": 0.1, "scope": "per_layer", "scores": "s.json",
+                              "data": "d"}, "drop --per-layer"),
+                            ({"units": "ffn", "max_drop": 0.1, "scorer": "gradient", "data": "d"}, "drop --scores"),
+                            ({"units": "both", "max_drop": 0.1, "data": "d"}, "ranks heads too"),
+                            ({"units": "ffn", "max_drop": 0.1, "ffn_ratio": 0.2, "data": "d"}, "drop --ffn-ratio")]:
+        with pytest.raises(prunehead.InputError, match=message):
+            prunehead.prune(str(missing), **kwargs)
+
+
+def test_prune_max_drop_units_ffn_through_the_cli_removes_only_neurons(setup, tmp_path):
+    root, _, _ = setup
+    out = tmp_path / "ffn"
+    result = runner.invoke(app, ["prune", "-m", str(root / "model"), "--max-drop", "0.5", "--units", "ffn",
+                                 "--ffn-scorer", "magnitude", "-d", str(root / "data"), "--batch-size", "8",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    loaded = prunehead.load(out)
+    assert prunehead.plan_of(loaded).num_pruned == 0  # heads untouched
+    assert prunehead.plan_of(loaded).num_pruned_ffn == report["max_drop"]["chosen"]["neurons_removed"] > 0
+    assert report["max_drop"]["units"] == "ffn" and "FFN neurons" in result.output

@@ -19,7 +19,8 @@ from ..errors import InputError
 from ..ffn import ffn_sites, prune_ffn_
 from ..heads import head_adapter
 from ..iterative import Target, prune_iteratively
-from ..budget import AUTO_SCORERS, choose_scorer, max_drop_plan, target_macs_plan
+from ..budget import (AUTO_SCORERS, UNITS, choose_scorer, max_drop_plan, max_drop_units_plan, removal_order,
+                      target_macs_plan)
 from ..plan import PruningPlan, load_scores, select_ffn
 from ..pruning import change_report, recover
 from ..scorers.parallel import run
@@ -52,7 +53,7 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
           progress: bool = False, options: Mapping[str, Any] | None = None, max_drop: float | None = None,
           auto_scorers: Sequence[str] = AUTO_SCORERS, ffn_ratio: float | None = None,
           ffn_scores: ScoresLike | None = None, ffn_scorer: str = "taylor", ffn_scope: str = "per_layer",
-          min_neurons_per_layer: int = 1, target_macs: float | None = None) -> PruneResult:
+          min_neurons_per_layer: int = 1, target_macs: float | None = None, units: str = "heads") -> PruneResult:
     """Decide which heads to remove, then (unless `dry_run`) remove them from a copy of `model`.
 
     The heads come from a saved `plan`, or from `scores` (a matrix or score file) / a `scorer` run on
@@ -65,7 +66,9 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
     split (`split`, default validation when the data has one, else train) stays within `max_drop` of the
     unpruned model (`prunehead.budget`); the test split, when there is one, is then reported apart.
     `scorer="auto"` scores with each of `auto_scorers` and keeps the ranking that holds the metric best on
-    the selection split.
+    the selection split. `units` says what `max_drop` removes: "heads", "ffn" (neurons only) or "both"
+    (heads and neurons in one order, least important per MAC saved first: `prunehead.budget.removal_order`;
+    neuron scores from `ffn_scores` / `ffn_scorer`).
 
     `ffn_ratio` also removes feed-forward neurons (`prunehead.ffn`): floor(ffn_ratio * I) per layer (or
     ranked across layers: `ffn_scope="global"`, keeping `min_neurons_per_layer`), by `ffn_scores` (an L x I
@@ -85,9 +88,14 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
                               seed, split, batch_size, task, clip_seconds, recover_epochs, recover_lr, device, dry_run,
                               progress, options, min_heads_per_layer, min_neurons_per_layer,
                               other=(plan, ratio, heads, ffn_ratio, max_drop, rounds))
-    _check_ffn(ffn_ratio, ffn_scores, ffn_scorer, ffn_scope, plan, max_drop, scorer, data)
+    _check_ffn(ffn_ratio, ffn_scores if units == "heads" else None, ffn_scorer, ffn_scope, plan, max_drop, scorer,
+               data)
+    _check_units(units, max_drop, scope, scores, scorer, ffn_scores, ffn_scorer, data)
     ffn_only = ffn_ratio is not None and ratio is None and heads is None
-    if not ffn_only:
+    if units == "ffn":  # --max-drop over neurons only: no head ranking ("ffn" stands in for the head scores)
+        _check_prune("ffn", plan, ratio, heads, rounds, None, data, samples, recover_epochs, recover_lr, dry_run,
+                     max_drop)
+    elif not ffn_only:
         _check_prune(scores, plan, ratio, heads, rounds, scorer, data, samples, recover_epochs, recover_lr, dry_run,
                      max_drop)
     elif scores is not None or scorer is not None or rounds > 1:
@@ -128,7 +136,8 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
         return _prune_by_measurement(net, spec, report, scores, ratio, heads, resolve_scope(ratio, heads, scope),
                                      min_heads_per_layer, scorer, data, samples, score_split, seed, split, batch_size,
                                      task, clip_seconds, recover_epochs, recover_lr, device, dry_run, progress,
-                                     options, max_drop, auto_scorers)
+                                     options, max_drop, auto_scorers,
+                                     units=units, ffn=(ffn_scores, ffn_scorer, min_neurons_per_layer))
     split = split or "test"
     target = Target(ratio, heads, resolve_scope(ratio, heads, scope), min_heads_per_layer)
     target.check(surgery.plan_of(net))
@@ -200,8 +209,10 @@ def _prune_by_measurement(net: nn.Module, spec: str | None, report: dict[str, An
                           data: str, samples: int, score_split: str, seed: int, split: str | None, batch_size: int,
                           task: str | None, clip_seconds: float | None, recover_epochs: int, recover_lr: float,
                           device: str | None, dry_run: bool, progress: bool, options: Mapping[str, Any] | None,
-                          max_drop: float | None, auto_scorers: Sequence[str]) -> PruneResult:
-    """`--max-drop` and / or `--scorer auto`: decide on the selection split, apply once, report test apart."""
+                          max_drop: float | None, auto_scorers: Sequence[str], units: str = "heads",
+                          ffn: tuple = (None, "taylor", 1)) -> PruneResult:
+    """`--max-drop` and / or `--scorer auto`: decide on the selection split, apply once, report test apart.
+    `ffn` = (neuron scores, neuron scorer, per-layer floor) for `units` "ffn" / "both"."""
     tell = say if progress else None
     selection = open_workspace(net, data, split or _selection_split(data),
                                task=task, device=device, batch_size=batch_size, clip_seconds=clip_seconds, source=spec)
@@ -225,16 +236,29 @@ def _prune_by_measurement(net: nn.Module, spec: str | None, report: dict[str, An
         matrix = rankings[choice.best]
         if tell:
             tell(f"auto: {choice.best} keeps the metric best on the {selection.split} split")
+    elif units == "ffn":
+        matrix = None
     elif scorer is not None:
         matrix = score(selection if score_split == selection.split else
                        data_workspace(net, data, score_split, task, device, clip_seconds, source=spec),
                        scorer=scorer, samples=samples, seed=seed, progress=progress, **dict(options or {})).scores
     else:
         matrix = scores_for(scores, net)
-    if max_drop is not None:
+    if max_drop is not None and units != "heads":
+        ffn_scores, ffn_scorer, min_neurons = ffn
+        net, neurons = _ffn_matrix(net, ffn_scores, ffn_scorer, data, samples, score_split, seed, task, device,
+                                   clip_seconds, spec)
+        order = removal_order(net, matrix, neurons, min_heads_per_layer=min_heads, min_neurons_per_layer=min_neurons)
+        search = max_drop_units_plan(net, order, selection.evaluate, max_drop, progress=tell)
+        report["ffn"] = {"scorer": None if ffn_scores is not None else ffn_scorer,
+                         "scores": str(ffn_scores) if isinstance(ffn_scores, (str, Path)) else None,
+                         "neurons_removed": search.plan.num_pruned_ffn - surgery.plan_of(net).num_pruned_ffn}
+        report["max_drop"] = {"budget": max_drop, "units": units, **search.to_json()}
+        chosen = search.plan
+    elif max_drop is not None:
         search = max_drop_plan(net, matrix, selection.evaluate, max_drop, scope=scope, min_heads_per_layer=min_heads,
                                progress=tell)
-        report["max_drop"] = {"budget": max_drop, **search.to_json()}
+        report["max_drop"] = {"budget": max_drop, "units": units, **search.to_json()}
         chosen = search.plan
     else:
         chosen = Target(ratio, heads, scope, min_heads).plan(matrix, surgery.plan_of(net))
@@ -308,15 +332,16 @@ def _check_ffn(ffn_ratio: float | None, ffn_scores: Any, ffn_scorer: str, ffn_sc
 
     if ffn_ratio is None:
         if ffn_scores is not None:
-            raise InputError("--ffn-scores ranks FFN neurons for --ffn-ratio: give --ffn-ratio")
+            raise InputError("--ffn-scores ranks FFN neurons for --ffn-ratio: give --ffn-ratio (or --max-drop with "
+                             "--units both)")
         return
     if not (math.isfinite(ffn_ratio) and 0 <= ffn_ratio <= 1):
         raise InputError(f"--ffn-ratio must be within [0, 1], got {ffn_ratio}")
     if plan is not None:
         raise InputError("--plan applies a saved plan as it is (its pruned_ffn too): drop --ffn-ratio")
     if max_drop is not None or scorer == AUTO:
-        raise InputError("--max-drop and --scorer auto choose heads only: drop --ffn-ratio, or prune the FFN "
-                         "neurons in a second `prunehead prune --ffn-ratio` run")
+        raise InputError("--max-drop and --scorer auto choose how much goes: drop --ffn-ratio (--max-drop with "
+                         "--units both removes FFN neurons too)")
     if ffn_scorer not in METHODS:
         raise InputError(f"--ffn-scorer must be one of {', '.join(METHODS)}, got {ffn_scorer!r}")
     if ffn_scope not in ("global", "per_layer"):
@@ -324,6 +349,27 @@ def _check_ffn(ffn_ratio: float | None, ffn_scores: Any, ffn_scorer: str, ffn_sc
     if ffn_scores is None and ffn_scorer == "taylor" and data is None:
         raise InputError("--ffn-ratio needs FFN scores: give --ffn-scores FILE, --data to score the neurons "
                          "(taylor), or --ffn-scorer magnitude")
+
+
+def _check_units(units: str, max_drop: float | None, scope: str | None, scores: Any, scorer: str | None,
+                 ffn_scores: Any, ffn_scorer: str, data: str | None) -> None:
+    """One-line errors for `units` combinations that cannot work, before anything is loaded."""
+    if units not in UNITS:
+        raise InputError(f"--units must be one of {', '.join(UNITS)}, got {units!r}")
+    if units == "heads":
+        return
+    if max_drop is None:
+        raise InputError(f"--units {units} says what --max-drop removes: give --max-drop (--ffn-ratio and "
+                         "--target-macs remove neurons without it)")
+    if scope == "per_layer":
+        raise InputError(f"--units {units} ranks heads and neurons in one order across layers: drop --per-layer")
+    if units == "ffn" and (scores is not None or scorer is not None):
+        raise InputError("--units ffn removes FFN neurons only: drop --scores and --scorer (use --ffn-scores or "
+                         "--ffn-scorer)")
+    if units == "both" and scores is None and scorer is None:
+        raise InputError("--units both ranks heads too: give --scores FILE or --scorer NAME")
+    if ffn_scores is None and ffn_scorer not in ("magnitude",) and data is None:
+        raise InputError("--units needs FFN scores: give --ffn-scores FILE or --data to score the neurons")
 
 
 def _prune_to_macs(model: ModelLike, target: float, scores: ScoresLike | None, scorer: str | None,

@@ -66,6 +66,9 @@ FfnScores = Annotated[Path | None, Opt(show_default=False,
                                        help="FFN score file (`prunehead score --units ffn`) for --ffn-ratio.")]
 FfnScorer = Annotated[str, Opt(help="Score the FFN neurons here when no --ffn-scores: taylor (gradient x "
                                     "activation on --data's --score-split) or magnitude (data-free).")]
+Units = Annotated[str, Opt(help="What --max-drop removes: heads, ffn (feed-forward neurons) or both (one "
+                                "order: least important per MAC saved first; neuron scores from --ffn-scores "
+                                "or --ffn-scorer).")]
 MinNeurons = Annotated[int, Opt(min=0, help="Never leave a layer with fewer FFN neurons than this.")]
 EvalData = Annotated[str | None, Opt("--data", "-d", show_default=False,
                                      help="Evaluate before and after pruning on this data (as for `prunehead "
@@ -82,7 +85,7 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
           auto_scorers: AutoScorers = "gradient,attention,occlusion,attattr",
           save_dtype: SaveDtypeOption = None, ffn_ratio: FfnRatio = None, ffn_scores: FfnScores = None,
           ffn_scorer: FfnScorer = "taylor", min_neurons_per_layer: MinNeurons = 1,
-          target_macs: TargetMacs = None) -> None:
+          target_macs: TargetMacs = None, units: Units = "heads") -> None:
     """Remove the lowest-scoring heads (globally or per layer, at once or in --rounds, or as many as
     --max-drop allows), and with --ffn-ratio feed-forward neurons, and save to --out."""
     import json
@@ -104,7 +107,7 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
                        options=parse_options(option), max_drop=max_drop,
                        auto_scorers=[n.strip() for n in auto_scorers.split(",") if n.strip()], ffn_ratio=ffn_ratio,
                        ffn_scores=ffn_scores, ffn_scorer=ffn_scorer, ffn_scope="global" if global_ else "per_layer",
-                       min_neurons_per_layer=min_neurons_per_layer, target_macs=target_macs)
+                       min_neurons_per_layer=min_neurons_per_layer, target_macs=target_macs, units=units)
     _decision(result.report)
     typer.echo(f"plan: remove {result.plan.num_pruned} of {result.plan.num_layers * result.plan.num_heads} heads "
                f"{json.dumps(result.plan.to_json()['pruned_heads'])}")
@@ -150,7 +153,10 @@ def _decision(report: dict) -> None:
             typer.echo(f"auto: {name:<10} {numbers}{mark}")
     if "max_drop" in report:
         search = report["max_drop"]
-        typer.echo(f"max-drop {search['budget']}: {search['chosen']['heads_removed']} heads removed, "
+        neurons = search["chosen"].get("neurons_removed")
+        typer.echo(f"max-drop {search['budget']}: {search['chosen']['heads_removed']} heads "
+                   + (f"+ {neurons} FFN neurons ({search['chosen']['mac_fraction']:.3f} of the dense MACs) "
+                      if neurons is not None else "") + "removed, "
                    f"{report['selection']['split']} accuracy {search['unpruned']['accuracy']:.4f} -> "
                    f"{search['chosen']['accuracy']:.4f} ({len(search['probes'])} probes)")
 

@@ -2,9 +2,9 @@
 
 The modeling file is `template.py` (torch + transformers only) followed by classes generated for the
 checkpoint: a config class and, for the saved architecture and its backbone, a subclass of the
-transformers class that removes the pruned heads in `__init__`. config.json's `model_type` becomes
-`prunehead-<type>`, which transformers does not know, so loading without `trust_remote_code=True` fails
-instead of re-initialising emptied layers at random.
+transformers class that removes the pruned heads and FFN neurons in `__init__`. config.json's
+`model_type` becomes `prunehead-<type>`, which transformers does not know, so loading without
+`trust_remote_code=True` fails instead of re-initialising emptied layers at random.
 """
 
 from __future__ import annotations
@@ -48,29 +48,29 @@ def _generated(model_type: str, architectures: list[str]) -> tuple[str, dict[str
     auto_map = {"AutoConfig": f"{REMOTE_FILE[:-3]}.{config_name}"}
     for arch in architectures:
         lines += [f"class Pruned{arch}(PrunedModelMixin, transformers.{arch}):",
-                  f'    """transformers.{arch} without the heads in `config.prunehead_pruned_heads`."""', "",
+                  f'    """transformers.{arch} without the heads and FFN neurons that config.json lists."""', "",
                   f"    config_class = {config_name}", "", ""]
         auto_map |= {auto: f"{REMOTE_FILE[:-3]}.Pruned{arch}" for auto in auto_classes(model_type, arch)}
     return "\n".join(lines).rstrip() + "\n", auto_map
 
 
-def write_remote_code(model: nn.Module, folder: str | Path, portable: bool = True) -> None:
+def write_remote_code(model: nn.Module, folder: str | Path) -> None:
     """Add `modeling_prunehead.py` to a folder written by `model.save_pretrained` and point config.json at it.
 
-    A model type without a head layout here (WavLM), or a model with pruned FFN neurons, gets only the
-    `prunehead-<type>` model_type: plain transformers refuses the folder, `prunehead.load` reads it.
+    The modeling code rebuilds the removed heads and FFN neurons that config.json lists. A model type
+    without a layout here (WavLM) gets only the `prunehead-<type>` model_type: plain transformers refuses
+    the folder, `prunehead.load` reads it.
     """
     folder = Path(folder)
     model_type = model.config.model_type.removeprefix(TYPE_PREFIX)
     config_path = folder / "config.json"
-    if model_type not in SITES or not portable:  # refused by plain transformers (unknown type), never wrong
+    if model_type not in SITES:  # refused by plain transformers (unknown type), never wrong
         import warnings
 
         config = json.loads(config_path.read_text())
         config.update(model_type=TYPE_PREFIX + model_type)
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        what = model_type if model_type not in SITES else "a model with pruned FFN neurons"
-        warnings.warn(f"{folder}: {what} has no portable modeling code yet, so this folder loads with "
+        warnings.warn(f"{folder}: {model_type} has no portable modeling code yet, so this folder loads with "
                       "prunehead.load only (plain transformers refuses it)", stacklevel=3)
         return
     arch = transformers_class(model).__name__

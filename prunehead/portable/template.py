@@ -1,11 +1,13 @@
-"""Modeling code for a model whose attention heads were removed by prunehead.
+"""Modeling code for a model whose attention heads and/or feed-forward neurons were removed by prunehead.
 
 This file travels with the checkpoint (Hugging Face remote code, `auto_map` in config.json) and imports
 only torch and transformers. Each class below subclasses the transformers class of the same
 architecture and, in `__init__` (before the weights load), removes the heads listed in
 `config.prunehead_pruned_heads` ({"<layer>": [original head ids]}): the q/k/v rows and output-projection
 columns of a removed head go; a layer without heads returns its output-projection bias at every position,
-exactly what gating all its heads to 0 gives. Load it with
+exactly what gating all its heads to 0 gives. It then removes the feed-forward (FFN) neurons listed in
+`config.prunehead_pruned_ffn` ({"<layer>": [original neuron ids]}): the intermediate projection's rows and
+the output projection's columns of each. Load it with
 `AutoModelFor<Task>.from_pretrained(folder, trust_remote_code=True)`.
 
 config.json says `model_type: "prunehead-<type>"` so that transformers refuses to load the folder
@@ -24,6 +26,7 @@ from torch import nn
 from transformers.pytorch_utils import prune_linear_layer
 
 PRUNED_HEADS_KEY = "prunehead_pruned_heads"
+PRUNED_FFN_KEY = "prunehead_pruned_ffn"
 TYPE_PREFIX = "prunehead-"
 
 _SPEECH = ("encoder.layers", "attention", ("q_proj", "k_proj", "v_proj"), "attention.out_proj")
@@ -41,6 +44,21 @@ SITES: dict[str, tuple[tuple[str, str, tuple[str, str, str], str], str]] = {
     "xlm-roberta": (_TEXT, "num_attention_heads"),
     "camembert": (_TEXT, "num_attention_heads"),
     "electra": (_TEXT, "num_attention_heads"),
+}
+
+_SPEECH_FFN = ("feed_forward.intermediate_dense", "feed_forward.output_dense")
+_TEXT_FFN = ("intermediate.dense", "output.dense")
+# model_type -> (intermediate projection, output projection) of the feed-forward block, from a layer of SITES.
+FFN_SITES: dict[str, tuple[str, str]] = {
+    "wav2vec2": _SPEECH_FFN,
+    "hubert": _SPEECH_FFN,
+    "data2vec-audio": _SPEECH_FFN,
+    "whisper": ("fc1", "fc2"),
+    "bert": _TEXT_FFN,
+    "roberta": _TEXT_FFN,
+    "xlm-roberta": _TEXT_FFN,
+    "camembert": _TEXT_FFN,
+    "electra": _TEXT_FFN,
 }
 
 
@@ -156,6 +174,41 @@ def remove_heads_(model: nn.Module, model_type: str, pruned: dict[str, list[int]
     return emptied
 
 
+def remove_neurons_(model: nn.Module, model_type: str, pruned: dict[str, list[int]]) -> None:
+    """Remove the FFN neurons `pruned` ({"<layer>": [original ids]}) from a freshly built `model` in place.
+
+    Neuron i is row i of the intermediate projection (weight and bias) and column i of the output
+    projection. A layer may lose every neuron: its block then adds the output bias alone, like gating them all.
+    """
+    intermediate_path, output_path = FFN_SITES[model_type]
+    for index, layer in enumerate(_layers(model, model_type)):
+        gone = set(int(i) for i in pruned.get(str(index), ()))
+        if not gone:
+            continue
+        intermediate, output = _get(layer, intermediate_path), _get(layer, output_path)
+        keep = [i for i in range(intermediate.out_features) if i not in gone]
+        kept = torch.tensor(keep, dtype=torch.long, device=intermediate.weight.device)  # (I_l,)
+        _keep_(intermediate, kept, dim=0)  # weight (I_l, D), bias (I_l,)
+        _keep_(output, kept, dim=1)  # weight (D, I_l), bias (D,) unchanged
+
+
+def _keep_(linear: nn.Linear, index: torch.Tensor, dim: int) -> None:
+    """Keep only the rows (dim 0, with their bias) or columns (dim 1) `index` of `linear`, in place.
+
+    In place rather than a new nn.Linear: a layer left with 0 neurons is then not re-initialised
+    (torch warns on every zero-element init), and dtype, device and requires_grad stay as they were.
+    """
+    with torch.no_grad():
+        weight = linear.weight.index_select(dim, index)
+        linear.weight = nn.Parameter(weight, requires_grad=linear.weight.requires_grad)
+        if dim == 0 and linear.bias is not None:
+            linear.bias = nn.Parameter(linear.bias.index_select(0, index), requires_grad=linear.bias.requires_grad)
+    if dim == 0:
+        linear.out_features = len(index)
+    else:
+        linear.in_features = len(index)
+
+
 class PrunedConfigMixin:
     """A config read from and written as `model_type: "prunehead-<type>"`, `<type>` in memory."""
 
@@ -173,11 +226,13 @@ class PrunedConfigMixin:
 
 
 class PrunedModelMixin:
-    """Removes the config's pruned heads right after the transformers class builds the full model."""
+    """Removes the config's pruned heads and FFN neurons right after the transformers class builds the full model."""
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any):
         super().__init__(config, *args, **kwargs)
-        emptied = remove_heads_(self, type(config).model_type, getattr(config, PRUNED_HEADS_KEY, None) or {})
+        model_type = type(config).model_type
+        emptied = remove_heads_(self, model_type, getattr(config, PRUNED_HEADS_KEY, None) or {})
+        remove_neurons_(self, model_type, getattr(config, PRUNED_FFN_KEY, None) or {})
         self._keys_to_ignore_on_load_unexpected = set(self._keys_to_ignore_on_load_unexpected or ()) | set(emptied)
 
 
