@@ -25,14 +25,15 @@ from .surgery import plan_of
 
 RANDOM = "random"
 RANDOM_SEEDS = (0, 1, 2, 3, 4)
+LOWER_IS_BETTER = ("wer", "cer", "loss")  # every other metric: higher is better
 MAX_POINTS = 1000  # ratios per sweep: every point is a full evaluation per score file (and 5 for random)
 
 # evaluate(model) -> metric dict; called with heads gated.
 Evaluate = Callable[[nn.Module], dict[str, float]]
 
 
-def parse_ratios(spec: str) -> list[float]:
-    """"0:0.9:0.1" -> [0.0, 0.1, ..., 0.9]; "0.2,0.4" -> [0.2, 0.4]. Each within [0, 1]."""
+def parse_ratios(spec: str, flag: str = "--ratios") -> list[float]:
+    """"0:0.9:0.1" -> [0.0, 0.1, ..., 0.9]; "0.2,0.4" -> [0.2, 0.4]. Each within [0, 1]; errors name `flag`."""
     try:
         if ":" in spec:
             start, stop, step = (float(x) for x in spec.split(":"))
@@ -40,16 +41,16 @@ def parse_ratios(spec: str) -> list[float]:
                 raise ValueError
             count = int(math.floor((stop - start) / step + 1e-9)) + 1
             if count > MAX_POINTS:
-                raise InputError(f"--ratios {spec!r} gives {count} points; use at most {MAX_POINTS} (a larger STEP)")
+                raise InputError(f"{flag} {spec!r} gives {count} points; use at most {MAX_POINTS} (a larger STEP)")
             values = [round(start + i * step, 10) for i in range(count)]
         else:
             values = [float(x) for x in spec.split(",") if x.strip()]
     except ValueError:
-        raise InputError(f"--ratios {spec!r}: use START:STOP:STEP (e.g. 0:0.9:0.1) or a comma list") from None
+        raise InputError(f"{flag} {spec!r}: use START:STOP:STEP (e.g. 0:0.9:0.1) or a comma list") from None
     if len(values) > MAX_POINTS:
-        raise InputError(f"--ratios {spec!r} gives {len(values)} points; use at most {MAX_POINTS}")
+        raise InputError(f"{flag} {spec!r} gives {len(values)} points; use at most {MAX_POINTS}")
     if not values or any(not 0.0 <= v <= 1.0 for v in values):
-        raise InputError(f"--ratios {spec!r}: every ratio must be within [0, 1]")
+        raise InputError(f"{flag} {spec!r}: every ratio must be within [0, 1]")
     return values
 
 

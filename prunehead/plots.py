@@ -12,6 +12,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .curves import LOWER_IS_BETTER  # noqa: E402
+
 SCORE_UNIT = "importance (higher = keep)"
 PRUNED_MARK = "x"  # drawn over every pruned head; the title says what it means
 
@@ -112,3 +114,63 @@ def curve_table(result: dict[str, Any]) -> str:
         lines.append(f"| {point['x']} | {point['heads_removed']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
+
+
+def plot_frontier(result: dict[str, Any], path: str | Path, title: str = "") -> None:
+    """The metric vs the MAC fraction and, with latency, vs the speedup at each batch size: every grid point
+    coloured by its FFN ratio, the Pareto-optimal points ringed and joined."""
+    metric, points = result["metric"], result["points"]
+    sizes = [str(b) for b in result["latency"]["batch_sizes"]] if result.get("latency") else []
+    panels = [("mac_fraction", None, "fraction of the dense model's MACs")]
+    panels += [("speedup", b, f"speedup over the dense model (ONNX Runtime, batch {b})") for b in sizes]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), dpi=120, squeeze=False)
+    ffn = sorted({p["ffn_ratio"] for p in points})
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(ffn)))
+    for ax, (key, batch, label) in zip(axes[0], panels):
+        x = [p[key] if batch is None else p[key][batch] for p in points]
+        y = [p[metric] for p in points]
+        for ratio, colour in zip(ffn, colours):
+            mine = [i for i, p in enumerate(points) if p["ffn_ratio"] == ratio]
+            ax.scatter([x[i] for i in mine], [y[i] for i in mine], s=18, color=colour, label=f"FFN ratio {ratio:g}",
+                       zorder=2)
+        best = sorted((x[i], y[i]) for i, p in enumerate(points)
+                      if (p["pareto"] if batch is None else p["pareto_speedup"][batch]))
+        ax.plot([b[0] for b in best], [b[1] for b in best], color="red", linewidth=1.2, marker="o", markersize=9,
+                markerfacecolor="none", label="Pareto-optimal", gid="pareto", zorder=3)
+        ax.axhline(result["unpruned"][metric], color="black", linewidth=0.8, linestyle=":", label="unpruned")
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"{metric} (lower is better)" if metric in LOWER_IS_BETTER else metric)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{title}\nheads ({result['scope'].replace('_', '-')}) x FFN neurons (per layer)" if title else
+                 f"heads ({result['scope'].replace('_', '-')}) x FFN neurons (per layer)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def frontier_table(result: dict[str, Any]) -> str:
+    """A markdown table of the frontier: one row per grid point; Pareto names the axes it is optimal on."""
+    metric, points = result["metric"], result["points"]
+    sizes = [str(b) for b in result["latency"]["batch_sizes"]] if result.get("latency") else []
+    header = ["head ratio", "FFN ratio", "heads removed", "neurons removed", metric, "MACs"]
+    header += [f"ms @ batch {b} (speedup)" for b in sizes] + ["Pareto"]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for p in points:
+        cells = [f"{p['head_ratio']:.3g}", f"{p['ffn_ratio']:.3g}", str(p["heads_removed"]), str(p["neurons_removed"]),
+                 f"{p[metric]:.4f}", f"{_count(p['macs'])} ({p['mac_fraction']:.1%})"]
+        cells += [f"{p['latency_ms'][b]:.2f} ({p['speedup'][b]:.2f}x)" for b in sizes]
+        optimal = (["MACs"] if p["pareto"] else []) + [f"batch {b}" for b in sizes if p["pareto_speedup"][b]]
+        lines.append("| " + " | ".join(cells + [", ".join(optimal)]) + " |")
+    dense = f"dense model: {_count(result['dense_macs'])} MACs on {result['seconds']:g} s of input"
+    if sizes:
+        dense += "; " + ", ".join(f"{result['latency']['dense_ms'][b]:.2f} ms at batch {b}" for b in sizes)
+    return "\n".join(lines) + f"\n\n{dense}; unpruned {metric} {result['unpruned'][metric]:.4f}\n"
+
+
+def _count(n: float) -> str:
+    """12_300_000 -> '12.3 M'."""
+    for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.3g}"

@@ -1,4 +1,5 @@
-"""`prunehead sweep`: pruning curves (metric vs pruned fraction) for several score files."""
+"""`prunehead sweep`: pruning curves (metric vs pruned fraction) for several score files, or with
+--ffn-ratios the speed / accuracy frontier of one (metric vs MACs and ONNX Runtime latency)."""
 
 from __future__ import annotations
 
@@ -7,45 +8,122 @@ from typing import Annotated
 
 import typer
 
-from .options import (BatchSize, ClipSeconds, Data, Device, Dtype, DtypeName, Global, Model, Out, Overwrite, Split,
-                      Task, Workers, inputs_of)
+from .options import (BatchSize, ClipSeconds, Data, Device, Dtype, DtypeName, Global, Model, Out,
+                      Overwrite, Positive, Split, Task, Workers, inputs_of)
 
-ScoreFiles = Annotated[list[Path], typer.Option("--scores", "-s", help="Score files (repeat, or list them "
-                                                                      "after the options).")]
+Opt = typer.Option
+ScoreFiles = Annotated[list[Path], Opt("--scores", "-s", help="Score files (repeat, or list them after the "
+                                                              "options); with --ffn-ratios exactly one.")]
+FfnRatios = Annotated[str | None, Opt(show_default=False,
+                                      help="Draw the speed / accuracy frontier instead: every --ratios head ratio "
+                                           "x each of these FFN ratios (START:STOP:STEP or a comma list; neurons "
+                                           "cut per layer, as `prune --ffn-ratio`). Writes frontier.json/.md/.png.")]
+FfnScores = Annotated[Path | None, Opt(show_default=False,
+                                       help="FFN score file (`prunehead score --units ffn`) for --ffn-ratios.")]
+FfnScorer = Annotated[str, Opt(help="Score the FFN neurons here when no --ffn-scores: taylor (gradient x "
+                                    "activation on 200 samples of --data's train split) or magnitude (data-free).")]
+Latency = Annotated[bool, Opt("--latency", help="Also export every frontier point to ONNX and time it with ONNX "
+                                                "Runtime in turns with the dense model (median ms, speedup).")]
+BatchSizes = Annotated[str | None, Opt(show_default=False,
+                                       help="Comma list of batch sizes timed with --latency. [default: 1,8]")]
+Seconds = Annotated[float | None, Opt(callback=Positive, show_default=False,
+                                      help="Seconds of audio per input for the frontier's MAC count and latency "
+                                           "(Whisper: its fixed window; text models: 128 tokens). [default: 1.0]")]
+Repeats = Annotated[int | None, Opt(min=1, show_default=False,
+                                    help="Timed runs per model and batch size with --latency; the median is "
+                                         "reported. [default: 20]")]
 
 
 def sweep_cmd(model: Model, data: Data, out: Out, scores: ScoreFiles,
               more_scores: Annotated[list[Path] | None, typer.Argument(help="More score files.",
                                                                        show_default=False)] = None,
-              ratios: Annotated[str | None, typer.Option(show_default=False,
-                                                         help="START:STOP:STEP or a comma list. [default: "
-                                                              "0:0.9:0.1; with --per-layer: K = 0..H-1 heads "
-                                                              "per layer]")] = None,
+              ratios: Annotated[str | None, Opt(show_default=False,
+                                                help="START:STOP:STEP or a comma list. [default: 0:0.9:0.1; with "
+                                                     "--per-layer: K = 0..H-1 heads per layer]")] = None,
               global_: Global = True, split: Split = "test", batch_size: BatchSize = 16, task: Task = None,
-              metric: Annotated[str, typer.Option(help="Metric to plot (ASR: accuracy = 1 - WER).")] = "accuracy",
+              metric: Annotated[str, Opt(help="Metric to plot (ASR: accuracy = 1 - WER).")] = "accuracy",
               clip_seconds: ClipSeconds = None, device: Device = None, dtype: Dtype = DtypeName.float32,
-              workers: Workers = 0, overwrite: Overwrite = False) -> None:
-    """Prune at every ratio (or K heads per layer) for every score file and random, and evaluate."""
-    import json
-
-    from ..api import sweep
+              workers: Workers = 0, ffn_ratios: FfnRatios = None, ffn_scores: FfnScores = None,
+              ffn_scorer: FfnScorer = "taylor", latency: Latency = False, batch_sizes: BatchSizes = None,
+              seconds: Seconds = None, repeats: Repeats = None, overwrite: Overwrite = False) -> None:
+    """Prune at every ratio (or K heads per layer) for every score file and random, and evaluate; with
+    --ffn-ratios, the speed / accuracy frontier of heads x FFN neurons."""
     from ..curves import parse_ratios
-    from ..outputs import atomic_dir, check_output
-    from ..plots import curve_table, plot_curves
+    from ..errors import InputError
+    from ..outputs import check_output
 
     files = [*scores, *(more_scores or [])]
-    inputs = inputs_of(model, data, *files)
+    inputs = inputs_of(model, data, *files, ffn_scores)
     check_output(out, overwrite, inputs=inputs)
     if ratios is not None:
         parse_ratios(ratios)  # a bad spec fails before anything loads
-    result = sweep(model, data, files, split=split, ratios=ratios,
-                   scope="global" if global_ is not False else "per_layer", metric=metric, batch_size=batch_size,
-                   task=task and task.value, clip_seconds=clip_seconds, device=device, dtype=dtype.value,
-                   workers=workers, progress=True)
+    frontier = {"ffn_scores": ffn_scores, "latency": latency, "batch_sizes": batch_sizes, "seconds": seconds,
+                "repeats": repeats}
+    common = dict(split=split, ratios=ratios, scope="global" if global_ is not False else "per_layer",
+                  metric=metric, batch_size=batch_size, task=task and task.value, clip_seconds=clip_seconds,
+                  device=device, dtype=dtype.value, workers=workers, progress=True)
+    if ffn_ratios is None:
+        given = [f"--{k.replace('_', '-')}" for k, v in frontier.items() if v not in (None, False)]
+        if given:
+            verb = "belongs" if len(given) == 1 else "belong"
+            raise InputError(f"{', '.join(given)} {verb} to the frontier: add --ffn-ratios (e.g. --ffn-ratios 0 "
+                             "for heads only)")
+        _curves(model, data, files, out, overwrite, inputs, common)
+        return
+    _frontier(model, data, files, out, overwrite, inputs, common, ffn_ratios=ffn_ratios, ffn_scores=ffn_scores,
+              ffn_scorer=ffn_scorer, latency=latency, batch_sizes=_sizes(batch_sizes),
+              seconds=1.0 if seconds is None else seconds, repeats=20 if repeats is None else repeats)
+
+
+def _curves(model: str, data: str, files: list[Path], out: Path, overwrite: bool, inputs: list[Path],
+            common: dict) -> None:
+    """curve.json / .md / .png: every score file's curve and random's band."""
+    import json
+
+    from ..api import sweep
+    from ..outputs import atomic_dir
+    from ..plots import curve_table, plot_curves
+
+    result = sweep(model, data, files, **common)
     table = curve_table(result)
     with atomic_dir(out, overwrite, inputs=inputs) as tmp:
         (tmp / "curve.json").write_text(json.dumps(result, indent=2) + "\n")
         (tmp / "curve.md").write_text(table)
-        plot_curves(result, tmp / "curve.png", title=f"{Path(model).name} on {data} ({split})")
+        plot_curves(result, tmp / "curve.png", title=f"{Path(model).name} on {data} ({common['split']})")
     typer.echo(table)
     typer.echo(f"wrote {out}/curve.json, curve.png, curve.md")
+
+
+def _frontier(model: str, data: str, files: list[Path], out: Path, overwrite: bool, inputs: list[Path],
+              common: dict, **frontier) -> None:
+    """frontier.json / .md / .png: the grid's points, the Pareto-optimal ones marked (the library checks the
+    options before anything loads)."""
+    import json
+
+    from ..api import sweep
+    from ..outputs import atomic_dir
+    from ..plots import frontier_table, plot_frontier
+
+    result = sweep(model, data, files, **common, **frontier)
+    table = frontier_table(result)
+    with atomic_dir(out, overwrite, inputs=inputs) as tmp:
+        (tmp / "frontier.json").write_text(json.dumps(result, indent=2) + "\n")
+        (tmp / "frontier.md").write_text(table)
+        plot_frontier(result, tmp / "frontier.png", title=f"{Path(model).name} on {data} ({common['split']})")
+    typer.echo(table)
+    typer.echo(f"wrote {out}/frontier.json, frontier.png, frontier.md")
+
+
+def _sizes(spec: str | None) -> list[int] | None:
+    """"1,8" -> [1, 8]; a one-line error for anything but positive whole numbers."""
+    from ..errors import InputError
+
+    if spec is None:
+        return None
+    try:
+        sizes = [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise InputError(f"--batch-sizes {spec!r}: give a comma list of whole numbers of at least 1, e.g. 1,8")
+    return sizes

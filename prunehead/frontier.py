@@ -1,0 +1,187 @@
+"""The speed / accuracy frontier: one head ranking and one FFN-neuron ranking cut on a grid of ratios.
+
+Every grid point (head ratio x FFN ratio) gets its metric with the heads and neurons gated to 0 (one
+evaluation of the split, no surgery: gating == removal, `tests/test_surgery.py`, `tests/test_ffn.py`), its
+MACs counted on a physically pruned copy (`count_macs`, one forward of `seconds` of input), and with
+`latency` the ONNX Runtime latency of that copy, timed in turns with the dense model
+(`prunehead.export.bench`). The points no other point beats on both metric and cost are Pareto-optimal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .cost import count_macs, count_params, example_inputs
+from .curves import LOWER_IS_BETTER, MAX_POINTS, Evaluate, evaluate_plan
+from .errors import InputError
+from .ffn import prune_ffn_
+from .plan import PruningPlan, select, select_ffn
+from .progress import bar as progress_bar, say
+from .surgery import plan_of, prune_
+
+FORMAT = "prunehead.frontier"
+VERSION = 1
+FFN_SCOPE = "per_layer"  # FFN neurons are cut per layer, as `prunehead prune --ffn-ratio` does by default
+
+
+def grid(model: nn.Module, head_scores: torch.Tensor, ffn_scores: torch.Tensor, head_ratios: Sequence[float],
+         ffn_ratios: Sequence[float], scope: str = "global",
+         min_neurons_per_layer: int = 1) -> list[tuple[float, float, PruningPlan]]:
+    """(head ratio, FFN ratio, plan) for every grid point, head ratios outer; already removed units count."""
+    if len(head_ratios) * len(ffn_ratios) > MAX_POINTS:
+        raise InputError(f"the grid has {len(head_ratios)} x {len(ffn_ratios)} points; use at most {MAX_POINTS} "
+                         "(larger STEPs in --ratios / --ffn-ratios)")
+    done = plan_of(model)
+    points = []
+    for head_ratio in head_ratios:
+        heads = select(head_scores, ratio=head_ratio, scope=scope, pruned=done).union(done)
+        for ffn_ratio in ffn_ratios:
+            plan = select_ffn(ffn_scores, heads, ratio=ffn_ratio, scope=FFN_SCOPE,
+                              min_neurons_per_layer=min_neurons_per_layer)
+            points.append((head_ratio, ffn_ratio, plan))
+    return points
+
+
+def pruned_copy(model: nn.Module, plan: PruningPlan) -> nn.Module:
+    """A copy of `model` with the heads and FFN neurons of `plan` physically removed."""
+    return prune_ffn_(prune_(copy.deepcopy(model), plan), plan)
+
+
+def pareto_flags(gain: Sequence[float], cost: Sequence[float]) -> list[bool]:
+    """Whether each point is Pareto-optimal: no other point has at least its gain at most its cost, and is
+    strictly better in one of them (equal points are all optimal). O(n log n)."""
+    order = sorted(range(len(gain)), key=lambda i: (cost[i], -gain[i]))
+    flags = [False] * len(gain)
+    best = -float("inf")  # the highest gain among strictly cheaper points
+    start = 0
+    while start < len(order):
+        end = start
+        while end < len(order) and cost[order[end]] == cost[order[start]]:
+            end += 1
+        top = gain[order[start]]  # the group's highest gain (sorted first)
+        for i in order[start:end]:
+            flags[i] = gain[i] == top and top > best
+        best = max(best, top)
+        start = end
+    return flags
+
+
+def run_frontier(model: nn.Module, evaluate: Evaluate, head_scores: torch.Tensor, ffn_scores: torch.Tensor, *,
+                 metric: str, head_ratios: Sequence[float], ffn_ratios: Sequence[float], scope: str = "global",
+                 min_neurons_per_layer: int = 1, seconds: float = 1.0, latency: bool = False,
+                 batch_sizes: Sequence[int] = (1, 8), repeats: int = 20, progress: bool = True) -> dict[str, Any]:
+    """The metric, MACs (and latency) of every grid point, and which points are Pareto-optimal.
+
+    Args:
+        evaluate: model -> metric dict (must contain `metric`); called with heads and neurons gated.
+        head_scores, ffn_scores: (L, H) and (L, I) importances, higher = keep.
+        scope: the heads' "global" or "per_layer"; FFN neurons are cut per layer.
+        seconds: input length of the MAC count (batch 1) and of the timed inputs (`example_inputs`: Whisper
+            uses its window, text models 128 tokens).
+        latency: export every distinct pruned copy and the dense model to ONNX and time them in turns.
+
+    Returns:
+        {"format", "metric", "unpruned", "dense_macs", "latency", "points": [...]}; a point has head_ratio,
+        ffn_ratio, heads_removed, neurons_removed, `metric`, macs, mac_fraction, params, latency_ms and
+        speedup ({str(batch): value}, None without `latency`), pareto (vs MACs) and pareto_speedup
+        ({str(batch): bool} vs speedup). Cost: one evaluation of the split and one MAC count per distinct
+        plan; with `latency` one ONNX export per distinct plan and (3 + repeats) runs per model and batch.
+    """
+    plans = grid(model, head_scores, ffn_scores, head_ratios, ffn_ratios, scope, min_neurons_per_layer)
+    host = copy.deepcopy(model).cpu()  # physical copies and exports happen on the CPU
+    dense = _dense(host)
+    inputs = example_inputs(host, seconds)
+    dense_macs = count_macs(dense, inputs)["total"]
+    unpruned = evaluate_plan(model, plan_of(model), evaluate)  # the (0, 0) point's code path
+    if metric not in unpruned:
+        raise InputError(f"metric {metric!r} is not among {sorted(unpruned)}; pass one of them to --metric")
+    values = {_key(plan_of(model)): unpruned[metric]}  # the (0, 0) point is not evaluated twice
+    points, measured = [], {}
+    with (_bench(dense) if latency else contextlib.nullcontext()) as bench:
+        names = {_key(plan_of(host)): "reference"} if bench is not None and dense is host else {}
+        for head_ratio, ffn_ratio, plan in progress_bar(plans, desc="frontier", enable=progress):
+            key = _key(plan)
+            if key not in measured:  # grid points often share a plan (floor(ratio * units) is equal)
+                value = values[key] if key in values else evaluate_plan(model, plan, evaluate)[metric]
+                measured[key] = _measure(host, plan, inputs, bench, names)
+                measured[key][metric] = value
+            points.append({"head_ratio": head_ratio, "ffn_ratio": ffn_ratio, "heads_removed": plan.num_pruned,
+                           "neurons_removed": plan.num_pruned_ffn, metric: measured[key][metric],
+                           "macs": measured[key]["macs"], "params": measured[key]["params"],
+                           "mac_fraction": measured[key]["macs"] / dense_macs, "latency_ms": None, "speedup": None})
+        timing = _time(bench, names, points, plans, batch_sizes, _length(inputs), repeats, progress) if bench else None
+    _mark_pareto(points, metric, batch_sizes if latency else ())
+    return {"format": FORMAT, "version": VERSION, "metric": metric, "scope": scope, "ffn_scope": FFN_SCOPE,
+            "min_neurons_per_layer": min_neurons_per_layer, "seconds": seconds, "dense_macs": dense_macs,
+            "unpruned": unpruned, "latency": timing, "points": points}
+
+
+def _measure(host: nn.Module, plan: PruningPlan, inputs: dict[str, torch.Tensor], bench: Any,
+             names: dict[tuple, str]) -> dict[str, Any]:
+    """MACs and parameters of a physically pruned copy; with a bench, the copy is exported to it as well."""
+    pruned = pruned_copy(host, plan)
+    key = _key(plan)
+    if bench is not None and key not in names:
+        names[key] = f"point-{len(names)}"
+        bench.add(names[key], pruned)
+    return {"macs": count_macs(pruned, inputs)["total"], "params": count_params(pruned)}
+
+
+def _time(bench: Any, names: dict[tuple, str], points: list[dict[str, Any]],
+          plans: list[tuple[float, float, PruningPlan]], batch_sizes: Sequence[int], length: int, repeats: int,
+          progress: bool) -> dict[str, Any]:
+    """Time every exported model in turns with the dense one; fill each point's latency_ms and speedup."""
+    from .export.bench import GROUP
+    from .export.latency import DEFAULT_THREADS
+
+    if progress:
+        say(f"frontier: timing {len(bench.files)} ONNX models in turns ({repeats} runs each per batch size)")
+    groups = max(1, -(-(len(bench.files) - 1) // GROUP))
+    with progress_bar(total=groups * len(batch_sizes), desc="latency", enable=progress) as bar:
+        medians = bench.time(batch_sizes, length, repeats, tick=bar.update)
+    speedups = {**bench.speedups(medians), "reference": {str(b): 1.0 for b in batch_sizes}}
+    for point, (_, _, plan) in zip(points, plans):
+        name = names[_key(plan)]
+        point["latency_ms"], point["speedup"] = medians[name], speedups[name]
+    return {"batch_sizes": list(batch_sizes), "repeats": repeats, "threads": DEFAULT_THREADS,
+            "statistic": "median", "group": GROUP, "dense_ms": medians["reference"]}
+
+
+def _mark_pareto(points: list[dict[str, Any]], metric: str, batch_sizes: Sequence[int]) -> None:
+    """pareto: optimal in (metric, mac_fraction); pareto_speedup: in (metric, speedup) at each batch size."""
+    gain = [(-1 if metric in LOWER_IS_BETTER else 1) * p[metric] for p in points]
+    for point, flag in zip(points, pareto_flags(gain, [p["mac_fraction"] for p in points])):
+        point["pareto"] = flag
+        point["pareto_speedup"] = {} if batch_sizes else None
+    for batch in map(str, batch_sizes):
+        for point, flag in zip(points, pareto_flags(gain, [-p["speedup"][batch] for p in points])):
+            point["pareto_speedup"][batch] = flag
+
+
+def _length(inputs: dict[str, torch.Tensor]) -> int:
+    """The input length the MACs were counted on (last axis: audio samples, tokens, or Whisper's mel frames),
+    so that the timed inputs match it."""
+    return int(next(iter(inputs.values())).shape[-1])
+
+
+def _dense(model: nn.Module) -> nn.Module:
+    """The unpruned architecture (random weights when `model` lost units: MACs and latency only)."""
+    from .export.pipeline import unpruned_reference
+
+    return unpruned_reference(model) or model
+
+
+def _bench(dense: nn.Module) -> Any:
+    from .export.bench import LatencyBench
+
+    return LatencyBench(dense)
+
+
+def _key(plan: PruningPlan) -> tuple:
+    return tuple(sorted(plan.pruned_heads.items())), tuple(sorted(plan.pruned_ffn.items()))
