@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .curves import evaluate_plan
+from .curves import LOWER_IS_BETTER, evaluate_plan
 from .errors import InputError
 from .heads import head_adapter
 from .plan import PruningPlan, select
@@ -160,7 +160,7 @@ def best_curve(result: dict[str, Any]) -> str | None:
              for name, points in result["curves"].items() if name != "random" and points}
     if not means:
         return None
-    sign = -1 if metric in ("wer", "cer", "loss") else 1  # lower is better for these
+    sign = -1 if metric in LOWER_IS_BETTER else 1
     return max(means, key=lambda name: sign * means[name])  # ties: the first listed
 
 
