@@ -93,15 +93,22 @@ def max_drop_plan(model: nn.Module, scores: torch.Tensor, evaluate: Evaluate, ma
         return cache[count][1]
 
     unpruned = probe(0)
-    lo, hi = 0, L * H if scope == "global" else H - 1  # lo is known to be within the budget
+    lo = _longest_within(probe, unpruned, max_drop, L * H if scope == "global" else H - 1)
+    plan, metric = cache[lo]
+    return Search(plan, lo, metric, unpruned, probes)
+
+
+def _longest_within(probe: Callable[[int], float], unpruned: float, max_drop: float, most: int) -> int:
+    """The largest count in [0, most] whose probed metric is within `max_drop` of `unpruned`, by bisection
+    (0 is known to be within). If count + 1 < most was not taken, it was probed and broke the budget."""
+    lo, hi = 0, most
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if unpruned - probe(mid) <= max_drop + 1e-12:
             lo = mid
         else:
             hi = mid - 1
-    plan, metric = cache[lo]
-    return Search(plan, lo, metric, unpruned, probes)
+    return lo
 
 
 @dataclass
@@ -300,13 +307,7 @@ def max_drop_units_plan(model: nn.Module, order: RemovalOrder, evaluate: Evaluat
         return cache[count][1]
 
     unpruned = probe(0)
-    lo, hi = 0, len(order.units)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if unpruned - probe(mid) <= max_drop + 1e-12:
-            lo = mid
-        else:
-            hi = mid - 1
+    lo = _longest_within(probe, unpruned, max_drop, len(order.units))
     plan, metric = cache[lo]
     return Search(plan, lo, metric, unpruned, probes, extra={
         "neurons_removed": plan.num_pruned_ffn, "mac_fraction": order.macs_at(lo) / order.dense_macs,

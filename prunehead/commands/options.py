@@ -61,6 +61,11 @@ Workers = Annotated[int, typer.Option(min=0, help="Extract features in this many
 Model = Annotated[str, typer.Option("--model", "-m", help="Model folder (pruned or not) or hub id.")]
 Data = Annotated[str, typer.Option("--data", "-d", help="Folder, .csv/.jsonl manifest, fsdd-ks[:DIR], fsdd-sid[:DIR], "
                                                         "speech-commands[:DIR] or hub:NAME[:CONFIG]; join with '+'.")]
+FfnScores = Annotated[Path | None, typer.Option(show_default=False, help="FFN neuron score file (`prunehead score "
+                                                                        "--units ffn`).")]
+FfnScorer = Annotated[str, typer.Option(help="Score the FFN neurons here when no --ffn-scores: taylor (gradient x "
+                                             "activation on --data's train split; prune: --score-split) or "
+                                             "magnitude (data-free).")]
 OptionalData = Annotated[str | None, typer.Option("--data", "-d", help="Data spec (as for `prunehead eval`).")]
 Split = Annotated[str, typer.Option(help="Data split to use.")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Utterances per batch.")]

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .options import (BatchSize, ClipSeconds, Device, DryRun, Global, Heads, MinHeads, Model, Out,
+from .options import (FfnScorer, FfnScores, BatchSize, ClipSeconds, Device, DryRun, Global, Heads, MinHeads, Model, Out,
                       Finite, Overwrite, Positive, Ratio, Samples, ScorerOptions, Seed, Task, inputs_of,
                       parse_options)
 
@@ -62,10 +62,6 @@ FfnRatio = Annotated[float | None, Opt(min=0.0, max=1.0, callback=Finite, show_d
                                       help="Also remove this fraction of each layer's feed-forward neurons "
                                            "(with --global: of all L*I, keeping --min-neurons-per-layer); "
                                            "without --ratio / --heads, only neurons.")]
-FfnScores = Annotated[Path | None, Opt(show_default=False,
-                                       help="FFN score file (`prunehead score --units ffn`) for --ffn-ratio.")]
-FfnScorer = Annotated[str, Opt(help="Score the FFN neurons here when no --ffn-scores: taylor (gradient x "
-                                    "activation on --data's --score-split) or magnitude (data-free).")]
 Units = Annotated[str, Opt(help="What --max-drop removes: heads, ffn (feed-forward neurons) or both (one "
                                 "order: least important per MAC saved first; neuron scores from --ffn-scores "
                                 "or --ffn-scorer).")]

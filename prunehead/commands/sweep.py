@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .options import (BatchSize, ClipSeconds, Data, Device, Dtype, DtypeName, Global, Model, Out,
+from .options import (FfnScorer, FfnScores, BatchSize, ClipSeconds, Data, Device, Dtype, DtypeName, Global, Model, Out,
                       Overwrite, Positive, Split, Task, Workers, inputs_of)
 
 Opt = typer.Option
@@ -18,10 +18,6 @@ FfnRatios = Annotated[str | None, Opt(show_default=False,
                                       help="Draw the speed / accuracy frontier instead: every --ratios head ratio "
                                            "x each of these FFN ratios (START:STOP:STEP or a comma list; neurons "
                                            "cut per layer, as `prune --ffn-ratio`). Writes frontier.json/.md/.png.")]
-FfnScores = Annotated[Path | None, Opt(show_default=False,
-                                       help="FFN score file (`prunehead score --units ffn`) for --ffn-ratios.")]
-FfnScorer = Annotated[str, Opt(help="Score the FFN neurons here when no --ffn-scores: taylor (gradient x "
-                                    "activation on 200 samples of --data's train split) or magnitude (data-free).")]
 Latency = Annotated[bool, Opt("--latency", help="Also export every frontier point to ONNX and time it with ONNX "
                                                 "Runtime in turns with the dense model (median ms, speedup).")]
 BatchSizes = Annotated[str | None, Opt(show_default=False,
@@ -78,40 +74,38 @@ def sweep_cmd(model: Model, data: Data, out: Out, scores: ScoreFiles,
 def _curves(model: str, data: str, files: list[Path], out: Path, overwrite: bool, inputs: list[Path],
             common: dict) -> None:
     """curve.json / .md / .png: every score file's curve and random's band."""
-    import json
-
     from ..api import sweep
-    from ..outputs import atomic_dir
     from ..plots import curve_table, plot_curves
 
-    result = sweep(model, data, files, **common)
-    table = curve_table(result)
-    with atomic_dir(out, overwrite, inputs=inputs) as tmp:
-        (tmp / "curve.json").write_text(json.dumps(result, indent=2) + "\n")
-        (tmp / "curve.md").write_text(table)
-        plot_curves(result, tmp / "curve.png", title=f"{Path(model).name} on {data} ({common['split']})")
-    typer.echo(table)
-    typer.echo(f"wrote {out}/curve.json, curve.png, curve.md")
+    _write(sweep(model, data, files, **common), "curve", curve_table, plot_curves, out, overwrite, inputs,
+           f"{Path(model).name} on {data} ({common['split']})")
 
 
 def _frontier(model: str, data: str, files: list[Path], out: Path, overwrite: bool, inputs: list[Path],
               common: dict, **frontier) -> None:
     """frontier.json / .md / .png: the grid's points, the Pareto-optimal ones marked (the library checks the
     options before anything loads)."""
-    import json
-
     from ..api import sweep
-    from ..outputs import atomic_dir
     from ..plots import frontier_table, plot_frontier
 
-    result = sweep(model, data, files, **common, **frontier)
-    table = frontier_table(result)
+    _write(sweep(model, data, files, **common, **frontier), "frontier", frontier_table, plot_frontier, out, overwrite,
+           inputs, f"{Path(model).name} on {data} ({common['split']})")
+
+
+def _write(result: dict, stem: str, table_of, plot, out: Path, overwrite: bool, inputs: list[Path],
+           title: str) -> None:
+    """<stem>.json, .md and .png into `out`, all or nothing; print the table."""
+    import json
+
+    from ..outputs import atomic_dir
+
+    table = table_of(result)
     with atomic_dir(out, overwrite, inputs=inputs) as tmp:
-        (tmp / "frontier.json").write_text(json.dumps(result, indent=2) + "\n")
-        (tmp / "frontier.md").write_text(table)
-        plot_frontier(result, tmp / "frontier.png", title=f"{Path(model).name} on {data} ({common['split']})")
+        (tmp / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (tmp / f"{stem}.md").write_text(table)
+        plot(result, tmp / f"{stem}.png", title=title)
     typer.echo(table)
-    typer.echo(f"wrote {out}/frontier.json, frontier.png, frontier.md")
+    typer.echo(f"wrote {out}/{stem}.json, {stem}.png, {stem}.md")
 
 
 def _sizes(spec: str | None) -> list[int] | None:
