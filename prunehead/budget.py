@@ -184,9 +184,10 @@ class RemovalOrder:
     `units[i]` is (kind, layer, original id, MACs its removal saves), kind "head" or "ffn". The rule: within
     each kind a unit's importance is its rank among the units the model still has, scaled to [0, 1]
     (0 = least important), so head and neuron scores of different scales compare; its price is that
-    importance divided by the MACs its removal saves (FlopCounterMode on `seconds` of input, once per
-    kind). Cheapest first; a unit that would take its layer below the per-layer floor is left out, so
-    every prefix is a valid plan.
+    quantile divided by the MACs the whole kind holds (units x the MACs one removal saves, counted with
+    FlopCounterMode on `seconds` of input, once per kind). So each kind is cut to a quantile in proportion
+    to the MACs it holds. Cheapest first; a unit that would take its layer below the per-layer floor is
+    left out, so every prefix is a valid plan.
     """
 
     units: list[tuple[str, int, int, int]]
@@ -196,7 +197,7 @@ class RemovalOrder:
     neuron_macs: int
     plan: PruningPlan  # what the model had already lost
     intermediate_size: int
-    rule: str = "rank within kind / MACs saved, cheapest first"
+    rule: str = "rank quantile within kind / MACs the kind holds, cheapest first"
 
     def plan_at(self, count: int) -> PruningPlan:
         """The plan removing the first `count` units (plus what the model had already lost)."""
@@ -315,10 +316,14 @@ def max_drop_units_plan(model: nn.Module, order: RemovalOrder, evaluate: Evaluat
 
 
 def _priced(units: list[tuple[int, int]], scores: torch.Tensor, kind: str, cost: int) -> list[tuple]:
-    """(price, kind, layer, unit, cost) for `units`: rank of its score among them in [0, 1] per MAC saved."""
+    """(price, kind, layer, unit, cost) for `units`: the rank quantile of its score among them, in [0, 1],
+    per MAC that all of them hold (len(units) x cost). Two kinds holding equal MACs are cut to equal quantiles;
+    dividing by one unit's cost instead would price a neuron (I = 6144 of them) like a head (24) and empty
+    the attention before the first percent of the neurons went."""
     order = sorted(units, key=lambda lu: (float(scores[lu]), lu))
     span = max(len(order) - 1, 1)
-    return [(rank / span / max(cost, 1), kind, l, u, cost) for rank, (l, u) in enumerate(order)]
+    held = max(len(order) * cost, 1)
+    return [(rank / span / held, kind, l, u, cost) for rank, (l, u) in enumerate(order)]
 
 
 def _dense(model: nn.Module) -> nn.Module | None:

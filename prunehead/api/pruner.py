@@ -67,7 +67,7 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
     unpruned model (`prunehead.budget`); the test split, when there is one, is then reported apart.
     `scorer="auto"` scores with each of `auto_scorers` and keeps the ranking that holds the metric best on
     the selection split. `units` says what `max_drop` removes: "heads", "ffn" (neurons only) or "both"
-    (heads and neurons in one order, least important per MAC saved first: `prunehead.budget.removal_order`;
+    (heads and neurons in one order, least important per MAC first: `prunehead.budget.removal_order`;
     neuron scores from `ffn_scores` / `ffn_scorer`).
 
     `ffn_ratio` also removes feed-forward neurons (`prunehead.ffn`): floor(ffn_ratio * I) per layer (or

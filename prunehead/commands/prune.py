@@ -55,7 +55,7 @@ RecoverEpochs = Annotated[int, Opt(min=0, help="After pruning, fine-tune this ma
 RecoverLr = Annotated[float, Opt(callback=Positive, help="Learning rate of the recovery fine-tune.")]
 TargetMacs = Annotated[float | None, Opt(min=0.0, max=1.0, callback=Finite, show_default=False,
                                          help="Instead of every other target: remove heads and FFN neurons, "
-                                              "least important per MAC saved first, until the model has at most "
+                                              "least important per MAC first, until the model has at most "
                                               "this fraction of the dense model's MACs (head scores from --scores "
                                               "or --scorer, neuron scores from --ffn-scores or --ffn-scorer).")]
 FfnRatio = Annotated[float | None, Opt(min=0.0, max=1.0, callback=Finite, show_default=False,
@@ -63,7 +63,7 @@ FfnRatio = Annotated[float | None, Opt(min=0.0, max=1.0, callback=Finite, show_d
                                            "(with --global: of all L*I, keeping --min-neurons-per-layer); "
                                            "without --ratio / --heads, only neurons.")]
 Units = Annotated[str, Opt(help="What --max-drop removes: heads, ffn (feed-forward neurons) or both (one "
-                                "order: least important per MAC saved first; neuron scores from --ffn-scores "
+                                "order: least important per MAC first; neuron scores from --ffn-scores "
                                 "or --ffn-scorer).")]
 MinNeurons = Annotated[int, Opt(min=0, help="Never leave a layer with fewer FFN neurons than this.")]
 EvalData = Annotated[str | None, Opt("--data", "-d", show_default=False,
