@@ -233,3 +233,29 @@ def test_prune_max_drop_units_ffn_through_the_cli_removes_only_neurons(setup, tm
     assert prunehead.plan_of(loaded).num_pruned == 0  # heads untouched
     assert prunehead.plan_of(loaded).num_pruned_ffn == report["max_drop"]["chosen"]["neurons_removed"] > 0
     assert report["max_drop"]["units"] == "ffn" and "FFN neurons" in result.output
+
+
+def test_the_removal_order_cuts_each_kind_to_a_quantile_in_proportion_to_the_macs_it_holds():
+    """Known answer of the pricing rule: wherever the order is cut, the rank quantiles reached in the heads
+    (q_h) and in the neurons (q_n) satisfy q_h / q_n = T_h / T_n (T = the MACs each kind holds), up to one
+    unit of each kind."""
+    import torch
+
+    from prunehead.budget import removal_order
+    from tests.conftest import tiny
+
+    model = tiny("wav2vec2-tiny")
+    g = torch.Generator().manual_seed(1)
+    order = removal_order(model, torch.rand(2, 4, generator=g), torch.rand(2, 64, generator=g),
+                          min_neurons_per_layer=0)
+    n_h, n_n = 8, 128
+    t_h, t_n = n_h * order.head_macs, n_n * order.neuron_macs
+    for cut in range(1, len(order.units) + 1):
+        kinds = [u[0] for u in order.units[:cut]]
+        q_h, q_n = (kinds.count("head") - 1) / (n_h - 1), (kinds.count("ffn") - 1) / (n_n - 1)
+        if q_h < 0 or q_n < 0:
+            continue
+        price = max(q_h / t_h, q_n / t_n)  # the cut's price: every unit below it went, none above
+        assert q_h / t_h <= price and q_n / t_n <= price
+        assert (q_h + 1 / (n_h - 1)) / t_h > price or kinds.count("head") == n_h  # the next head costs more
+        assert (q_n + 1 / (n_n - 1)) / t_n > price or kinds.count("ffn") == n_n  # the next neuron costs more
