@@ -200,8 +200,10 @@ def test_existing_output_needs_overwrite(cli_assets, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_process_resumes_to_the_uninterrupted_file(cli_assets, tmp_path):
-    """A real SIGKILL in the middle of HIB, then --resume: the same bytes as an uninterrupted run."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_process_resumes_to_the_uninterrupted_file(cli_assets, tmp_path, sig):
+    """A real SIGKILL / SIGTERM (a scheduler's preemption) in the middle of HIB, then --resume: the same bytes
+    as an uninterrupted run."""
     args = ["--scorer", "hib", "--steps", "40", "--samples", "9", "--batch-size", "1", "--device", "cpu",
             "--model", str(cli_assets / "model"), "--data", str(cli_assets / "data")]
     cmd = [sys.executable, "-c", "from prunehead.cli import main; main()", "score", *args]
@@ -216,8 +218,9 @@ def test_killed_process_resumes_to_the_uninterrupted_file(cli_assets, tmp_path):
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the run finished before it could be killed; give it more work"
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(sig)
     proc.wait()
+    assert ckpt.exists()  # kept for --resume
     subprocess.run([*cmd, "--out", str(tmp_path / "r.json"), "--resume"], check=True, env=env, capture_output=True)
     assert (tmp_path / "r.json").read_bytes() == (tmp_path / "full.json").read_bytes()
 

@@ -146,6 +146,8 @@ def _run(out: Path, settings: dict[str, Any], options: dict[str, Any], batch_siz
             from ..errors import Interrupted
 
             raise Interrupted(resume_hint()) from None
+        except SystemExit:  # SIGTERM (a scheduler's preemption, `kill`): interrupted too, the checkpoint stays
+            raise
         except BaseException:
             if rank == 0:  # a failed run leaves nothing; only an interrupted one keeps its checkpoint
                 for file in Checkpoint.files(checkpoint):
