@@ -154,8 +154,14 @@ def whisper_seq2seq() -> tf.WhisperForConditionalGeneration:
 
 def test_whisper_generation_with_a_pruned_encoder(tmp_path):
     save_pretrained(prune_(whisper_seq2seq(), UNEVEN), tmp_path / "w")
-    ours = load(tmp_path / "w")
-    theirs = tf.AutoModelForSpeechSeq2Seq.from_pretrained(tmp_path / "w", trust_remote_code=True)
+    same_generation(tmp_path / "w")
+
+
+def same_generation(folder):
+    """Assert that transformers' remote-code Whisper and prunehead.load of `folder` give identical logits and
+    generations; returns (theirs, ours)."""
+    ours = load(folder)
+    theirs = tf.AutoModelForSpeechSeq2Seq.from_pretrained(folder, trust_remote_code=True)
     features = inputs_for("whisper-encoder-tiny")["input_features"]
     decoder = torch.tensor([[1, 5, 7], [1, 9, 3]])
     with torch.no_grad():
@@ -163,6 +169,7 @@ def test_whisper_generation_with_a_pruned_encoder(tmp_path):
                                    ours(input_features=features, decoder_input_ids=decoder).logits, atol=0, rtol=0)
         settings = dict(max_new_tokens=6, do_sample=False)
         assert torch.equal(theirs.generate(features, **settings), ours.generate(features, **settings))
+    return theirs, ours
 
 
 def audio(seconds: float = 0.5, seed: int = 0) -> np.ndarray:

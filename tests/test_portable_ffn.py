@@ -16,7 +16,7 @@ from prunehead.ffn import PRUNED_FFN_KEY, ffn_sites, prune_ffn_
 from prunehead.portable import FFN_SITES, REMOTE_FILE, SITES
 from prunehead.portable.template import remove_neurons_
 from tests.conftest import inputs_for, logits, tiny
-from tests.test_portable import CASES, audio, private_modules_cache, whisper_seq2seq  # noqa: F401 - autouse fixture
+from tests.test_portable import CASES, audio, private_modules_cache, same_generation, whisper_seq2seq  # noqa: F401 - autouse fixture
 
 I = 64  # intermediate size of every tiny family
 # Uneven widths: layer 0 loses 5 neurons, layer 1 all but neuron 17 (select_ffn's floor of 1).
@@ -77,15 +77,7 @@ def test_a_layer_left_without_neurons_loads_exactly_and_quietly(tmp_path, recwar
 def test_whisper_generation_with_pruned_heads_and_neurons(tmp_path):
     model = prune_ffn_(prune_(jitter_(whisper_seq2seq()), BOTH), BOTH)
     save_pretrained(model, tmp_path / "w")
-    theirs = tf.AutoModelForSpeechSeq2Seq.from_pretrained(tmp_path / "w", trust_remote_code=True)
-    ours = load(tmp_path / "w")
-    features = inputs_for("whisper-encoder-tiny")["input_features"]
-    decoder = torch.tensor([[1, 5, 7], [1, 9, 3]])
-    with torch.no_grad():
-        torch.testing.assert_close(theirs(input_features=features, decoder_input_ids=decoder).logits,
-                                   ours(input_features=features, decoder_input_ids=decoder).logits, atol=0, rtol=0)
-        settings = dict(max_new_tokens=6, do_sample=False)
-        assert torch.equal(theirs.generate(features, **settings), ours.generate(features, **settings))
+    theirs, ours = same_generation(tmp_path / "w")
     assert count(theirs) == count(ours) == count(model)
 
 
