@@ -255,9 +255,13 @@ def test_defaults_follow_the_model_source_and_explicit_values_win():
     assert (trained.lr, trained.head_lr, trained.freeze_feature_encoder) == (5e-5, 1e-3, True)
     mine = default_train_config("arch:wav2vec2-tiny", lr=3e-4, freeze_feature_encoder=True)
     assert (mine.lr, mine.head_lr, mine.freeze_feature_encoder) == (3e-4, 1e-3, True)
-    recipe = load_recipe(RECIPES / "w2v2-12x12-ks.toml")  # arch: model, lr 5e-4 written in the recipe
+    recipe = load_recipe(RECIPES / "w2v2-12x12-ks.toml")  # arch: model, its own lr written in the recipe
+    from prunehead.recipe import tomllib
+
+    written = tomllib.loads((RECIPES / "w2v2-12x12-ks.toml").read_text())["train"]["lr"]
+    assert written != SOURCE_DEFAULTS["scratch"]["lr"]  # else the check below could not tell them apart
     assert default_train_config(recipe.model.path, **{
-        k: v for k, v in recipe.train.__dict__.items() if v is not None}).lr == 5e-4
+        k: v for k, v in recipe.train.__dict__.items() if v is not None}).lr == written
     assert set(SOURCE_DEFAULTS["scratch"]) == set(SOURCE_DEFAULTS["pretrained"])
 
 
