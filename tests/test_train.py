@@ -248,6 +248,7 @@ def test_cli_flags_override_the_recipe(tmp_path):
 # ------------------------------------------------------------------------ defaults by where the model comes from
 
 def test_defaults_follow_the_model_source_and_explicit_values_win():
+    from prunehead.recipe import tomllib
     from prunehead.train import SOURCE_DEFAULTS, default_train_config
 
     scratch, trained = default_train_config("arch:wav2vec2-tiny"), default_train_config("runs/model")
@@ -256,8 +257,6 @@ def test_defaults_follow_the_model_source_and_explicit_values_win():
     mine = default_train_config("arch:wav2vec2-tiny", lr=3e-4, freeze_feature_encoder=True)
     assert (mine.lr, mine.head_lr, mine.freeze_feature_encoder) == (3e-4, 1e-3, True)
     recipe = load_recipe(RECIPES / "w2v2-12x12-ks.toml")  # arch: model, its own lr written in the recipe
-    from prunehead.recipe import tomllib
-
     written = tomllib.loads((RECIPES / "w2v2-12x12-ks.toml").read_text())["train"]["lr"]
     assert written != SOURCE_DEFAULTS["scratch"]["lr"]  # else the check below could not tell them apart
     assert default_train_config(recipe.model.path, **{
