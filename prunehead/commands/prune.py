@@ -27,7 +27,7 @@ ScorerName = Annotated[str | None, Opt(show_default=False,
                                             "with each of --auto-scorers, keep the one that holds the metric "
                                             "best on the selection split).")]
 MaxDrop = Annotated[float | None, Opt(min=0.0, max=1.0, callback=Finite, show_default=False,
-                                      help="Instead of --ratio / --heads: remove as many heads as possible while "
+                                      help="Instead of --ratio / --heads: remove as many heads (--units) as possible while "
                                            "accuracy on the selection split (--split; default validation when "
                                            "the data has one, else train) drops by at most this much (ASR: WER "
                                            "rises by at most this much). The test split is reported apart.")]
