@@ -72,28 +72,40 @@ def max_drop_plan(model: nn.Module, scores: torch.Tensor, evaluate: Evaluate, ma
         evaluate: model -> metrics on the selection split (called with heads gated).
         max_drop: largest allowed drop of `accuracy` (ASR: rise of WER), e.g. 0.01.
     """
-    if not math.isfinite(max_drop) or not 0 <= max_drop <= 1:
-        raise InputError(f"--max-drop must be within [0, 1], got {max_drop}")
     adapter = head_adapter(model)
     L, H = adapter.num_layers, adapter.num_heads
     done = plan_of(model)
+
+    def plan_at(count: int) -> tuple[PruningPlan, dict[str, Any], str]:
+        plan = _plan_at(scores, count, scope, min_heads_per_layer, done)
+        return plan, {"heads_removed": plan.num_pruned}, f"{plan.num_pruned} heads removed"
+
+    return _search(model, plan_at, evaluate, max_drop, L * H if scope == "global" else H - 1, progress)
+
+
+def _search(model: nn.Module, plan_at: Callable[[int], tuple[PruningPlan, dict[str, Any], str]], evaluate: Evaluate,
+            max_drop: float, most: int, progress: Callable[[str], None] | None) -> Search:
+    """The bisection behind both budgets: `plan_at(count)` gives the plan removing `count` units, its probe
+    fields and a line for `progress`; every count is evaluated once, gated (== removed)."""
+    if not math.isfinite(max_drop) or not 0 <= max_drop <= 1:
+        raise InputError(f"--max-drop must be within [0, 1], got {max_drop}")
     probes: list[dict[str, Any]] = []
     cache: dict[int, tuple[PruningPlan, float]] = {}
 
     def probe(count: int) -> float:
         if count not in cache:
-            plan = _plan_at(scores, count, scope, min_heads_per_layer, done)
+            plan, fields, line = plan_at(count)
             metrics = evaluate_plan(model, plan, evaluate)
             if METRIC not in metrics:
                 raise InputError(f"the task reports no {METRIC!r} to budget (got {sorted(metrics)})")
             cache[count] = (plan, metrics[METRIC])
-            probes.append({"count": count, "heads_removed": plan.num_pruned, METRIC: metrics[METRIC]})
+            probes.append({"count": count, **fields, METRIC: metrics[METRIC]})
             if progress is not None:
-                progress(f"probe: {plan.num_pruned} heads removed -> {METRIC} {metrics[METRIC]:.4f}")
+                progress(f"probe: {line} -> {METRIC} {metrics[METRIC]:.4f}")
         return cache[count][1]
 
     unpruned = probe(0)
-    lo = _longest_within(probe, unpruned, max_drop, L * H if scope == "global" else H - 1)
+    lo = _longest_within(probe, unpruned, max_drop, most)
     plan, metric = cache[lo]
     return Search(plan, lo, metric, unpruned, probes)
 
@@ -287,32 +299,18 @@ def max_drop_units_plan(model: nn.Module, order: RemovalOrder, evaluate: Evaluat
     """`max_drop_plan` over heads and FFN neurons together: the longest prefix of `order` (cheapest per MAC
     saved first) whose selection metric stays within `max_drop` of the unpruned model's. Each probe gates
     the prefix's heads and neurons (== removal). Cost: about log2(units) + 2 evaluations."""
-    if not math.isfinite(max_drop) or not 0 <= max_drop <= 1:
-        raise InputError(f"--max-drop must be within [0, 1], got {max_drop}")
-    probes: list[dict[str, Any]] = []
-    cache: dict[int, tuple[PruningPlan, float]] = {}
 
-    def probe(count: int) -> float:
-        if count not in cache:
-            plan = order.plan_at(count)
-            metrics = evaluate_plan(model, plan, evaluate)
-            if METRIC not in metrics:
-                raise InputError(f"the task reports no {METRIC!r} to budget (got {sorted(metrics)})")
-            cache[count] = (plan, metrics[METRIC])
-            entry = {"count": count, "heads_removed": plan.num_pruned, "neurons_removed": plan.num_pruned_ffn,
-                     "mac_fraction": order.macs_at(count) / order.dense_macs, METRIC: metrics[METRIC]}
-            probes.append(entry)
-            if progress is not None:
-                progress(f"probe: {entry['heads_removed']} heads + {entry['neurons_removed']} neurons removed "
-                         f"({entry['mac_fraction']:.3f} of the MACs) -> {METRIC} {metrics[METRIC]:.4f}")
-        return cache[count][1]
+    def plan_at(count: int) -> tuple[PruningPlan, dict[str, Any], str]:
+        plan = order.plan_at(count)
+        fields = {"heads_removed": plan.num_pruned, "neurons_removed": plan.num_pruned_ffn,
+                  "mac_fraction": order.macs_at(count) / order.dense_macs}
+        return plan, fields, (f"{plan.num_pruned} heads + {plan.num_pruned_ffn} neurons removed "
+                              f"({fields['mac_fraction']:.3f} of the MACs)")
 
-    unpruned = probe(0)
-    lo = _longest_within(probe, unpruned, max_drop, len(order.units))
-    plan, metric = cache[lo]
-    return Search(plan, lo, metric, unpruned, probes, extra={
-        "neurons_removed": plan.num_pruned_ffn, "mac_fraction": order.macs_at(lo) / order.dense_macs,
-        **order.info(lo)})
+    search = _search(model, plan_at, evaluate, max_drop, len(order.units), progress)
+    search.extra = {"neurons_removed": search.plan.num_pruned_ffn,
+                    "mac_fraction": order.macs_at(search.count) / order.dense_macs, **order.info(search.count)}
+    return search
 
 
 def _priced(units: list[tuple[int, int]], scores: torch.Tensor, kind: str, cost: int) -> list[tuple]:
