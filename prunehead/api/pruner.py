@@ -117,9 +117,7 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
     if ffn_ratio is not None:
         net, ffn = _ffn_plan(net, ffn_ratio, ffn_scores, ffn_scorer, ffn_scope, min_neurons_per_layer, data,
                              samples, score_split, seed, task, device, clip_seconds, spec)
-        report["ffn"] = {"ratio": ffn_ratio, "scope": ffn_scope,
-                         "scorer": None if ffn_scores is not None else ffn_scorer,
-                         "scores": str(ffn_scores) if isinstance(ffn_scores, (str, Path)) else None,
+        report["ffn"] = {"ratio": ffn_ratio, "scope": ffn_scope, **_ffn_source(ffn_scores, ffn_scorer),
                          "neurons_removed": ffn.num_pruned_ffn - surgery.plan_of(net).num_pruned_ffn,
                          "pruned_ffn": ffn.to_json()["pruned_ffn"]}
         if ffn_only:
@@ -250,8 +248,7 @@ def _prune_by_measurement(net: nn.Module, spec: str | None, report: dict[str, An
                                    clip_seconds, spec)
         order = removal_order(net, matrix, neurons, min_heads_per_layer=min_heads, min_neurons_per_layer=min_neurons)
         search = max_drop_units_plan(net, order, selection.evaluate, max_drop, progress=tell)
-        report["ffn"] = {"scorer": None if ffn_scores is not None else ffn_scorer,
-                         "scores": str(ffn_scores) if isinstance(ffn_scores, (str, Path)) else None,
+        report["ffn"] = {**_ffn_source(ffn_scores, ffn_scorer),
                          "neurons_removed": search.plan.num_pruned_ffn - surgery.plan_of(net).num_pruned_ffn}
         report["max_drop"] = {"budget": max_drop, "units": units, **search.to_json()}
         chosen = search.plan
@@ -268,6 +265,12 @@ def _prune_by_measurement(net: nn.Module, spec: str | None, report: dict[str, An
     return _apply(net, chosen, None, 1, report, data if test else None, spec, test or "test", task, device,
                   batch_size, clip_seconds, recover_epochs, recover_lr, seed, dry_run, progress)
 
+
+
+def _ffn_source(scores: ScoresLike | None, scorer: str) -> dict[str, str | None]:
+    """Where the neuron scores came from, for the report: a file, or the scorer run here."""
+    return {"scorer": None if scores is not None else scorer,
+            "scores": str(scores) if isinstance(scores, (str, Path)) else None}
 
 
 def _selection_split(data: str) -> str:
@@ -368,7 +371,7 @@ def _check_units(units: str, max_drop: float | None, scope: str | None, scores: 
                          "--ffn-scorer)")
     if units == "both" and scores is None and scorer is None:
         raise InputError("--units both ranks heads too: give --scores FILE or --scorer NAME")
-    if ffn_scores is None and ffn_scorer not in ("magnitude",) and data is None:
+    if ffn_scores is None and ffn_scorer != "magnitude" and data is None:
         raise InputError("--units needs FFN scores: give --ffn-scores FILE or --data to score the neurons")
 
 
