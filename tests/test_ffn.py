@@ -424,3 +424,25 @@ def test_cli_scores_ffn_neurons_and_prunes_with_them(workspace, tmp_path):
     code, out, err = run_main("score", "-m", root / "model", "-d", root / "data", "--units", "ffn", "--scorer",
                               "gradient", "--out", tmp_path / "bad.json")
     assert code == 1 and "taylor or magnitude" in err and "\n" not in err.strip()
+
+
+def test_neuron_scores_from_another_model_warn(workspace, tmp_path, recwarn):
+    """A `--ffn-scores` file records the scored weights; applying it to other weights warns in one line."""
+    import warnings
+
+    import prunehead
+    from prunehead.scorers.parallel import model_fingerprint
+    from tests.conftest import tiny
+
+    root = workspace
+    model = load(root / "model")
+    planted = torch.rand(2, I, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    save_scores(tmp_path / "own.json", planted, "planted", "m", units="ffn", model_fingerprint=model_fingerprint(model))
+    save_scores(tmp_path / "other.json", planted, "planted", "m", units="ffn",
+                model_fingerprint=model_fingerprint(tiny("wav2vec2-tiny", seed=1)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prunehead.prune(str(root / "model"), ffn_ratio=0.25, ffn_scores=tmp_path / "own.json", dry_run=True)
+    with pytest.warns(UserWarning, match="another model") as caught:
+        prunehead.prune(str(root / "model"), ffn_ratio=0.25, ffn_scores=tmp_path / "other.json", dry_run=True)
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)

@@ -23,7 +23,7 @@ from ..budget import (AUTO_SCORERS, UNITS, choose_scorer, max_drop_plan, max_dro
                       target_macs_plan)
 from ..plan import PruningPlan, load_scores, select_ffn
 from ..pruning import change_report, recover
-from ..scorers.parallel import run
+from ..scorers.parallel import model_fingerprint, run
 from ..train import TrainConfig, pick_device
 from ..workspace import ModelLike, open_workspace
 
@@ -434,7 +434,7 @@ def _ffn_matrix(net: nn.Module, scores: ScoresLike | None, scorer: str, data: st
                              "FFN neurons")
         matrix = scores
     elif scores is not None:
-        matrix = load_scores(scores, expect=expect, units="ffn")
+        matrix = load_scores(scores, expect=expect, units="ffn", model_fingerprint=model_fingerprint(net))
     elif scorer == "magnitude":
         matrix = score_ffn(net, method="magnitude")
     else:
