@@ -446,3 +446,25 @@ def test_neuron_scores_from_another_model_warn(workspace, tmp_path, recwarn):
     with pytest.warns(UserWarning, match="another model") as caught:
         prunehead.prune(str(root / "model"), ffn_ratio=0.25, ffn_scores=tmp_path / "other.json", dry_run=True)
     assert len(caught) == 1 and "\n" not in str(caught[0].message)
+
+
+@pytest.mark.parametrize("how", ["ratio", "target_macs"])
+def test_heads_and_neurons_scored_on_one_read_of_the_score_split(workspace, monkeypatch, how):
+    """Scoring heads (--scorer) and neurons (taylor) in one call reads the score split once, and the
+    result equals scoring each apart."""
+    import prunehead
+    import prunehead.workspace as wsmod
+
+    root = workspace
+    reads = []
+    real = wsmod.load_data
+    monkeypatch.setattr(wsmod, "load_data", lambda data, split, *a, **k: reads.append(split) or real(data, split, *a, **k))
+    cut = {"ratio": {"ratio": 0.25, "ffn_ratio": 0.25}, "target_macs": {"target_macs": 0.97}}[how]
+    got = prunehead.prune(str(root / "model"), scorer="gradient", ffn_scorer="taylor", data=str(root / "data"),
+                          samples=4, dry_run=True, **cut)
+    assert reads == ["train"]
+    monkeypatch.setattr(wsmod, "load_data", real)
+    heads = prunehead.score(str(root / "model"), str(root / "data"), "gradient", samples=4).scores
+    neurons = prunehead.score(str(root / "model"), str(root / "data"), "taylor", samples=4, units="ffn").scores
+    apart = prunehead.prune(str(root / "model"), scores=heads, ffn_scores=neurons, dry_run=True, **cut)
+    assert got.plan == apart.plan and got.plan.num_pruned > 0 and got.plan.num_pruned_ffn > 0

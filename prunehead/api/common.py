@@ -46,3 +46,20 @@ def data_workspace(model: ModelLike, data: str | None, split: str, task: str | N
         raise InputError("scoring needs data: give --data")
     return open_workspace(model, data, split, task=task, device=device, clip_seconds=clip_seconds, source=source,
                           workers=workers)
+
+
+class ScoreSplit:
+    """The split the scorers draw from, opened on first use and then shared: the head and the neuron
+    scorer of one call read it once (`ScoreSplit(...)(model)` is that split's Workspace on `model`)."""
+
+    def __init__(self, data: str | None, split: str, task: str | None, device: Any, clip_seconds: float | None,
+                 source: str | None = None) -> None:
+        self.data, self.split, self.task, self.device, self.clip_seconds, self.source = (
+            data, split, task, device, clip_seconds, source)
+        self._opened: Workspace | None = None
+
+    def __call__(self, model: nn.Module) -> Workspace:
+        if self._opened is None or self._opened.model is not model:
+            self._opened = data_workspace(model, self.data, self.split, self.task, self.device, self.clip_seconds,
+                                          source=self.source)
+        return self._opened

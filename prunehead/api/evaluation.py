@@ -21,7 +21,7 @@ from ..precision import check_dtype
 from ..scorers.parallel import model_fingerprint
 from ..workspace import ModelLike, open_workspace
 
-from .common import ScoresLike, check_counts, say, scores_for
+from .common import ScoresLike, ScoreSplit, check_counts, say, scores_for
 from .pruner import _ffn_matrix, resolve_scope
 
 
@@ -108,8 +108,8 @@ def _frontier(model: ModelLike, data: str, scores: Mapping[str, ScoresLike] | Se
     if progress and ffn_scores is None:
         say(f"frontier: scoring the FFN neurons with {ffn_scorer}"
             + (f" on {samples} samples of {score_split}" if ffn_scorer != "magnitude" else ""))
-    net, neuron_scores = _ffn_matrix(ws.model, ffn_scores, ffn_scorer, data, samples, score_split, seed, task, device,
-                                     clip_seconds, ws.source)
+    net, neuron_scores = _ffn_matrix(ws.model, ffn_scores, ffn_scorer, samples, seed,
+                                     ScoreSplit(data, score_split, task, device, clip_seconds, ws.source))
     if head_ratios is None:  # per layer without --ratios: K = 0..H-1 heads per layer
         H = head_adapter(net).num_heads
         head_ratios = [k / H for k in range(H)]

@@ -27,7 +27,7 @@ from ..scorers.parallel import model_fingerprint, run
 from ..train import TrainConfig, pick_device
 from ..workspace import ModelLike, open_workspace
 
-from .common import ScoresLike, check_counts, data_workspace, say, scores_for
+from .common import ScoresLike, ScoreSplit, check_counts, say, scores_for
 from .scoring import build_scorer, score
 
 AUTO = "auto"  # --scorer auto: choose the scorer by measurement (prunehead.budget)
@@ -114,9 +114,10 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
                               "plan": str(plan) if isinstance(plan, (str, Path)) else None, "scorer": scorer,
                               "ratio": ratio, "heads": heads}
     ffn = None
+    score_data = ScoreSplit(data, score_split, task, device, clip_seconds, spec)  # read once, by heads and neurons
     if ffn_ratio is not None:
-        net, ffn = _ffn_plan(net, ffn_ratio, ffn_scores, ffn_scorer, ffn_scope, min_neurons_per_layer, data,
-                             samples, score_split, seed, task, device, clip_seconds, spec)
+        net, ffn = _ffn_plan(net, ffn_ratio, ffn_scores, ffn_scorer, ffn_scope, min_neurons_per_layer, samples, seed,
+                             score_data)
         report["ffn"] = {"ratio": ffn_ratio, "scope": ffn_scope, **_ffn_source(ffn_scores, ffn_scorer),
                          "neurons_removed": ffn.num_pruned_ffn - surgery.plan_of(net).num_pruned_ffn,
                          "pruned_ffn": ffn.to_json()["pruned_ffn"]}
@@ -134,7 +135,7 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
         return _prune_by_measurement(net, spec, report, scores, ratio, heads, resolve_scope(ratio, heads, scope),
                                      min_heads_per_layer, scorer, data, samples, score_split, seed, split, batch_size,
                                      task, clip_seconds, recover_epochs, recover_lr, device, dry_run, progress,
-                                     options, max_drop, auto_scorers,
+                                     options, max_drop, auto_scorers, score_data,
                                      units=units, ffn=(ffn_scores, ffn_scorer, min_neurons_per_layer))
     split = split or "test"
     target = Target(ratio, heads, resolve_scope(ratio, heads, scope), min_heads_per_layer)
@@ -142,7 +143,7 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
     report["scope"] = target.scope
     matrix = scores_for(scores, net) if scores is not None else None
     if scorer is not None:
-        ws = data_workspace(net, data, score_split, task, device, clip_seconds, source=spec)
+        ws = score_data(net)
         drawn = ws.draw(samples, seed, 8)
         report["score_samples"] = drawn.paths
         method = build_scorer(scorer, options, task=ws.task.name, seed=seed)
@@ -207,7 +208,8 @@ def _prune_by_measurement(net: nn.Module, spec: str | None, report: dict[str, An
                           data: str, samples: int, score_split: str, seed: int, split: str | None, batch_size: int,
                           task: str | None, clip_seconds: float | None, recover_epochs: int, recover_lr: float,
                           device: str | None, dry_run: bool, progress: bool, options: Mapping[str, Any] | None,
-                          max_drop: float | None, auto_scorers: Sequence[str], units: str = "heads",
+                          max_drop: float | None, auto_scorers: Sequence[str], score_data: ScoreSplit,
+                          units: str = "heads",
                           ffn: tuple = (None, "taylor", 1)) -> PruneResult:
     """`--max-drop` and / or `--scorer auto`: decide on the selection split, apply once, report test apart.
     `ffn` = (neuron scores, neuron scorer, per-layer floor) for `units` "ffn" / "both"."""
@@ -217,7 +219,7 @@ def _prune_by_measurement(net: nn.Module, spec: str | None, report: dict[str, An
     net = selection.model
     report.update(scope=scope, selection={"split": selection.split, "samples": selection.dataset.num_rows})
     if scorer == AUTO:
-        ws = data_workspace(net, data, score_split, task, device, clip_seconds, source=spec)
+        ws = score_data(net)
         drawn = ws.draw(samples, seed, 8)
         report["score_samples"] = drawn.paths
         rankings = {}
@@ -237,15 +239,13 @@ def _prune_by_measurement(net: nn.Module, spec: str | None, report: dict[str, An
     elif units == "ffn":
         matrix = None
     elif scorer is not None:
-        matrix = score(selection if score_split == selection.split else
-                       data_workspace(net, data, score_split, task, device, clip_seconds, source=spec),
+        matrix = score(selection if score_split == selection.split else score_data(net),
                        scorer=scorer, samples=samples, seed=seed, progress=progress, **dict(options or {})).scores
     else:
         matrix = scores_for(scores, net)
     if max_drop is not None and units != "heads":
         ffn_scores, ffn_scorer, min_neurons = ffn
-        net, neurons = _ffn_matrix(net, ffn_scores, ffn_scorer, data, samples, score_split, seed, task, device,
-                                   clip_seconds, spec)
+        net, neurons = _ffn_matrix(net, ffn_scores, ffn_scorer, samples, seed, score_data)
         order = removal_order(net, matrix, neurons, min_heads_per_layer=min_heads, min_neurons_per_layer=min_neurons)
         search = max_drop_units_plan(net, order, selection.evaluate, max_drop, progress=tell)
         report["ffn"] = {**_ffn_source(ffn_scores, ffn_scorer),
@@ -395,14 +395,14 @@ def _prune_to_macs(model: ModelLike, target: float, scores: ScoresLike | None, s
     net = surgery.load(spec).to(pick_device(device)) if spec is not None else model  # GPU when present
     report: dict[str, Any] = {"model": spec, "scores": str(scores) if isinstance(scores, (str, Path)) else None,
                               "scorer": scorer, "ratio": None, "heads": None}
+    score_data = ScoreSplit(data, score_split, task, device, clip_seconds, spec)  # read once, by heads and neurons
     if scorer is not None:
-        ws = data_workspace(net, data, score_split, task, device, clip_seconds, source=spec)
+        ws = score_data(net)
         net = ws.model
         heads = score(ws, scorer=scorer, samples=samples, seed=seed, progress=progress, **dict(options or {})).scores
     else:
         heads = scores_for(scores, net)
-    net, neurons = _ffn_matrix(net, ffn_scores, ffn_scorer, data, samples, score_split, seed, task, device,
-                               clip_seconds, spec)
+    net, neurons = _ffn_matrix(net, ffn_scores, ffn_scorer, samples, seed, score_data)
     chosen, report["target_macs"] = target_macs_plan(net, heads, neurons, target, min_heads_per_layer=min_heads,
                                                       min_neurons_per_layer=min_neurons)
     if dry_run:
@@ -412,18 +412,16 @@ def _prune_to_macs(model: ModelLike, target: float, scores: ScoresLike | None, s
 
 
 def _ffn_plan(net: nn.Module, ratio: float, scores: ScoresLike | None, scorer: str, scope: str, min_neurons: int,
-              data: str | None, samples: int, score_split: str, seed: int, task: str | None, device: str | None,
-              clip_seconds: float | None, spec: str | None) -> tuple[nn.Module, PruningPlan]:
+              samples: int, seed: int, score_data: ScoreSplit) -> tuple[nn.Module, PruningPlan]:
     """(the model, its plan plus the FFN neurons to remove): scores from `scores` or `scorer`, cut at `ratio`."""
-    net, matrix = _ffn_matrix(net, scores, scorer, data, samples, score_split, seed, task, device, clip_seconds, spec)
+    net, matrix = _ffn_matrix(net, scores, scorer, samples, seed, score_data)
     return net, select_ffn(matrix, surgery.plan_of(net), ratio=ratio, scope=scope,
                            min_neurons_per_layer=min_neurons)
 
 
-def _ffn_matrix(net: nn.Module, scores: ScoresLike | None, scorer: str, data: str | None, samples: int,
-                score_split: str, seed: int, task: str | None, device: str | None, clip_seconds: float | None,
-                spec: str | None) -> tuple[nn.Module, torch.Tensor]:
-    """(the model, its (L, I) FFN neuron scores): from `scores`, or scored with `scorer`."""
+def _ffn_matrix(net: nn.Module, scores: ScoresLike | None, scorer: str, samples: int, seed: int,
+                score_data: ScoreSplit) -> tuple[nn.Module, torch.Tensor]:
+    """(the model, its (L, I) FFN neuron scores): from `scores`, or scored with `scorer` on `score_data`."""
     from ..scorers.ffn import score_ffn
 
     sites = ffn_sites(net)
@@ -438,7 +436,7 @@ def _ffn_matrix(net: nn.Module, scores: ScoresLike | None, scorer: str, data: st
     elif scorer == "magnitude":
         matrix = score_ffn(net, method="magnitude")
     else:
-        ws = data_workspace(net, data, score_split, task, device, clip_seconds, source=spec)
+        ws = score_data(net)
         net = ws.model
         matrix = score_ffn(net, ws.draw(samples, seed, 8).batches, ws.task.objective, method=scorer)
     return net, matrix
