@@ -468,3 +468,24 @@ def test_heads_and_neurons_scored_on_one_read_of_the_score_split(workspace, monk
     neurons = prunehead.score(str(root / "model"), str(root / "data"), "taylor", samples=4, units="ffn").scores
     apart = prunehead.prune(str(root / "model"), scores=heads, ffn_scores=neurons, dry_run=True, **cut)
     assert got.plan == apart.plan and got.plan.num_pruned > 0 and got.plan.num_pruned_ffn > 0
+
+
+def test_auto_scorer_on_the_selection_split_reads_it_once(workspace, monkeypatch):
+    """`--scorer auto` whose score split is also the selection split (no validation here: both are
+    train) reads it once, and the result equals the same run with the split read separately."""
+    import prunehead
+    import prunehead.workspace as wsmod
+    from prunehead.api.common import ScoreSplit
+
+    root = workspace
+    reads = []
+    real = wsmod.load_data
+    monkeypatch.setattr(wsmod, "load_data", lambda data, split, *a, **k: reads.append(split) or real(data, split, *a, **k))
+    kwargs = dict(scorer="auto", auto_scorers=["gradient", "attention"], max_drop=0.0, data=str(root / "data"),
+                  samples=4, dry_run=True)
+    got = prunehead.prune(str(root / "model"), **kwargs)
+    assert reads == ["train"]
+    monkeypatch.setattr(ScoreSplit, "share_", lambda self, ws: None)  # the old way: a second read
+    apart = prunehead.prune(str(root / "model"), **kwargs)
+    assert reads == ["train", "train", "train"]
+    assert got.plan == apart.plan and got.report["auto"] == apart.report["auto"]

@@ -58,6 +58,11 @@ class ScoreSplit:
             data, split, task, device, clip_seconds, source)
         self._opened: Workspace | None = None
 
+    def share_(self, ws: Workspace) -> None:
+        """Serve `ws` (already open on this data) when it is this split: no second read of the same split."""
+        if ws.split == self.split:
+            self._opened = ws
+
     def __call__(self, model: nn.Module) -> Workspace:
         if self._opened is None or self._opened.model is not model:
             self._opened = data_workspace(model, self.data, self.split, self.task, self.device, self.clip_seconds,

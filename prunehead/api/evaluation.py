@@ -108,8 +108,9 @@ def _frontier(model: ModelLike, data: str, scores: Mapping[str, ScoresLike] | Se
     if progress and ffn_scores is None:
         say(f"frontier: scoring the FFN neurons with {ffn_scorer}"
             + (f" on {samples} samples of {score_split}" if ffn_scorer != "magnitude" else ""))
-    net, neuron_scores = _ffn_matrix(ws.model, ffn_scores, ffn_scorer, samples, seed,
-                                     ScoreSplit(data, score_split, task, device, clip_seconds, ws.source))
+    score_data = ScoreSplit(data, score_split, task, device, clip_seconds, ws.source)
+    score_data.share_(ws)  # scoring on the evaluated split reads it once
+    net, neuron_scores = _ffn_matrix(ws.model, ffn_scores, ffn_scorer, samples, seed, score_data)
     if head_ratios is None:  # per layer without --ratios: K = 0..H-1 heads per layer
         H = head_adapter(net).num_heads
         head_ratios = [k / H for k in range(H)]

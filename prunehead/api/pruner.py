@@ -217,6 +217,7 @@ def _prune_by_measurement(net: nn.Module, spec: str | None, report: dict[str, An
     selection = open_workspace(net, data, split or _selection_split(data),
                                task=task, device=device, batch_size=batch_size, clip_seconds=clip_seconds, source=spec)
     net = selection.model
+    score_data.share_(selection)  # scoring on the selection split reads it once
     report.update(scope=scope, selection={"split": selection.split, "samples": selection.dataset.num_rows})
     if scorer == AUTO:
         ws = score_data(net)
@@ -239,8 +240,8 @@ def _prune_by_measurement(net: nn.Module, spec: str | None, report: dict[str, An
     elif units == "ffn":
         matrix = None
     elif scorer is not None:
-        matrix = score(selection if score_split == selection.split else score_data(net),
-                       scorer=scorer, samples=samples, seed=seed, progress=progress, **dict(options or {})).scores
+        matrix = score(score_data(net), scorer=scorer, samples=samples, seed=seed, progress=progress,
+                       **dict(options or {})).scores
     else:
         matrix = scores_for(scores, net)
     if max_drop is not None and units != "heads":
