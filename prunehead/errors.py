@@ -21,6 +21,20 @@ class DataError(InputError):
     """A data set or audio file cannot be used."""
 
 
+class MissingSplitError(DataError):
+    """A data set lacks the asked-for split; `for_option` names the option that chose it."""
+
+    def __init__(self, what: str, split: str, available: list[str] | tuple[str, ...], option: str = "--split",
+                 template: str = "{what} has no split {split!r}; use {option} with one of: {available}"):
+        self.what, self.split, self.available, self.option, self.template = (what, split, tuple(available), option,
+                                                                              template)
+        super().__init__(template.format(what=what, split=split, option=option, available=", ".join(available)))
+
+    def for_option(self, option: str) -> MissingSplitError:
+        """The same error, telling the user to change `option` (e.g. --score-split) instead of --split."""
+        return MissingSplitError(self.what, self.split, self.available, option, self.template)
+
+
 class Interrupted(PruneheadError):
     """The user pressed Ctrl-C; the message says how to continue (the CLI exits 130)."""
 

@@ -204,7 +204,8 @@ def get_task(name: str, model: nn.Module | None = None, tokenizer: Any = None) -
 
 def infer_task(model: nn.Module) -> str:
     """"asr" for CTC and Whisper generation models, "ic" for "action|object|location" labels, else "ks"."""
-    if type(model).__name__.endswith("ForCTC") or is_seq2seq(model):
+    saved_as = (getattr(model.config, "architectures", None) or [""])[0]  # an ONNX graph's class
+    if type(model).__name__.endswith("ForCTC") or saved_as.endswith("ForCTC") or is_seq2seq(model):
         return "asr"
     return classification_task(list((getattr(model.config, "id2label", None) or {}).values()))
 

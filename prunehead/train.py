@@ -26,9 +26,10 @@ from torch import nn
 
 from . import surgery
 from .architectures import build_model
+from .data.augment import Augment
 from .data import (CLIP_KEY, align_labels, default_feature_extractor, label_names, load_data, make_batches,
-                   spec_paths)
-from .errors import InputError, PruneheadError, check_finite
+                   model_label_names, spec_paths)
+from .errors import InputError, MissingSplitError, PruneheadError, check_finite
 from .families import family_for_type, family_of
 from .heads import PRUNED_HEADS_KEY
 from .outputs import check_output, exclusive_temp, publish_dir
@@ -60,6 +61,7 @@ class TrainConfig:
     train_split: str = "train"
     clip_seconds: float | None = None  # crop / pad training and evaluation clips to this length
     window_s: float | None = None  # Whisper input window (2.0 -> 100 positions); None keeps the model's
+    augment: bool | None = None  # perturb training clips (prunehead.data.augment); None: by model source
 
     def __post_init__(self) -> None:
         check_train_config(self)
@@ -90,8 +92,8 @@ def check_train_config(cfg: TrainConfig) -> None:
 # (the demo's settings: 0.953 on FSDD digits, where the fine-tuning ones stayed at chance, issue 16).
 # A trained checkpoint (folder, hub id, Whisper, pruned model) is fine-tuned gently on a fixed front end.
 SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "scratch": {"lr": 1e-3, "head_lr": 1e-3, "freeze_feature_encoder": False},
-    "pretrained": {"lr": 5e-5, "head_lr": 1e-3, "freeze_feature_encoder": True},
+    "scratch": {"lr": 1e-3, "head_lr": 1e-3, "freeze_feature_encoder": False, "augment": True},
+    "pretrained": {"lr": 5e-5, "head_lr": 1e-3, "freeze_feature_encoder": True, "augment": False},
 }
 
 
@@ -128,10 +130,13 @@ def chance_warning(final: dict[str, float], chance: float | None, margin: float 
     """One line when the final accuracy is below chance + `margin` * (1 - chance): nothing was learned."""
     if chance is None or "accuracy" not in final:
         return None
-    if final["accuracy"] >= chance + margin * (1.0 - chance):
+    threshold = chance + margin * (1.0 - chance)
+    if final["accuracy"] >= threshold:
         return None
-    return (f"accuracy {final['accuracy']:.3f} is at or below chance level ({chance:.3f}): the model learned "
-            "nothing; train longer (--epochs) or with other --lr / --head-lr / --train-feature-encoder")
+    return (f"accuracy {final['accuracy']:.3f} is near chance level: a constant guess gets {chance:.3f}, and "
+            f"{final['accuracy']:.3f} is under {threshold:.3f} ({margin:.0%} of the way from chance to perfect), so "
+            "the model learned next to nothing; train longer (--epochs) or with other --lr / --head-lr / "
+            "--train-feature-encoder")
 
 
 @contextlib.contextmanager
@@ -180,12 +185,12 @@ def _label_kwargs(labels: list[str]) -> dict[str, Any]:
 
 
 def _has_head(config: tf.PretrainedConfig, task: str, labels: list[str] | None) -> bool:
-    """True if the saved model already has the head this task needs (same label names)."""
+    """True if the saved model already has the head this task needs (the same label names, in any id order)."""
     arch = (getattr(config, "architectures", None) or [""])[0]
     if task == "asr":
         return arch.endswith("ForCTC") or arch == "WhisperForConditionalGeneration"
     return arch.endswith(("ForSequenceClassification", "ForAudioClassification")) \
-        and list(config.id2label.values()) == labels
+        and sorted(model_label_names(config)) == sorted(labels or [])
 
 
 def load_model(spec: str, task: str, labels: list[str] | None = None, tokenizer: Any = None) -> nn.Module:
@@ -365,13 +370,16 @@ def finetune(model_spec: str, data_spec: str, out_dir: str | Path, cfg: TrainCon
     out_dir = check_out_dir(out_dir, resume, _inputs(model_spec, data_spec, eval_data))
     cfg = source_defaults(cfg, model_spec)
     fe, tok = load_processor(model_spec)
-    train = load_data(data_spec, cfg.train_split, fe, task, on_error, cfg.clip_seconds)
+    train = _load_split(data_spec, cfg.train_split, "--train-split", fe, task, on_error, cfg.clip_seconds)
     task = task or _infer_data_task(train)
     labels = None if task == "asr" else label_names(train)
     if task == "asr" and tok is None:
         tok = char_tokenizer(list(train["text"]))
     torch.manual_seed(cfg.seed)
     model = load_model(model_spec, task, labels, tok)
+    if labels:  # a kept head has its own class order: the data follow it, matched by name
+        labels = model_label_names(model.config)
+        train = align_labels(train, labels)
     fe = fe or default_feature_extractor(model.config)
     clip = cfg.clip_seconds if cfg.clip_seconds is not None else getattr(fe, CLIP_KEY, None)
     if clip and task != "asr":
@@ -385,7 +393,8 @@ def finetune(model_spec: str, data_spec: str, out_dir: str | Path, cfg: TrainCon
         freeze_feature_encoder_(model)
     evaluation = None
     if cfg.eval_split:
-        evaluation = load_data(eval_data or data_spec, cfg.eval_split, fe, task, on_error, cfg.clip_seconds)
+        evaluation = _load_split(eval_data or data_spec, cfg.eval_split, "--eval-split", fe, task, on_error,
+                                 cfg.clip_seconds)
         evaluation = align_labels(evaluation, labels) if labels else evaluation
     dev = pick_device(device)
     model.to(dev)
@@ -403,6 +412,14 @@ def finetune(model_spec: str, data_spec: str, out_dir: str | Path, cfg: TrainCon
             shutil.rmtree(work, ignore_errors=True)
         raise
     return record
+
+
+def _load_split(spec: str, split: str, option: str, *args: Any) -> Any:
+    """`load_data(spec, split, *args)`; a missing split is reported against `option`, the flag that chose it."""
+    try:
+        return load_data(spec, split, *args)
+    except MissingSplitError as err:
+        raise err.for_option(option) from None
 
 
 def _warn_at_chance(record: dict[str, Any], labels: list[str] | None, evaluation: Any) -> None:
@@ -440,6 +457,7 @@ def _train_loop(model: nn.Module, task: Any, train: Any, evaluation: Any, proces
         sched.load_state_dict(state["scheduler"])
         epoch, skip, elapsed, history = state["epoch"], state["step"], state["elapsed"], state["history"]
     start, stopped = time.monotonic(), False
+    augmenter = Augment(rate=processor[0].sampling_rate) if cfg.augment and "label" in train.column_names else None
 
     def snapshot(step: int) -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -448,7 +466,8 @@ def _train_loop(model: nn.Module, task: Any, train: Any, evaluation: Any, proces
 
     while epoch < cfg.epochs and not stopped:
         model.train()
-        batches = make_batches(train, processor, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
+        batches = make_batches(train, processor, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch,
+                               augment=augmenter)
         bar = progress_bar(batches, total=steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                            enable=progress)
         for step, batch in enumerate(bar):

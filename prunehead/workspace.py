@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import surgery
-from .data import align_labels, default_feature_extractor, load_data, make_batches
+from .data import align_labels, default_feature_extractor, load_data, make_batches, model_label_names
 from .scorers.base import model_device, padding_changes_outputs
 from .tasks import Task, get_task, infer_task
 from .train import load_processor, pick_device
@@ -97,6 +97,6 @@ def open_workspace(model: ModelLike, data: str, split: str = "test", *, task: st
     name = task or infer_task(net)
     dataset = load_data(data, split, fe, name, on_error, clip_seconds)
     if name != "asr":
-        dataset = align_labels(dataset, list(net.config.id2label.values()))
+        dataset = align_labels(dataset, model_label_names(net.config))
     return Workspace(net, get_task(name, net, tok), (fe, tok), dataset, batch_size, where, split, workers=workers)
 

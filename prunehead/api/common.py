@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, MissingSplitError
 from ..heads import head_adapter
 from ..plan import load_scores
 from ..scorers.parallel import model_fingerprint
@@ -63,8 +63,13 @@ class ScoreSplit:
         if ws.split == self.split:
             self._opened = ws
 
+    option = "--score-split"  # the flag that chose `split`, named when the data lacks it
+
     def __call__(self, model: nn.Module) -> Workspace:
         if self._opened is None or self._opened.model is not model:
-            self._opened = data_workspace(model, self.data, self.split, self.task, self.device, self.clip_seconds,
-                                          source=self.source)
+            try:
+                self._opened = data_workspace(model, self.data, self.split, self.task, self.device,
+                                              self.clip_seconds, source=self.source)
+            except MissingSplitError as err:
+                raise err.for_option(self.option) from None
         return self._opened

@@ -16,6 +16,7 @@ from ..frontier import run_frontier
 from ..heads import head_adapter
 from ..budget import best_curve
 from ..errors import InputError
+from ..export.runtime import load_onnx, onnx_graph
 from ..plan import read_json
 from ..precision import check_dtype
 from ..scorers.parallel import model_fingerprint
@@ -33,10 +34,15 @@ def evaluate(model: ModelLike, data: str, *, split: str = "test", task: str | No
              progress: bool = False) -> dict[str, float]:
     """The metrics of `model` on `split` of `data` (accuracy; ASR: wer, cer and accuracy = 1 - WER).
 
+    `model` may also be an `export onnx` folder (its final graph, run by ONNX Runtime) or a `.onnx` file in one.
+
     `dtype` "bfloat16" / "float16" evaluates under autocast (prunehead.precision). Cost: one forward pass
     per sample (plus `generate` for Whisper ASR).
     """
     check_dtype(dtype)
+    graph = onnx_graph(model) if isinstance(model, (str, Path)) else None
+    if graph is not None:  # an `export onnx` folder: its graph, config and feature extractor
+        model, source = load_onnx(graph), graph.parent
     ws = open_workspace(model, data, split, task=task, device=device, batch_size=batch_size,
                         clip_seconds=clip_seconds, on_error=on_error, source=source, workers=workers)
     ws.dtype = dtype

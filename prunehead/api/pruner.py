@@ -25,7 +25,7 @@ from ..plan import PruningPlan, load_scores, select_ffn
 from ..pruning import change_report, recover
 from ..scorers.parallel import model_fingerprint, run
 from ..train import TrainConfig, pick_device
-from ..workspace import ModelLike, open_workspace
+from ..workspace import ModelLike, Workspace, open_workspace
 
 from .common import ScoresLike, ScoreSplit, check_counts, say, scores_for
 from .scoring import build_scorer, score
@@ -166,15 +166,17 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
 def _apply(net: nn.Module, target: Target | PruningPlan, scoring: tuple | None, rounds: int, report: dict[str, Any],
            data: str | None, spec: str | None, split: str, task: str | None, device: str | None, batch_size: int,
            clip_seconds: float | None, recover_epochs: int, recover_lr: float, seed: int, dry_run: bool,
-           progress: bool, ffn: PruningPlan | None = None) -> PruneResult:
+           progress: bool, ffn: PruningPlan | None = None, ws: Workspace | None = None,
+           ranking: torch.Tensor | None = None) -> PruneResult:
     """Remove the heads (in rounds when re-scoring), then the FFN neurons of `ffn` (or of a plan `target`),
-    evaluating and recovering with `data` when given."""
+    evaluating (on `ws`, else `split` of `data`) and recovering with `data` when given. `ranking`: the head
+    scores that decided a plan `target` (recorded for the report and its picture)."""
     if dry_run:  # a saved plan: nothing to decide
         return PruneResult(None, target, {**report, "pruned_heads": target.to_json()["pruned_heads"]})
-    ws = None
-    if data is not None:
+    if ws is None and data is not None:
         ws = open_workspace(net, data, split, task=task, device=device, batch_size=batch_size,
                             clip_seconds=clip_seconds, source=spec)
+    if ws is not None:
         net = ws.model
         report["data"] = {"spec": data, "split": split, "samples": ws.dataset.num_rows}
         report["metrics_before"] = ws.evaluate(progress=progress)
@@ -183,7 +185,9 @@ def _apply(net: nn.Module, target: Target | PruningPlan, scoring: tuple | None, 
         pruned = surgery.prune_(copy.deepcopy(net), target)
         history = [{"round": 1, "heads_removed": target.num_pruned - surgery.plan_of(net).num_pruned,
                     "heads_removed_total": target.num_pruned, "pruned_heads": target.to_json()["pruned_heads"],
-                    "scored_by": "plan", "scores": None, **({"metrics": measure(pruned)} if measure else {})}]
+                    "scored_by": "plan" if ranking is None else "ranking",
+                    "scores": ranking.tolist() if ranking is not None else None,
+                    **({"metrics": measure(pruned)} if measure else {})}]
     else:
         score_fn, matrix = scoring
         pruned, _, history = prune_iteratively(net, score_fn, target, rounds, first_scores=matrix, evaluate=measure)
@@ -263,8 +267,9 @@ def _prune_by_measurement(net: nn.Module, spec: str | None, report: dict[str, An
     if dry_run:
         return PruneResult(None, chosen, {**report, "pruned_heads": chosen.to_json()["pruned_heads"]})
     test = "test" if selection.split != "test" and split_exists(data, "test") else None
-    return _apply(net, chosen, None, 1, report, data if test else None, spec, test or "test", task, device,
-                  batch_size, clip_seconds, recover_epochs, recover_lr, seed, dry_run, progress)
+    return _apply(net, chosen, None, 1, report, data, spec, test or selection.split, task, device, batch_size,
+                  clip_seconds, recover_epochs, recover_lr, seed, dry_run, progress,
+                  ws=None if test else selection, ranking=matrix)  # the test split apart, else the selection split again
 
 
 
@@ -409,7 +414,7 @@ def _prune_to_macs(model: ModelLike, target: float, scores: ScoresLike | None, s
     if dry_run:
         return PruneResult(None, chosen, {**report, "pruned_heads": chosen.to_json()["pruned_heads"]})
     return _apply(net, chosen, None, 1, report, data, spec, split or "test", task, device, batch_size, clip_seconds,
-                  recover_epochs, recover_lr, seed, dry_run, progress)
+                  recover_epochs, recover_lr, seed, dry_run, progress, ranking=heads)
 
 
 def _ffn_plan(net: nn.Module, ratio: float, scores: ScoresLike | None, scorer: str, scope: str, min_neurons: int,

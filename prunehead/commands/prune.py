@@ -129,12 +129,14 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
 
 def _picture(result, path: Path, model: str) -> None:
     """The head scores that decided the plan, with the removed heads crossed out (when scores decided it)."""
-    scored = [r["scores"] for r in result.report.get("rounds", []) if r.get("scores") is not None]
+    rounds = result.report.get("rounds", [])
+    scored = [r for r in rounds if r.get("scores") is not None]
     if not scored:
         return
     from ..plots import heatmap
 
-    heatmap(scored[-1], path, f"{Path(model).name}: head scores of the last round", pruned=result.plan)
+    which = "" if len(rounds) == 1 else f" of round {scored[-1]['round']} (the last that scored)"
+    heatmap(scored[-1]["scores"], path, f"{Path(model).name}: head scores{which}", pruned=result.plan)
 
 
 def _decision(report: dict) -> None:
@@ -164,16 +166,17 @@ def _summary(report: dict) -> None:
     typer.echo(f"heads {b['heads']} -> {a['heads']}, params {b['params']:,} -> {a['params']:,} "
                f"({format_ratio(b['params'], a['params'])}), MACs {b['macs']:,} -> {a['macs']:,} "
                f"({format_ratio(b['macs'], a['macs'])})")
+    split = report.get("data", {}).get("split", "test")
     if len(report["rounds"]) > 1:
         for entry in report["rounds"]:
-            metric = f", {_main_metric(entry['metrics'])}" if "metrics" in entry else ""
+            metric = f", {_main_metric(entry['metrics'])} ({split})" if "metrics" in entry else ""
             typer.echo(f"round {entry['round']}: {entry['heads_removed_total']} heads removed{metric}")
     if "metrics_after" in report:
         for key, after in report["metrics_after"].items():
             if key != "samples" and isinstance(after, float):
                 recovered = report.get("metrics_after_recovery", {}).get(key)
                 tail = f" -> {recovered:.4f} after recovery" if isinstance(recovered, float) else ""
-                typer.echo(f"{key}: {report['metrics_before'][key]:.4f} -> {after:.4f}{tail}")
+                typer.echo(f"{key} ({split}): {report['metrics_before'][key]:.4f} -> {after:.4f}{tail}")
 
 
 def _main_metric(metrics: dict[str, float]) -> str:

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from .audio import AUDIO_SUFFIXES, DEFAULT_RATE, Item, fix_length, read_audio, resample, sampling_rate_of
 from .batches import collate, default_feature_extractor, make_batches, split_processor
-from .labels import align_labels, label_names
+from .labels import align_labels, label_names, model_label_names
 from .loading import CLIP_KEY, load_data
 from .sources import (AUDIO_COLUMNS, BUILTIN_SETS, DIGITS, HUB_ALIASES, KS_LABELS, KS_WORDS, SPLITS, Source,
                       shared_dir, spec_paths, split_exists)
 
 __all__ = ["AUDIO_COLUMNS", "AUDIO_SUFFIXES", "BUILTIN_SETS", "CLIP_KEY", "DEFAULT_RATE", "DIGITS", "HUB_ALIASES",
            "KS_LABELS", "KS_WORDS", "SPLITS", "Item", "Source", "align_labels", "collate", "default_feature_extractor",
-           "fix_length", "label_names", "load_data", "make_batches", "read_audio", "resample", "sampling_rate_of",
+           "fix_length", "label_names", "load_data", "model_label_names", "make_batches", "read_audio", "resample", "sampling_rate_of",
            "shared_dir", "spec_paths", "split_exists", "split_processor"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import datasets
@@ -78,21 +78,26 @@ def collate(rows: dict[str, Any], feature_extractor: Any, tokenizer: Any = None)
 
 
 class _Collated(torch.utils.data.Dataset):
-    """Batch i of a fixed order, collated when asked for (in a DataLoader worker when there are workers)."""
+    """Batch i of a fixed order, collated when asked for (in a DataLoader worker when there are workers);
+    `augment` perturbs its audio with a generator seeded by (seed, i), whichever process builds it."""
 
-    def __init__(self, dataset: datasets.Dataset, order: list[list[int]], fe: Any, tok: Any):
-        self.dataset, self.order, self.fe, self.tok = dataset, order, fe, tok
+    def __init__(self, dataset: datasets.Dataset, order: list[list[int]], fe: Any, tok: Any,
+                 augment: Callable | None = None, seed: int = 0):
+        self.dataset, self.order, self.fe, self.tok, self.augment, self.seed = dataset, order, fe, tok, augment, seed
 
     def __len__(self) -> int:
         return len(self.order)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return collate(self.dataset[self.order[i]], self.fe, self.tok)
+        rows = self.dataset[self.order[i]]
+        if self.augment is not None:
+            rows = {**rows, "audio": self.augment(list(rows["audio"]), np.random.default_rng((self.seed, i, 1)))}
+        return collate(rows, self.fe, self.tok)
 
 
 def make_batches(dataset: datasets.Dataset, model_or_processor: Any, batch_size: int, shuffle: bool = False,
                  seed: int = 0, equal_length: bool = False, tokenizer: Any = None, workers: int = 0,
-                 pin_memory: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+                 pin_memory: bool = False, augment: Callable | None = None) -> Iterator[dict[str, torch.Tensor]]:
     """Yield padded batches (`dict[str, Tensor]`) over `dataset`.
 
     Args:
@@ -104,6 +109,7 @@ def make_batches(dataset: datasets.Dataset, model_or_processor: Any, batch_size:
         workers: feature extraction in this many DataLoader worker processes (0: in this process); the
             batches and their order are the same either way.
         pin_memory: page-locked batches, for fast non-blocking copies to a GPU.
+        augment: perturbs each batch's audio (`prunehead.data.augment.Augment`), seeded by (seed, batch).
     """
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
@@ -111,10 +117,11 @@ def make_batches(dataset: datasets.Dataset, model_or_processor: Any, batch_size:
         raise InputError(f"workers must be 0 or more, not {workers}")
     fe, tok = split_processor(model_or_processor)
     order = _order(dataset, batch_size, shuffle, seed, equal_length)
+    batches = _Collated(dataset, order, fe, tokenizer or tok, augment, seed)
     if workers == 0 and not pin_memory:
-        for idx in order:
-            yield collate(dataset[idx], fe, tokenizer or tok)
+        yield from (batches[i] for i in range(len(batches)))
         return
-    loader = torch.utils.data.DataLoader(_Collated(dataset, order, fe, tokenizer or tok), batch_size=None,
-                                         num_workers=workers, pin_memory=pin_memory and torch.cuda.is_available())
+    loader = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=workers,
+                                         pin_memory=pin_memory and torch.cuda.is_available(),
+                                         generator=torch.Generator().manual_seed(seed))  # seeded worker RNGs
     yield from loader

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import datasets
 import numpy as np
@@ -18,6 +19,21 @@ def merged_label_names(sources: list[Source]) -> tuple[str, ...]:
         names += [n for n in s.label_names if n not in names]
     extra = sorted({i.target for s in sources for i in s.items} - set(names))
     return (*names, *extra)
+
+
+def model_label_names(config: Any) -> list[str]:
+    """A model's class names in id order (`config.id2label[0]`, `[1]`, ...), whatever order config.json
+    lists them in: a config written with sorted string keys lists "10" before "2"."""
+    id2label = getattr(config, "id2label", None) or {}
+    try:
+        by_id = {int(k): str(v) for k, v in id2label.items()}
+    except (TypeError, ValueError):
+        raise DataError(f"the model's id2label has non-integer ids {sorted(map(str, id2label))[:4]}; "
+                        "fix config.json (ids 0..K-1)") from None
+    if sorted(by_id) != list(range(len(by_id))):
+        raise DataError(f"the model's id2label ids are {sorted(by_id)[:6]}, not 0..{len(by_id) - 1}; "
+                        "fix config.json (ids 0..K-1)")
+    return [by_id[i] for i in range(len(by_id))]
 
 
 def label_names(dataset: datasets.Dataset) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import datasets
 
-from ..errors import DataError, DataWarning
+from ..errors import DataError, DataWarning, MissingSplitError
 from .audio import AUDIO_SUFFIXES, Item
 
 SPLITS = ("train", "validation", "test")
@@ -59,8 +59,8 @@ def _audio_files(folder: Path) -> list[Path]:
     return sorted(files)
 
 
-def _no_split(what: str, split: str, available: Sequence[str]) -> DataError:
-    return DataError(f"{what} has no split {split!r}; use --split with one of: {', '.join(available)}")
+def _no_split(what: str, split: str, available: Sequence[str]) -> MissingSplitError:
+    return MissingSplitError(what, split, list(available))
 
 
 def _fsdd(root: Path, split: str, target: str) -> Source:
@@ -110,14 +110,21 @@ def _folder(root: Path, split: str, label_column: str | None) -> Source:
         base = root / split
     elif split == "train":
         base = root
+    elif not any(p.is_dir() for p in root.iterdir()) and any(p.suffix.lower() in AUDIO_SUFFIXES
+                                                              for p in root.iterdir()):
+        raise DataError(f"{root} holds audio files without label folders; arrange it as {root}/<split>/<label>/"
+                        "*.wav, or list the files and their labels in a CSV manifest (path,label)")
     else:
-        raise DataError(f"{root} has no split folders, so all of it is 'train'; pass --split train, or "
-                        f"arrange it as {root}/{split}/<label>/*.wav")
+        raise MissingSplitError(str(root), split, ["train"], template="{what} has no split folders, so all of it is "
+                                "'train'; pass {option} train, or arrange it as {what}/{split}/<label>/*.wav")
     for name in ("metadata.csv", "metadata.jsonl"):
         if (base / name).is_file():
             return _manifest(base / name, None, label_column)
-    items = [Item(str(p), str(p), p.relative_to(base).parts[0]) for p in _audio_files(base)
-             if len(p.relative_to(base).parts) > 1]
+    files = _audio_files(base)
+    items = [Item(str(p), str(p), p.relative_to(base).parts[0]) for p in files if len(p.relative_to(base).parts) > 1]
+    if files and not items:
+        raise DataError(f"{base} holds audio files without label folders; arrange them as {base}/<label>/*.wav, "
+                        "or list the files and their labels in a CSV manifest (path,label)")
     return Source(items, "label")
 
 
@@ -157,7 +164,7 @@ def _manifest(path: Path, split: str | None, label_column: str | None) -> Source
                         f"name it one of: {', '.join(AUDIO_COLUMNS)}")
     if target not in columns:
         raise DataError(f"manifest {path} has no {target or 'label or text'!r} column (columns: {columns}); "
-                        "rename the column or pass --label-column")
+                        "rename the labels' column to 'label' (or the transcripts' to 'text')")
     if split is not None and "split" in columns:
         available = sorted({str(r.get("split")) for r in rows})
         rows = [r for r in rows if r.get("split") == split]
@@ -183,7 +190,8 @@ def _hub(name: str, config: str | None, split: str, label_column: str | None) ->
     target = label_column or next((c for c in ("label", "text", "sentence") if c in ds.column_names), None)
     if target not in ds.column_names:
         raise DataError(f"hub data set {name!r} has no {target or 'label or text'!r} column "
-                        f"(columns: {ds.column_names}); pass --label-column")
+                        f"(columns: {ds.column_names}); load it yourself and save a manifest with a 'label' or "
+                        "'text' column")
     feature = ds.features[target]
     names = tuple(feature.names) if isinstance(feature, datasets.ClassLabel) else ()
     items = []

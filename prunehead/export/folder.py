@@ -22,11 +22,11 @@ GRAPH_NAMES = {"export": "model.onnx", "optimize": "model_optimized.onnx", "quan
 
 def write_config(model: nn.Module, folder: Path) -> None:
     """config.json of `model` in plain transformers form (its model_type; the removed heads recorded)."""
-    config = model.config.to_dict()
+    config = json.loads(model.config.to_json_string(use_diff=False))  # the config's own order (ids 0, 1, 2, ... 10)
     config.pop("auto_map", None)
     config["model_type"] = str(config.get("model_type", "")).removeprefix(TYPE_PREFIX)
     config["architectures"] = [transformers_class(model).__name__]
-    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
 def write_preprocessing(model: nn.Module, folder: Path, source: str | None) -> list[str]:

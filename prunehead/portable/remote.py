@@ -69,7 +69,7 @@ def write_remote_code(model: nn.Module, folder: str | Path) -> None:
 
         config = json.loads(config_path.read_text())
         config.update(model_type=TYPE_PREFIX + model_type)
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        config_path.write_text(json.dumps(config, indent=2) + "\n")
         warnings.warn(f"{folder}: {model_type} has no portable modeling code yet, so this folder loads with "
                       "prunehead.load only (plain transformers refuses it)", stacklevel=3)
         return
@@ -81,4 +81,4 @@ def write_remote_code(model: nn.Module, folder: str | Path) -> None:
     (folder / REMOTE_FILE).write_text(source + "\n\n" + code)
     config = json.loads(config_path.read_text())
     config.update(model_type=TYPE_PREFIX + model_type, auto_map=auto_map, architectures=[arch])
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
