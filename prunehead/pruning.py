@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
+import copy
 from typing import Any
 
 from torch import nn
@@ -11,8 +10,8 @@ from torch import nn
 from .cost import count_macs, count_params, example_inputs
 from .heads import head_adapter
 from .scorers.base import model_device, to_device
-from .surgery import load, plan_of, save_pretrained
-from .train import TrainConfig, finetune
+from .surgery import plan_of
+from .train import TrainConfig, fit_
 
 
 def cost_summary(model: nn.Module, seconds: float = 1.0) -> dict[str, Any]:
@@ -41,7 +40,7 @@ def recover(pruned: nn.Module, data: str, cfg: TrainConfig, *, source: str | Non
             device: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Recovery: fine-tune a pruned model briefly on `data` (`cfg.train_split`), keeping its plan.
 
-    The model is saved to a temporary folder and trained there by `prunehead.train.finetune`.
+    A copy is trained in memory by `prunehead.train.fit_` (data-parallel under torchrun).
     Cost: `cfg.epochs` passes (forward + backward) over the training split.
 
     Args:
@@ -50,12 +49,9 @@ def recover(pruned: nn.Module, data: str, cfg: TrainConfig, *, source: str | Non
     Returns:
         (the recovered model on the CPU in eval mode, the training record: epochs, time, samples).
     """
-    with tempfile.TemporaryDirectory(prefix="prunehead-recover-") as tmp:
-        start, trained = Path(tmp) / "pruned", Path(tmp) / "recovered"
-        save_pretrained(pruned, start, source=source)
-        record = finetune(str(start), data, trained, cfg, task=task, device=device, progress=False)
-        recovered = load(trained)
+    recovered = copy.deepcopy(pruned)
+    record = fit_(recovered, data, cfg, source=source, task=task, device=device)
     if plan_of(recovered) != plan_of(pruned):
         raise RuntimeError("the recovery fine-tune changed the pruning plan; please report this")
-    keep = ("epochs", "stopped_early", "wall_seconds", "device", "train_samples")
-    return recovered, {**{k: record[k] for k in keep}, "config": record["config"]}
+    keep = ("epochs", "stopped_early", "wall_seconds", "device", "train_samples", "processes")
+    return recovered.cpu().eval(), {**{k: record[k] for k in keep}, "config": record["config"]}

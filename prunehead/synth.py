@@ -186,7 +186,7 @@ def _classes(task: str, n_speakers: int) -> list[str]:
     return ["sentence"]
 
 
-def synthesize(task: str, out_dir: str | Path, n_per_class: int = 20, seed: int = 0,
+def synthesize(task: str, out_dir: str | Path, n_per_class: int = 60, seed: int = 0,
                test_fraction: float = 0.25, n_speakers: int = 8, workers: int = 2) -> Path:
     """Write a synthetic data set for `task` ("ks", "sid", "ic", "asr") to `out_dir`.
 

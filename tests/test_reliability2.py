@@ -213,8 +213,8 @@ def _cfg(**kw):
 
 
 def _batches_that(monkeypatch, at: int, effect):
-    """Wrap train.make_batches so the `at`-th training batch (counted over the run) gets `effect`."""
-    import prunehead.train as train
+    """Wrap the training engine's make_batches so the `at`-th training batch (counted over the run) gets `effect`."""
+    import prunehead.engine as train
 
     real, seen = train.make_batches, [0]
 

@@ -56,7 +56,7 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every
          arch: Annotated[str, typer.Option(help="Architecture trained from scratch (log-mel front end: learns "
                                                  "keywords in a minute or two).")] = "whisper-encoder-small",
          n_per_class: Annotated[int, typer.Option(help="Synthesized training clips per keyword.")] = 60,
-         epochs: Annotated[int, typer.Option(help="Training epochs.")] = 20,
+         epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
          samples: Annotated[int, typer.Option(help="Samples HIB scores.")] = 24,
          steps: Annotated[int, typer.Option(help="HIB optimization steps per sample and layer.")] = 60,
          ratio: Annotated[float, typer.Option(help="Fraction of all heads removed.")] = 0.4,
@@ -83,11 +83,9 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every
                                test_fraction=0.25, n_speakers=8)
             data = str(paths["data"])
         argv = ["finetune", "--model", f"arch:{arch}", "--data", data, "--out", str(paths["model"]), "--epochs",
-                str(epochs), "--lr", "1e-3", "--head-lr", "1e-3", "--batch-size", "8", "--train-feature-encoder",
-                "--clip-seconds", "1"]
+                str(epochs), "--clip-seconds", "1"]
         _step(f"2/5 train a small model ({arch}) from scratch", argv)
-        finetune.finetune_cmd(out=paths["model"], model=f"arch:{arch}", data=data, epochs=epochs, lr=1e-3,
-                              head_lr=1e-3, batch_size=8, freeze_feature_encoder=False, clip_seconds=1.0)
+        finetune.finetune_cmd(out=paths["model"], model=f"arch:{arch}", data=data, epochs=epochs, clip_seconds=1.0)
         argv = ["score", "--model", str(paths["model"]), "--data", data, "--scorer", "hib", "--samples", str(samples),
                 "--steps", str(steps), "--out", str(paths["scores"])]
         _step("3/5 score every head with HIB", argv)

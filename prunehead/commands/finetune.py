@@ -27,11 +27,20 @@ def finetune_cmd(
     freeze_feature_encoder: Annotated[bool | None, Opt("--freeze-feature-encoder/--train-feature-encoder",
                                                        help="Keep the convolutional front end fixed.")] = None,
     seed: Annotated[int | None, Opt(help="Seed for the head and the data order.")] = None,
+    warmup: Annotated[float | None, Opt(min=0.0, max=1.0, show_default=False,
+                                        help="Fraction of the steps with a linearly rising learning rate. "
+                                             "[default: 0.1]")] = None,
     max_seconds: Annotated[float | None, Opt(help="Stop after this wall time (checkpointed; --resume goes on).")] = None,
     window_s: Annotated[float | None, Opt(help="Whisper: crop the input window to this many seconds.")] = None,
     clip_seconds: ClipSeconds = None,
     train_split: Annotated[str | None, Opt(help="Split to train on.")] = None,
     eval_split: Annotated[str | None, Opt(help="Split evaluated after each epoch ('none' to skip).")] = None,
+    augment: Annotated[bool | None, Opt("--augment/--no-augment", show_default=False,
+                                        help="Perturb training clips (speed, shift, gain, noise). [default: on for "
+                                             "arch: models, off for trained checkpoints]")] = None,
+    threads: Annotated[int | None, Opt(min=1, show_default=False,
+                                       help="CPU threads for training: a fixed count, so that a run repeats "
+                                            "exactly. [default: 1]")] = None,
     resume: Annotated[bool, Opt(help="Continue from the latest checkpoint in --out.")] = False,
     device: Device = None, on_error: OnError = OnErrorChoice.stop,
 ) -> None:
@@ -45,9 +54,10 @@ def finetune_cmd(
 
     out = out.expanduser()
     base = load_recipe(recipe) if recipe else None
-    flags = dict(epochs=epochs, lr=lr, head_lr=head_lr, batch_size=batch_size, seed=seed, max_seconds=max_seconds,
+    flags = dict(epochs=epochs, lr=lr, head_lr=head_lr, batch_size=batch_size, seed=seed, warmup=warmup,
+                 max_seconds=max_seconds,
                  freeze_feature_encoder=freeze_feature_encoder, window_s=window_s, clip_seconds=clip_seconds,
-                 train_split=train_split, eval_split=eval_split)
+                 train_split=train_split, eval_split=eval_split, augment=augment, threads=threads)
     cfg = replace(base.train if base else TrainConfig(), **{k: v for k, v in flags.items() if v is not None})
     if cfg.eval_split == "none":
         cfg = replace(cfg, eval_split=None)
@@ -59,6 +69,12 @@ def finetune_cmd(
         raise InputError("give --model and --data, or a --recipe that names them")
     record = finetune(model, data, out, cfg, task=task, resume=resume, device=device, on_error=on_error.value,
                       eval_data=eval_data, progress=True)
+    from ..engine import is_main_process
+
+    if not is_main_process():  # data-parallel run: rank 0 reports
+        return
     final = ", ".join(f"{k} {v:.4f}" for k, v in record["final"].items() if isinstance(v, float))
-    typer.echo(f"trained {record['epochs']} epoch(s) in {record['wall_seconds']} s on {record['device']}; {final}")
+    processes = f" x {record['processes']} processes" if record.get("processes", 1) > 1 else ""
+    typer.echo(f"trained {record['epochs']} epoch(s) in {record['wall_seconds']} s on {record['device']}{processes}; "
+               f"{final}")
     typer.echo(f"wrote {out}")

@@ -104,6 +104,10 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
                        auto_scorers=[n.strip() for n in auto_scorers.split(",") if n.strip()], ffn_ratio=ffn_ratio,
                        ffn_scores=ffn_scores, ffn_scorer=ffn_scorer, ffn_scope="global" if global_ else "per_layer",
                        min_neurons_per_layer=min_neurons_per_layer, target_macs=target_macs, units=units)
+    from ..engine import is_main_process
+
+    if not is_main_process():  # launched data-parallel (recovery under torchrun): rank 0 writes and reports
+        return
     _decision(result.report)
     typer.echo(f"plan: remove {result.plan.num_pruned} of {result.plan.num_layers * result.plan.num_heads} heads "
                f"{json.dumps(result.plan.to_json()['pruned_heads'])}")

@@ -78,26 +78,44 @@ def collate(rows: dict[str, Any], feature_extractor: Any, tokenizer: Any = None)
 
 
 class _Collated(torch.utils.data.Dataset):
-    """Batch i of a fixed order, collated when asked for (in a DataLoader worker when there are workers);
-    `augment` perturbs its audio with a generator seeded by (seed, i), whichever process builds it."""
+    """Batch i of a fixed order, collated when asked for (in a DataLoader worker when there are workers).
+
+    `augment` perturbs each clip with a generator seeded by (seed, i, position in the batch), whichever
+    process builds it. `shard=(rank, world)` keeps the rows rank::world of each batch (data-parallel
+    training) and adds `weight` (1 per row; a shard left empty gets the batch's first row at weight 0, so
+    every process runs a step) and `global_size` (rows of the whole batch).
+    """
 
     def __init__(self, dataset: datasets.Dataset, order: list[list[int]], fe: Any, tok: Any,
-                 augment: Callable | None = None, seed: int = 0):
-        self.dataset, self.order, self.fe, self.tok, self.augment, self.seed = dataset, order, fe, tok, augment, seed
+                 augment: Callable | None = None, seed: int = 0, shard: tuple[int, int] | None = None):
+        self.dataset, self.order, self.fe, self.tok = dataset, order, fe, tok
+        self.augment, self.seed, self.shard = augment, seed, shard
 
     def __len__(self) -> int:
         return len(self.order)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        rows = self.dataset[self.order[i]]
+        rows, positions, weight = self.order[i], list(range(len(self.order[i]))), None
+        if self.shard is not None:
+            rank, world = self.shard
+            positions = positions[rank::world]
+            weight = torch.ones(len(positions)) if positions else torch.zeros(1)  # (b,)
+            positions = positions or [0]
+        picked = self.dataset[[rows[j] for j in positions]]
         if self.augment is not None:
-            rows = {**rows, "audio": self.augment(list(rows["audio"]), np.random.default_rng((self.seed, i, 1)))}
-        return collate(rows, self.fe, self.tok)
+            audio = [self.augment.clip(np.asarray(w, dtype=np.float32), np.random.default_rng((self.seed, i, j, 1)))
+                     for w, j in zip(picked["audio"], positions)]
+            picked = {**picked, "audio": audio}
+        batch = collate(picked, self.fe, self.tok)
+        if weight is not None:
+            batch |= {"weight": weight, "global_size": torch.tensor(len(rows))}
+        return batch
 
 
 def make_batches(dataset: datasets.Dataset, model_or_processor: Any, batch_size: int, shuffle: bool = False,
                  seed: int = 0, equal_length: bool = False, tokenizer: Any = None, workers: int = 0,
-                 pin_memory: bool = False, augment: Callable | None = None) -> Iterator[dict[str, torch.Tensor]]:
+                 pin_memory: bool = False, augment: Any = None,
+                 shard: tuple[int, int] | None = None) -> Iterator[dict[str, torch.Tensor]]:
     """Yield padded batches (`dict[str, Tensor]`) over `dataset`.
 
     Args:
@@ -109,7 +127,9 @@ def make_batches(dataset: datasets.Dataset, model_or_processor: Any, batch_size:
         workers: feature extraction in this many DataLoader worker processes (0: in this process); the
             batches and their order are the same either way.
         pin_memory: page-locked batches, for fast non-blocking copies to a GPU.
-        augment: perturbs each batch's audio (`prunehead.data.augment.Augment`), seeded by (seed, batch).
+        augment: perturbs each clip (`prunehead.data.augment.Augment`), seeded by (seed, batch, position).
+        shard: (rank, world): only this process's rows of each batch, with `weight` and `global_size`
+            (see `_Collated`); the batches are the same whatever the world size.
     """
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
@@ -117,7 +137,7 @@ def make_batches(dataset: datasets.Dataset, model_or_processor: Any, batch_size:
         raise InputError(f"workers must be 0 or more, not {workers}")
     fe, tok = split_processor(model_or_processor)
     order = _order(dataset, batch_size, shuffle, seed, equal_length)
-    batches = _Collated(dataset, order, fe, tokenizer or tok, augment, seed)
+    batches = _Collated(dataset, order, fe, tokenizer or tok, augment, seed, shard)
     if workers == 0 and not pin_memory:
         yield from (batches[i] for i in range(len(batches)))
         return
