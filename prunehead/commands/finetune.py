@@ -26,7 +26,7 @@ def finetune_cmd(
     batch_size: Annotated[int | None, Opt(min=1, help="Utterances per training step.")] = None,
     freeze_feature_encoder: Annotated[bool | None, Opt("--freeze-feature-encoder/--train-feature-encoder",
                                                        help="Keep the convolutional front end fixed.")] = None,
-    seed: Annotated[int | None, Opt(help="Seed for the head and the data order.")] = None,
+    seed: Annotated[int | None, Opt(min=0, help="Seed for the head and the data order.")] = None,
     max_seconds: Annotated[float | None, Opt(help="Stop after this wall time (checkpointed; --resume goes on).")] = None,
     window_s: Annotated[float | None, Opt(help="Whisper: crop the input window to this many seconds.")] = None,
     clip_seconds: ClipSeconds = None,
