@@ -199,6 +199,18 @@ def test_a_folder_that_names_code_is_refused_without_an_opt_in(tmp_path, monkeyp
     assert not asked and not marker.exists()
 
 
+def test_finetune_refuses_a_folder_that_names_code_before_loading_it(tmp_path, monkeypatch):
+    import prunehead
+    import prunehead.train as train
+
+    folder = _custom_code_model(tmp_path / "model", tmp_path / "ran")
+    monkeypatch.delenv("PRUNEHEAD_TRUST_REMOTE_CODE", raising=False)
+    monkeypatch.setattr(train, "load_processor", lambda spec: pytest.fail("the processor loaded before the check"))
+    with pytest.raises(InputError, match="preprocessor_config.json"):
+        prunehead.finetune(str(folder), str(_audiofolder(tmp_path / "data", split="train")), tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "ran").exists()
+
+
 def test_the_opt_in_lets_the_folder_through(tmp_path, monkeypatch):
     import prunehead.workspace as workspace
     from prunehead.portable.trust import check_custom_code

@@ -24,9 +24,12 @@ def finetune(model: ModelLike, data: str, out: str | Path, config: TrainConfig |
 
     Cost: `config.epochs` passes (forward + backward) over the training split.
     """
+    from ..portable.trust import check_custom_code
     from ..train import finetune as train
 
     cfg = config or TrainConfig()
+    if isinstance(model, (str, Path)) and Path(model).is_dir():
+        check_custom_code(model)  # before the processor loads: transformers would prompt, or fall back silently
     if isinstance(model, nn.Module):
         with tempfile.TemporaryDirectory(prefix="prunehead-finetune-") as tmp:
             surgery.save_pretrained(model, tmp)
