@@ -28,7 +28,7 @@ def finetune(model: ModelLike, data: str, out: str | Path, config: TrainConfig |
     from ..train import finetune as train
 
     cfg = config or TrainConfig()
-    if isinstance(model, (str, Path)) and Path(model).is_dir():
+    if isinstance(model, (str, Path)) and not str(model).startswith("arch:"):
         check_custom_code(model)  # before the processor loads: transformers would prompt, or fall back silently
     if isinstance(model, nn.Module):
         with tempfile.TemporaryDirectory(prefix="prunehead-finetune-") as tmp:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from .options import (FfnScorer, FfnScores, BatchSize, ClipSeconds, Device, DryRun, Global, Heads, MinHeads, Model, Out,
-                      Finite, Fraction, Overwrite, Positive, Ratio, Samples, ScorerOptions, Seed, Task, inputs_of,
+                      Fraction, Overwrite, Positive, Ratio, Samples, ScorerOptions, Seed, Task, inputs_of,
                       parse_options)
 
 Opt = typer.Option
