@@ -39,6 +39,14 @@ class Interrupted(PruneheadError):
     """The user pressed Ctrl-C; the message says how to continue (the CLI exits 130)."""
 
 
+class DiskFullError(PruneheadError):
+    """A write failed for lack of disk space; the message says what was kept and what to do."""
+
+
+class WorkKeptError(InputError):
+    """A run could not finish, and its checkpoints or finished result were kept for --resume (named in the message)."""
+
+
 class DataWarning(UserWarning):
     """Some of a data set could not be read (named in the message); the rest is used."""
 
@@ -47,3 +55,26 @@ def check_finite(name: str, value: float | int | None) -> None:
     """InputError naming `name` (an option or recipe key) when `value` is NaN or infinite."""
     if value is not None and not isinstance(value, bool) and not math.isfinite(value):
         raise InputError(f"{name} must be a finite number, not {value}")
+
+
+def check_number(name: str, value: object, low: float | None = None, high: float | None = None) -> float:
+    """`value` as a finite real number within [low, high]; InputError naming `name` for a bool, a string,
+    NaN, inf or a value out of range (`--max-drop nan` is "not finite", not "above 1")."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{name} must be a number, not {type(value).__name__} {value!r}")
+    check_finite(name, value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"within [{low:g}, {high:g}]" if low is not None and high is not None else \
+            f"at least {low:g}" if low is not None else f"at most {high:g}"
+        raise InputError(f"{name} must be {span}, not {value}")
+    return value
+
+
+def check_int(name: str, value: object, low: int | None = None) -> int:
+    """`value` as a whole number (at least `low`); InputError naming `name` for a bool, a float such as
+    2.7 (never truncated) or a string."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{name} must be a whole number, not {type(value).__name__} {value!r}")
+    if low is not None and value < low:
+        raise InputError(f"{name} must be at least {low}, not {value}")
+    return value

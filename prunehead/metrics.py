@@ -8,6 +8,7 @@ any other name goes through `evaluate.load` (online, as usual).
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import datasets
 import evaluate
@@ -19,8 +20,10 @@ _TEXT_FEATURES = datasets.Features({"predictions": datasets.Value("string"), "re
 
 
 def normalize_text(text: str) -> str:
-    """Lower case, letters/digits/apostrophes only, single spaces: the form WER is computed on."""
-    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
+    """The form WER is computed on: Unicode NFC, case-folded, letters and digits of any script (é, ü,
+    Cyrillic ...) and apostrophes kept, everything else a space, single spaces."""
+    folded = unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).casefold())
+    return " ".join(re.sub(r"[^\w']+|_", " ", folded).split())
 
 
 class Accuracy(evaluate.Metric):

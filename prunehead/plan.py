@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, check_int, check_number
 
 PLAN_FORMAT = "prunehead.plan"
 SCORES_FORMAT = "prunehead.scores"
@@ -77,11 +77,13 @@ class PruningPlan:
 
     @classmethod
     def from_json(cls, data: dict, source: str = "plan") -> PruningPlan:
+        """The plan of a plan.json dict; InputError naming `source` for anything that is not whole numbers in
+        range (2.7, true and "3" are refused, never truncated)."""
         if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
             raise InputError(f"{source} is not a prunehead plan (expected \"format\": \"{PLAN_FORMAT}\")")
-        L, H = int(data["num_layers"]), int(data["num_heads"])
+        L, H = (_whole(data.get(key), f"\"{key}\"", source, 1) for key in ("num_layers", "num_heads"))
         pruned = _read_ids(data.get("pruned_heads", {}), L, H, "head", source)
-        size = int(data.get("intermediate_size", 0))
+        size = _whole(data.get("intermediate_size", 0), "\"intermediate_size\"", source, 0)
         ffn = data.get("pruned_ffn", {})
         if ffn and size <= 0:
             raise InputError(f"{source}: \"pruned_ffn\" needs a positive \"intermediate_size\"")
@@ -116,25 +118,45 @@ def _merge(a: dict[int, tuple[int, ...]], b: dict[int, tuple[int, ...]]) -> dict
             if a.get(l) or b.get(l)}
 
 
-def _read_ids(raw: dict, rows: int, columns: int, unit: str, source: str) -> dict[int, tuple[int, ...]]:
+def _whole(value: object, what: str, source: str, low: int) -> int:
+    """`value` if it is a whole number >= `low` (not a bool, float or string); InputError naming `source`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InputError(f"{source}: {what} must be a whole number >= {low}, not {value!r}")
+    return value
+
+
+def _read_ids(raw: object, rows: int, columns: int, unit: str, source: str) -> dict[int, tuple[int, ...]]:
     """{layer: sorted unique ids} from a plan's JSON map, each id inside the rows x columns grid."""
+    if not isinstance(raw, dict):
+        raise InputError(f"{source}: the {unit}s must map layer numbers to lists of ids, e.g. {{\"0\": [1, 3]}}")
     out: dict[int, tuple[int, ...]] = {}
     for layer, ids in raw.items():
-        l = int(layer)
-        if not 0 <= l < rows or any(not 0 <= int(i) < columns for i in ids):
+        l = int(layer) if isinstance(layer, str) and layer.isdigit() else layer
+        l = _whole(l, f"the layer {layer!r} of the {unit}s", source, 0)
+        if not isinstance(ids, (list, tuple)):
+            raise InputError(f"{source}: layer {layer}'s {unit}s must be a list of ids, not {ids!r}")
+        ids = [_whole(i, f"{unit} id {i!r} (layer {layer})", source, 0) for i in ids]
+        if not 0 <= l < rows or any(not i < columns for i in ids):
             raise InputError(f"{source}: {unit} ({layer}, {ids}) is outside the {rows} x {columns} grid")
         if ids:
-            out[l] = tuple(sorted({int(i) for i in ids}))
+            out[l] = tuple(sorted(set(ids)))
     return out
 
 
 def read_json(path: str | Path) -> dict:
+    """A JSON file written by prunehead; InputError naming the file for anything else (a number too large
+    for a float, nesting too deep, broken text)."""
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise InputError(f"{path} does not exist; pass an existing file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path} is not valid JSON ({err}); pass a file written by prunehead") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder; pass a file written by prunehead") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(f"{path} is not valid JSON ({str(err)[:100]}); pass a file written by prunehead") from None
+    except RecursionError:
+        raise InputError(f"{path} is nested too deeply to be a prunehead file; pass a file written by prunehead") \
+            from None
 
 
 def _order(scores: torch.Tensor, candidates: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -161,8 +183,11 @@ def select(scores: torch.Tensor, *, ratio: float | None = None, heads: int | Non
     L, H = validate_scores(scores)
     if (ratio is None) == (heads is None):
         raise InputError("give exactly one of --ratio or --heads")
-    if ratio is not None and not 0.0 <= ratio <= 1.0:
-        raise InputError(f"--ratio must be within [0, 1], got {ratio}")
+    if ratio is not None:
+        check_number("--ratio", ratio, 0.0, 1.0)  # True is not 1.0: a bool is refused, never "every head"
+    if heads is not None:
+        check_int("--heads", heads)
+    check_int("--min-heads-per-layer", min_heads_per_layer)
     if heads is not None and not 0 <= heads < H:
         raise InputError(f"--heads must be within [0, {H - 1}] (the model has {H} heads per layer), got {heads}")
     if scope not in ("global", "per_layer"):
@@ -222,8 +247,8 @@ def select_ffn(scores: torch.Tensor, plan: PruningPlan, *, ratio: float, scope: 
         min_neurons_per_layer: never leave a layer with fewer neurons than this (the global scope's floor).
     """
     L, I = validate_scores(scores)
-    if not 0.0 <= ratio <= 1.0:
-        raise InputError(f"--ffn-ratio must be within [0, 1], got {ratio}")
+    check_number("--ffn-ratio", ratio, 0.0, 1.0)
+    check_int("--min-neurons-per-layer", min_neurons_per_layer)
     if scope not in ("global", "per_layer"):
         raise InputError(f"scope must be 'global' or 'per_layer', got {scope!r}")
     if not 0 <= min_neurons_per_layer <= I:
@@ -301,8 +326,12 @@ def load_scores(path: str | Path, expect: tuple[int, int] | None = None,
         raise InputError(f"{path}: \"scores\" holds true/false; scores must be numbers")
     try:
         scores = torch.tensor(data["scores"], dtype=torch.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"{path}: \"scores\" must be a list of L lists of {letter} numbers") from None
+    except (TypeError, ValueError, OverflowError, RuntimeError):
+        raise InputError(f"{path}: \"scores\" must be a list of L lists of {letter} numbers, each within float "
+                         "range") from None
+    if scores.dim() == 2 and not torch.isfinite(scores).all():
+        raise InputError(f"{path}: scores contain NaN or inf (or a number beyond float range, such as 1e400); "
+                         "re-run the scorer or fix the file")
     L, W = validate_scores(scores)
     size = (data.get("num_layers"), data.get(width))
     if any(type(n) is not int for n in size) or (L, W) != size:

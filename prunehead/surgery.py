@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -19,12 +21,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.utils import cached_file
 
+from .checks import check_model
 from .errors import InputError
 from .families.base import BiasOnly, EmptyAttention  # noqa: F401 - re-exported for old imports
 from .ffn import PRUNED_FFN_KEY, ffn_plan_of, ffn_sites, prune_ffn_
 from .heads import PRUNED_HEADS_KEY, head_adapter, pruned_heads_of
 from .plan import PruningPlan
 from .portable import checkpoint_dtype, read_config, read_state_dict, weight_files, write_remote_code
+from .portable.card import write_model_card
 from .portable.remote import transformers_class
 
 CHECKPOINT_DTYPE_ATTR = "prunehead_checkpoint_dtype"  # set by load(): the dtype of the weights on disk
@@ -65,8 +69,10 @@ def plan_of(model: nn.Module) -> PruningPlan:
 
 
 def save_pretrained(model: nn.Module, out_dir: str | Path, source: str | Path | None = None,
-                    processor: object | None = None, dtype: torch.dtype | None = None) -> None:
-    """Write weights, config (original layout + removed heads), plan.json and preprocessing files.
+                    processor: object | None = None, dtype: torch.dtype | None = None,
+                    report: dict | None = None) -> None:
+    """Write weights, config (original layout + removed heads), plan.json, preprocessing files and, for a
+    pruned model, its model card (README.md: `prunehead.portable.card`; `report` adds sizes and metrics).
 
     A pruned model also gets `modeling_prunehead.py` and config.json `auto_map` entries, so that
     `AutoModelFor<Task>.from_pretrained(out_dir, trust_remote_code=True)` loads it exactly, and plain
@@ -77,6 +83,7 @@ def save_pretrained(model: nn.Module, out_dir: str | Path, source: str | Path | 
         dtype: weight dtype on disk; default: the dtype of the checkpoint the model was loaded from (an fp16
             checkpoint stays fp16), else the model's own.
     """
+    check_model(model)  # before anything is written: meta weights, a non-model
     out_dir = Path(out_dir)
     target = dtype or checkpoint_dtype_of(model) or _source_dtype(source) or next(model.parameters()).dtype
     saved = model if next(model.parameters()).dtype == target else copy.deepcopy(model).to(target)
@@ -91,6 +98,8 @@ def save_pretrained(model: nn.Module, out_dir: str | Path, source: str | Path | 
         processor.save_pretrained(out_dir)
     if source is not None:
         copy_preprocessing(str(source), out_dir)
+    if plan.num_pruned or plan.num_pruned_ffn:
+        write_model_card(model, out_dir, report, str(source) if source is not None else None)
 
 
 def _add_placeholders(model: nn.Module, out_dir: Path, dtype: torch.dtype) -> None:
@@ -151,9 +160,10 @@ def _source_dtype(source: str | Path | None) -> torch.dtype | None:
 
 def _model_class(config: transformers.PretrainedConfig, path: str) -> type:
     names = getattr(config, "architectures", None) or []
-    cls = getattr(transformers, names[0], None) or getattr(transformers, names[0].removeprefix("Pruned"), None) \
-        if names else None
-    if cls is None:
+    name = names[0] if isinstance(names, list) and names and isinstance(names[0], str) else ""
+    cls = getattr(transformers, name, None) or getattr(transformers, name.removeprefix("Pruned"), None) \
+        if name else None
+    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
         raise InputError(f"{path}: config.json names no known model class (architectures={names}); "
                          "save the model with save_pretrained")
     return cls
@@ -185,13 +195,23 @@ def load(path: str | Path, model_class: type | None = None, dtype: torch.dtype =
     files = weight_files(path_str)
     pruned = getattr(config, PRUNED_HEADS_KEY, None)
     pruned_ffn = getattr(config, PRUNED_FFN_KEY, None)
-    if not pruned and not pruned_ffn:
-        model = _load_plain(cls, path_str, config, dtype)
-    else:
-        for key in (PRUNED_HEADS_KEY, PRUNED_FFN_KEY):
-            if hasattr(config, key):
-                delattr(config, key)
-        model = _load_pruned(cls, path_str, config, pruned or {}, files, dtype, pruned_ffn or {})
+    try:
+        if not pruned and not pruned_ffn:
+            model = _load_plain(cls, path_str, config, dtype)
+        else:
+            for key in (PRUNED_HEADS_KEY, PRUNED_FFN_KEY):
+                if hasattr(config, key):
+                    delattr(config, key)
+            model = _load_pruned(cls, path_str, config, pruned or {}, files, dtype, pruned_ffn or {})
+    except pickle.UnpicklingError:
+        raise InputError(f"{path_str}: {Path(files[0]).name} is not a file of tensors only: prunehead never "
+                         "unpickles other objects, which could run code; convert it to model.safetensors where you "
+                         "trust it, or use another copy of the model") from None
+    except (MemoryError, RuntimeError) as err:
+        if not isinstance(err, MemoryError) and "alloc" not in str(err).lower():
+            raise
+        raise InputError(f"{path_str}: not enough memory to build the model its config.json describes "
+                         f"({type(err).__name__}); check the sizes in config.json") from None
     setattr(model, CHECKPOINT_DTYPE_ATTR, checkpoint_dtype(files))
     return model.eval()
 
@@ -199,6 +219,7 @@ def load(path: str | Path, model_class: type | None = None, dtype: torch.dtype =
 def _load_plain(cls: type, path: str, config: transformers.PretrainedConfig, dtype: torch.dtype) -> nn.Module:
     model, info = cls.from_pretrained(path, config=config, dtype=dtype, output_loading_info=True)
     head_adapter(model)  # fail early on unsupported architectures
+    _refuse_extra_layers(path, info["unexpected_keys"], len(head_adapter(model).sites))
     missing = [k for k in info["missing_keys"] if not _is_tied(model, k)]
     if missing:
         raise InputError(f"{path}: the checkpoint lacks {len(missing)} weights of {cls.__name__} "
@@ -229,6 +250,15 @@ def _load_pruned(cls: type, path: str, config: transformers.PretrainedConfig, pr
         raise InputError(f"{path}: weights do not match the pruned layout (missing {untied[:3]}, "
                          f"unexpected {unexpected[:3]}); re-save the model with prunehead")
     return model
+
+
+def _refuse_extra_layers(path: str, unexpected: list[str], layers: int) -> None:
+    """InputError when the weights hold encoder layers the config does not have (they would be dropped)."""
+    extra = sorted({int(m[1]) for k in unexpected if "decoder" not in k
+                    and (m := re.search(r"\.layers?\.(\d+)\.", f".{k}")) and int(m[1]) >= layers})
+    if extra:
+        raise InputError(f"{path}: the weights hold layer(s) {extra[:5]} but config.json says {layers} layers; "
+                         "fix num_hidden_layers in config.json (layers are never dropped silently)")
 
 
 def _is_tied(model: nn.Module, key: str) -> bool:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from .progress import bar
 
+from .checks import eval_mode
 from .errors import InputError
 from .metrics import load_metric, normalize_text
 from .precision import autocast
@@ -56,12 +57,11 @@ class Task:
         `dtype` ("float32" | "bfloat16" | "float16") autocasts the forward passes (prunehead.precision);
         the loss is computed from float32 logits.
         """
-        model.eval()
         device = model_device(model)
         preds, refs, losses = [], [], []
         for batch in bar(batches, desc=f"eval {self.name}", enable=progress, leave=False):
             batch = to_device(batch, device)
-            with autocast(dtype, device):
+            with autocast(dtype, device), eval_mode(model):  # the caller's train / eval mode is kept
                 outputs = model(**self.model_inputs(batch))
             losses += self.objective(outputs, batch).tolist()
             preds += outputs.logits.argmax(-1).tolist()
@@ -173,14 +173,13 @@ class ASRTask(Task):
     def evaluate(self, model: nn.Module, batches: Iterable[Batch], progress: bool = True,
                  dtype: str = "float32") -> dict[str, float]:
         """WER, CER, accuracy = 1 - WER (HIB paper §4) and mean loss; `dtype` as for `Task.evaluate`."""
-        model.eval()
         if self.model is None:
             self.model = model
         device = model_device(model)
         hyps, refs, losses = [], [], []
         for batch in bar(batches, desc="eval asr", enable=progress, leave=False):
             batch = to_device(batch, device)
-            with autocast(dtype, device):
+            with autocast(dtype, device), eval_mode(model):
                 outputs = model(**self.model_inputs(batch))
                 transcripts = self.transcribe(model, batch, outputs)
             losses += self.objective(outputs, batch).tolist()

@@ -27,10 +27,11 @@ from . import surgery
 from .architectures import build_model
 from .data import (CLIP_KEY, align_labels, default_feature_extractor, label_names, load_data,
                    model_label_names, spec_paths)
-from .errors import InputError, MissingSplitError, check_finite
+from .errors import InputError, MissingSplitError, WorkKeptError, check_finite
 from .families import family_for_type, family_of
 from .heads import PRUNED_HEADS_KEY
-from .outputs import check_output, exclusive_temp, publish_dir
+from .portable.trust import check_custom_code
+from .outputs import Disposable, check_output, disk_full_reported, exclusive_temp, input_overlap, publish_dir
 from .engine import NonFiniteLossError, deterministic, make_engine, threads, train_  # noqa: F401 - re-exported
 from .tasks import classification_task, get_task
 from .whisper_window import crop_window_, window_feature_extractor
@@ -231,14 +232,19 @@ def _latest_checkpoint(folder: Path) -> Path | None:
 
 
 def _save_checkpoint(folder: Path, name: str, state: dict[str, Any], keep: int = 2) -> None:
-    """Tensors and plain data only (read back with `weights_only=True`); written to an exclusive temp file."""
+    """Tensors and plain data only (read back with `weights_only=True`); written to an exclusive temp file.
+
+    A full disk raises DiskFullError and keeps the earlier checkpoints (the run keeps its folder for --resume).
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = exclusive_temp(folder, name, ".pt")
-    try:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
-        os.replace(tmp, folder / name)
-    finally:
-        tmp.unlink(missing_ok=True)
+    advice = "the earlier checkpoints are kept: free space and rerun with --resume"
+    with disk_full_reported(folder / name, advice):
+        tmp = exclusive_temp(folder, name, ".pt")
+        try:
+            torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+            os.replace(tmp, folder / name)
+        finally:
+            tmp.unlink(missing_ok=True)
     for old in sorted(folder.glob("epoch-*.pt"), key=lambda p: os.stat(p).st_mtime_ns)[:-keep]:
         old.unlink()
 
@@ -279,7 +285,9 @@ def check_out_dir(out_dir: str | Path, resume: bool, inputs: list[str | Path] = 
     """Validate finetune's --out before anything loads; returns it with `~` expanded.
 
     Refused: the working directory (or a folder containing it), an input, a path under a regular file or
-    in an unwritable folder, a non-empty folder without `resume`, an interrupted run without `resume`.
+    in an unwritable folder, a non-empty folder without `resume` (with it: one without checkpoints to
+    continue, which would be trained from scratch and then not published), an interrupted run without
+    `resume`, and a work folder `.NAME.partial` that is, holds or lies in an input (`-d .m.partial --out m`).
     """
     out = check_output(out_dir, overwrite=True, inputs=inputs)
     partial = _partial(out)
@@ -287,8 +295,15 @@ def check_out_dir(out_dir: str | Path, resume: bool, inputs: list[str | Path] = 
         raise InputError(f"{out} is a file; --out names the folder the model is saved to")
     if out.is_dir() and any(out.iterdir()) and not resume:
         raise InputError(f"{out} is not empty; pass --resume to continue its training, or choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not _has_checkpoints(out):
+        raise InputError(f"{out} is not empty and holds no checkpoints/ to resume from; --resume would train from "
+                         "scratch and could not publish over it: choose an empty or new --out")
     if out.is_dir() and not os.access(out, os.W_OK):
         raise InputError(f"cannot write to {out}; choose a writable --out")
+    overlap = input_overlap(partial, inputs)
+    if overlap is not None:
+        raise InputError(f"{partial}, the folder this run trains in before it becomes {out}, is or holds the input "
+                         f"{overlap[1]}; choose another --out")
     if partial.is_symlink() or (partial.exists() and not partial.is_dir()):
         raise InputError(f"{partial} is in the way (not a folder this command made); remove it")
     if _has_checkpoints(partial) and not resume:
@@ -303,9 +318,10 @@ def _inputs(model_spec: str, *data_specs: str | None) -> list[Path]:
     return paths + [p for spec in data_specs if spec for p in spec_paths(spec)]
 
 
-def _open_work_dir(out: Path, resume: bool) -> tuple[Path, bool]:
-    """(the folder to train in, whether this call created it): `out` itself when resuming a published
-    run, else the hidden `.NAME.partial` beside it (kept on Ctrl-C for --resume)."""
+def _open_work_dir(out: Path, resume: bool) -> tuple[Path, bool | Disposable]:
+    """(the folder to train in, whether this call created it and a failure may remove it): `out` itself when
+    resuming a published run, else the hidden `.NAME.partial` beside it (kept on Ctrl-C for --resume; on an
+    error removed, unless the disk is full or the finished run could not be published: `Disposable`)."""
     if resume and _has_checkpoints(out):
         return out, False
     partial = _partial(out)
@@ -313,7 +329,7 @@ def _open_work_dir(out: Path, resume: bool) -> tuple[Path, bool]:
         return partial, False
     out.parent.mkdir(parents=True, exist_ok=True)
     partial.mkdir()  # exclusive: fails on anything planted there meanwhile
-    return partial, True
+    return partial, Disposable(partial)
 
 
 def _write_outputs(work: Path, model: nn.Module, fe: Any, tok: Any, record: dict[str, Any]) -> None:
@@ -329,12 +345,18 @@ def _write_outputs(work: Path, model: nn.Module, fe: Any, tok: Any, record: dict
 
 
 def _publish_run(work: Path, out: Path) -> None:
-    """A finished run in `.NAME.partial` becomes `out` by one rename (an empty `out` folder is replaced)."""
+    """A finished run in `.NAME.partial` becomes `out` by one rename (an empty `out` folder is replaced).
+
+    Something that appeared at `out` meanwhile is never replaced, and the finished run stays in `work`."""
     if work == out:
         return
     if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
         out.rmdir()
-    publish_dir(work, out, overwrite=False)
+    try:
+        publish_dir(work, out, overwrite=False)
+    except InputError:
+        raise WorkKeptError(f"{out} appeared while this run trained and is not replaced; the finished run is kept "
+                            f"in {work}: move {out} away and rerun with --resume to publish it") from None
 
 
 def finetune(model_spec: str, data_spec: str, out_dir: str | Path, cfg: TrainConfig = TrainConfig(),
@@ -354,6 +376,8 @@ def finetune(model_spec: str, data_spec: str, out_dir: str | Path, cfg: TrainCon
     evaluation split per epoch.
     """
     out_dir = check_out_dir(out_dir, resume, _inputs(model_spec, data_spec, eval_data))
+    if not model_spec.startswith("arch:"):
+        check_custom_code(model_spec)  # before the processor loads: transformers would prompt, or fall back silently
     cfg = source_defaults(cfg, model_spec)
     engine = make_engine(pick_device(device))
     with threads(cfg.threads), deterministic(cfg.seed):
@@ -445,6 +469,8 @@ def fit_(model: nn.Module, data_spec: str, cfg: TrainConfig, *, source: str | No
     under torchrun like `finetune`. Cost: `cfg.epochs` passes (forward + backward) over the split.
     """
     cfg = source_defaults(cfg, source or "pretrained")
+    if source:
+        check_custom_code(source)
     fe, tok = load_processor(source) if source else (None, None)
     fe = fe or default_feature_extractor(model.config)
     engine = make_engine(pick_device(device))

@@ -17,7 +17,12 @@ import torch
 from torch import nn
 
 from . import surgery
+from .checks import check_model
 from .data import align_labels, default_feature_extractor, load_data, make_batches, model_label_names
+from .data.loading import check_seed
+from .errors import DataError, UnsupportedModelError
+from .families import family_of
+from .portable.trust import check_custom_code, load_trusted_processor
 from .scorers.base import model_device, padding_changes_outputs
 from .tasks import Task, get_task, infer_task
 from .train import load_processor, pick_device
@@ -36,7 +41,7 @@ class Draw:
 
 @dataclass
 class Workspace:
-    """`model` (eval mode, on its device), its `task`, `(feature_extractor, tokenizer)` and a split."""
+    """`model` (on its device; evaluation and scoring run it in eval mode and give its mode back), its `task`, `(feature_extractor, tokenizer)` and a split."""
 
     model: nn.Module
     task: Task
@@ -67,7 +72,7 @@ class Workspace:
     def draw(self, samples: int, seed: int = 0, batch_size: int = 8) -> Draw:
         """The first `samples` of a seeded permutation of the split, as scoring batches (model inputs plus
         labels). Padding-sensitive models get equal-length batches (method.md §1.9)."""
-        order = np.random.default_rng(seed).permutation(len(self.dataset)).tolist()
+        order = np.random.default_rng(check_seed(seed)).permutation(len(self.dataset)).tolist()
         rows = sorted(order[:samples])
         part = self.dataset.select(rows)
         equal = padding_changes_outputs(self.model)
@@ -88,15 +93,27 @@ def open_workspace(model: ModelLike, data: str, split: str = "test", *, task: st
         source: where to read the feature extractor / tokenizer when `model` is a module.
         workers: DataLoader worker processes for feature extraction (0: this process).
     """
+    if not isinstance(data, str):
+        raise DataError(f"data must be a data spec (a folder, manifest or data set name), not {type(data).__name__}")
     spec = str(model) if isinstance(model, (str, Path)) else None
-    net = surgery.load(spec) if spec is not None else model
-    net = net.to(pick_device(device) if device is not None or spec is not None else model_device(net)).eval()
+    net = surgery.load(spec) if spec is not None else check_model(model)
+    check_model(net, finite=True)  # a NaN weight would evaluate to chance with loss nan
+    if spec is not None or device is not None:  # a caller's model keeps its device and train / eval mode
+        net = net.to(pick_device(device))
     where = spec or (str(source) if source is not None else None)
-    fe, tok = load_processor(where) if where is not None else (None, None)
+    trusted = check_custom_code(where) if where is not None else False  # nothing runs without an opt-in
+    fe, tok = (load_trusted_processor(where) if trusted else load_processor(where)) if where else (None, None)
     fe = fe or default_feature_extractor(net.config)
     name = task or infer_task(net)
-    dataset = load_data(data, split, fe, name, on_error, clip_seconds)
+    dataset = load_data(data, split, fe, name, on_error, clip_seconds, min_samples=_min_samples(net))
     if name != "asr":
         dataset = align_labels(dataset, model_label_names(net.config))
     return Workspace(net, get_task(name, net, tok), (fe, tok), dataset, batch_size, where, split, workers=workers)
 
+
+def _min_samples(model: nn.Module) -> int:
+    """The shortest clip `model`'s front end turns into a frame (0 where it has no such limit)."""
+    try:
+        return family_of(model).min_input_samples(model.config)
+    except (UnsupportedModelError, AttributeError, TypeError):
+        return 0

@@ -17,7 +17,7 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Synthesize 
 def synth_cmd(task: Annotated[TaskName, typer.Argument(help="Which kind of data set.")],
               out: Annotated[Path, typer.Option("--out", "-o", help="New folder to write.")],
               n_per_class: Annotated[int, typer.Option(help="Training clips per class (ASR: sentences).")] = 60,
-              seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
+              seed: Annotated[int, typer.Option(min=0, help="Same seed, same files.")] = 0,
               test_fraction: Annotated[float, typer.Option(help="Test clips per class, relative.")] = 0.25,
               n_speakers: Annotated[int, typer.Option(help="SID: number of speakers (voices).")] = 8) -> None:
     """Synthesize a KS / SID / IC / ASR data set with espeak-ng and flite voices plus noise."""

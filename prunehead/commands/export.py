@@ -41,9 +41,11 @@ def onnx(
 ) -> None:
     """Export MODEL to ONNX with dynamic batch and length, check it, and time it against the unpruned model."""
     from ..api import export_onnx
+    from ..export.pipeline import WRITTEN, ExportOptions
     from ..outputs import check_output
 
-    out = check_output(out, overwrite, inputs=inputs_of(model, data, baseline))
+    ExportOptions(opset=opset).validate()  # before anything loads or is traced
+    out = check_output(out, overwrite, inputs=inputs_of(model, data, baseline), kind="dir", writes=WRITTEN)
     summary = export_onnx(model, out, opset=opset, optimize=optimize, quantize=quantize.value if quantize else None,
                           check=check, atol=atol, data=data, split=split, baseline=baseline, repeats=repeats,
                           overwrite=overwrite, progress=True)

@@ -26,7 +26,7 @@ def finetune_cmd(
     batch_size: Annotated[int | None, Opt(min=1, help="Utterances per training step.")] = None,
     freeze_feature_encoder: Annotated[bool | None, Opt("--freeze-feature-encoder/--train-feature-encoder",
                                                        help="Keep the convolutional front end fixed.")] = None,
-    seed: Annotated[int | None, Opt(help="Seed for the head and the data order.")] = None,
+    seed: Annotated[int | None, Opt(min=0, help="Seed for the head and the data order.")] = None,
     warmup: Annotated[float | None, Opt(min=0.0, max=1.0, show_default=False,
                                         help="Fraction of the steps with a linearly rising learning rate. "
                                              "[default: 0.1]")] = None,

@@ -25,6 +25,25 @@ def _positive(value: float | None) -> float | None:
     return value
 
 
+def _fraction(value: float | None) -> float | None:
+    """A fraction: finite and within [0, 1] (NaN is "not a finite number", not "above 1")."""
+    _finite(value)
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise typer.BadParameter(f"must be within [0, 1], not {value}")
+    return value
+
+
+def _clip_seconds(value: float | None) -> float | None:
+    """A clip length: finite, at least 10 ms and at most `prunehead.data.audio.MAX_CLIP_SECONDS`."""
+    from ..data.audio import MAX_CLIP_SECONDS
+
+    _finite(value)
+    if value is not None and not 0.01 <= value <= MAX_CLIP_SECONDS:
+        raise typer.BadParameter(f"must be at least 0.01 and at most {MAX_CLIP_SECONDS:.0f} seconds (every clip is "
+                                 f"padded to it), not {value}")
+    return value
+
+
 def _expand(value: Path | None) -> Path | None:
     """`~` in a path means the home folder, as in a shell (`--out=~/x` is not expanded by the shell)."""
     return Path(value).expanduser() if value is not None else None
@@ -71,12 +90,12 @@ Split = Annotated[str, typer.Option(help="Data split to use.")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Utterances per batch.")]
 Task = Annotated[TaskName | None, typer.Option(help="Task. [default: inferred from the model]", show_default=False)]
 OnError = Annotated[OnErrorChoice, typer.Option(help="stop: fail on an undecodable file; skip: drop it with a warning.")]
-ClipSeconds = Annotated[float | None, typer.Option(min=0.01, callback=_finite, show_default=False,
+ClipSeconds = Annotated[float | None, typer.Option(callback=_clip_seconds, show_default=False,
                                                    help="Centre-crop / zero-pad every clip to this length. "
                                                         "[default: the length the model was trained with]")]
 Samples = Annotated[int, typer.Option(min=1, help="Samples drawn (seeded) from the split for scoring.")]
-Seed = Annotated[int, typer.Option(help="Sample selection and scorer seed.")]
-Ratio = Annotated[float | None, typer.Option(min=0.0, max=1.0, callback=_finite, show_default=False,
+Seed = Annotated[int, typer.Option(min=0, help="Sample selection and scorer seed.")]
+Ratio = Annotated[float | None, typer.Option(callback=_fraction, show_default=False,
                                              help="Fraction of heads to remove (global: of all L*H heads; "
                                                   "per layer: of each layer's H).")]
 Heads = Annotated[int | None, typer.Option(min=0, show_default=False,
@@ -95,6 +114,7 @@ ScorerOptions = Annotated[list[str] | None, typer.Option(
     "--option", show_default=False,
     help="A scorer option as KEY=VALUE (repeatable), e.g. scope=all_layers, variant=entropy.")]
 Finite = _finite
+Fraction = _fraction
 Positive = _positive
 
 

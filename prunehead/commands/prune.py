@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from .options import (FfnScorer, FfnScores, BatchSize, ClipSeconds, Device, DryRun, Global, Heads, MinHeads, Model, Out,
-                      Finite, Overwrite, Positive, Ratio, Samples, ScorerOptions, Seed, Task, inputs_of,
+                      Fraction, Overwrite, Positive, Ratio, Samples, ScorerOptions, Seed, Task, inputs_of,
                       parse_options)
 
 Opt = typer.Option
@@ -26,7 +26,7 @@ ScorerName = Annotated[str | None, Opt(show_default=False,
                                             "gradient, occlusion, attention, random, a plugin, or auto (score "
                                             "with each of --auto-scorers, keep the one that holds the metric "
                                             "best on the selection split).")]
-MaxDrop = Annotated[float | None, Opt(min=0.0, max=1.0, callback=Finite, show_default=False,
+MaxDrop = Annotated[float | None, Opt(callback=Fraction, show_default=False,
                                       help="Instead of --ratio / --heads: remove as many heads (--units) as possible while "
                                            "accuracy on the selection split (--split; default validation when "
                                            "the data has one, else train) drops by at most this much (ASR: WER "
@@ -53,12 +53,12 @@ ScoreSplit = Annotated[str, Opt(help="Split the scorer draws its samples from.")
 RecoverEpochs = Annotated[int, Opt(min=0, help="After pruning, fine-tune this many epochs on --data's train split "
                                                "(reported separately; --out gets the recovered model).")]
 RecoverLr = Annotated[float, Opt(callback=Positive, help="Learning rate of the recovery fine-tune.")]
-TargetMacs = Annotated[float | None, Opt(min=0.0, max=1.0, callback=Finite, show_default=False,
+TargetMacs = Annotated[float | None, Opt(callback=Fraction, show_default=False,
                                          help="Instead of every other target: remove heads and FFN neurons, "
                                               "least important per MAC first, until the model has at most "
                                               "this fraction of the dense model's MACs (head scores from --scores "
                                               "or --scorer, neuron scores from --ffn-scores or --ffn-scorer).")]
-FfnRatio = Annotated[float | None, Opt(min=0.0, max=1.0, callback=Finite, show_default=False,
+FfnRatio = Annotated[float | None, Opt(callback=Fraction, show_default=False,
                                       help="Also remove this fraction of each layer's feed-forward neurons "
                                            "(with --global: of all L*I, keeping --min-neurons-per-layer); "
                                            "without --ratio / --heads, only neurons.")]
@@ -123,7 +123,7 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
         return
     with atomic_dir(out, overwrite, inputs=inputs) as tmp:
         save_pretrained(result.model.cpu(), tmp, source=model,
-                        dtype=getattr(torch, save_dtype.value) if save_dtype else None)
+                        dtype=getattr(torch, save_dtype.value) if save_dtype else None, report=result.report)
         (tmp / "report.json").write_text(json.dumps(result.report, indent=2) + "\n")
         _picture(result, tmp / "heads.png", model)
     _summary(result.report)

@@ -37,7 +37,7 @@ def score(model: Annotated[str | None, Opt("--model", "-m", show_default=False,
           noise: Annotated[float | None, Opt(callback=Finite, show_default=False,
                                              help="HIB noise lambda, in V's dataset std. [default: 0.9]")] = None,
           batch_size: Annotated[int, Opt(min=1, help="Samples per batch.")] = 8,
-          seed: Annotated[int | None, Opt(show_default=False, help="Sample selection and scorer seed. "
+          seed: Annotated[int | None, Opt(min=0, show_default=False, help="Sample selection and scorer seed. "
                                                                    "[default: 0]")] = None,
           split: Annotated[str | None, Opt(show_default=False, help="Split to draw samples from. "
                                                                     "[default: train]")] = None,
@@ -76,12 +76,26 @@ def score(model: Annotated[str | None, Opt("--model", "-m", show_default=False,
         return _run_ffn(out, given, batch_size, clip_seconds, device, overwrite, recipe, resume)
     flags = {"steps": steps, "beta": beta, "lr": lr, "noise": noise}
     options = {**{k: v for k, v in flags.items() if v is not None}, **parse_options(option)}
-    if dtype is not None:
-        options["dtype"] = dtype.value
     given = {"model": model, "data": data, "scorer": scorer, "split": split, "samples": samples, "seed": seed,
              "task": task and task.value}
     settings, options = _settings(given, options, recipe)
+    if dtype is not None:
+        options = _with_dtype(options, settings["scorer"], dtype.value)
     _run(out, settings, options, batch_size, reference_samples, clip_seconds, device, resume, overwrite, workers)
+
+
+def _with_dtype(options: dict[str, Any], scorer: str, dtype: str) -> dict[str, Any]:
+    """`options` with the scorer's autocast precision; a scorer that always runs in float32 (HIB) is told so."""
+    import warnings
+
+    from ..scorers.registry import option_names
+
+    if "dtype" in option_names(scorer):
+        return {**options, "dtype": dtype}
+    if dtype != "float32":
+        warnings.warn(f"--dtype {dtype} applies to the gradient, attention and occlusion scorers; {scorer} always "
+                      "runs in float32", stacklevel=2)
+    return options
 
 
 def _settings(given: dict[str, Any], options: dict[str, Any], recipe: Path | None) -> tuple[dict, dict]:
@@ -116,7 +130,7 @@ def _run(out: Path, settings: dict[str, Any], options: dict[str, Any], batch_siz
     import torch
 
     from ..api import build_scorer, score
-    from ..outputs import atomic_file, check_output, check_outputs
+    from ..outputs import atomic_files, check_output, check_outputs
     from ..plots import heatmap
     from ..scorers.parallel import Checkpoint, fingerprint, process_group
     from ..train import pick_device
@@ -124,11 +138,12 @@ def _run(out: Path, settings: dict[str, Any], options: dict[str, Any], batch_siz
     png = out.with_suffix(".png")
     check_outputs(out, png)
     inputs = inputs_of(settings["model"], settings["data"])
-    check_output(out, overwrite, inputs=inputs)  # a finished score file is replaced only with --overwrite
-    check_output(png, overwrite, inputs=inputs)
+    check_output(out, overwrite, inputs=inputs, kind="file")  # a finished score file is replaced only with --overwrite
+    check_output(png, overwrite, inputs=inputs, kind="file")
     started = time.time()
     where = pick_device(device)
     checkpoint = out.with_name(out.name + ".ckpt")
+    Checkpoint.guard(checkpoint, resume, overwrite)  # an interrupted run is continued or replaced, never lost
     with process_group(where) as (rank, _):
         if where.type == "cuda" and torch.distributed.is_initialized():  # one GPU per process
             where = torch.device("cuda", torch.cuda.current_device())
@@ -155,7 +170,7 @@ def _run(out: Path, settings: dict[str, Any], options: dict[str, Any], batch_siz
             raise
         if rank == 0:
             result.settings.update(model=settings["model"], data=settings["data"])
-            with atomic_file(png, overwrite, inputs=inputs) as image, atomic_file(out, overwrite, inputs=inputs) as tmp:
+            with atomic_files([out, png], overwrite, inputs=inputs) as (tmp, image):
                 result.save(tmp)  # both files appear together, or neither
                 heatmap(result.scores, image, f"{settings['scorer']}: {Path(settings['model']).name} "
                                               f"({len(result.sample_paths)} samples)")

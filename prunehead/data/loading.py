@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
+import os
 from typing import Any
 
 import datasets
@@ -11,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import DataError, InputError
-from .audio import Item, decode_items, sampling_rate_of
+from .audio import MAX_CLIP_SECONDS, Item, decode_items, sampling_rate_of
 from .labels import merged_label_names
 from .sources import resolve
 
@@ -20,7 +22,8 @@ CLIP_KEY = "prunehead_clip_seconds"  # feature-extractor attribute: the clip len
 
 def load_data(spec: str, split: str = "test", processor: Any = None, task: str | None = None,
               on_error: str = "stop", clip_seconds: float | None = None,
-              label_column: str | None = None, max_samples: int | None = None, seed: int = 0) -> datasets.Dataset:
+              label_column: str | None = None, max_samples: int | None = None, seed: int = 0,
+              min_samples: int = 0) -> datasets.Dataset:
     """Load `split` of a data spec (see `prunehead.data`) as a Dataset, decoded into memory.
 
     Columns: `audio` (float32 mono at the processor's rate), `length` (samples), `path`, and `label`
@@ -35,13 +38,17 @@ def load_data(spec: str, split: str = "test", processor: Any = None, task: str |
             extractor), else none; transcribed sentences are never cropped unless asked.
         label_column: the manifest / hub column holding the target (default: `label`, else `text`).
         max_samples, seed: decode only a seeded random subset of this many utterances (kept in order).
+        min_samples: refuse (or with `on_error="skip"`, drop) clips shorter than this, after cropping /
+            padding: what a model's front end needs for one frame (`prunehead.families.min_input_samples`).
     """
     if on_error not in ("stop", "skip"):
         raise InputError(f"on_error must be 'stop' or 'skip', not {on_error!r}")
-    if clip_seconds is not None and not (math.isfinite(clip_seconds) and clip_seconds > 0):
-        raise InputError(f"--clip-seconds must be a positive number of seconds, not {clip_seconds}")
-    if max_samples is not None and max_samples < 1:
+    if clip_seconds is not None and not (math.isfinite(clip_seconds) and 0 < clip_seconds <= MAX_CLIP_SECONDS):
+        raise InputError(f"--clip-seconds must be a number of seconds above 0 and at most {MAX_CLIP_SECONDS:.0f}, "
+                         f"not {clip_seconds}")
+    if max_samples is not None and (isinstance(max_samples, bool) or max_samples < 1):
         raise InputError(f"--samples must be at least 1, not {max_samples}")
+    check_seed(seed)
     if any(not part.strip() for part in spec.split("+")):
         raise DataError(f"data spec {spec!r} has an empty part; name a folder, manifest or data set (use ./ for "
                         "the current folder)")
@@ -62,12 +69,39 @@ def load_data(spec: str, split: str = "test", processor: Any = None, task: str |
     rate = sampling_rate_of(processor)
     if clip_seconds is None and column == "label":  # never crop transcribed sentences
         clip_seconds = getattr(processor, CLIP_KEY, None)
-    waves, kept = decode_items(items, rate, on_error, round(clip_seconds * rate) if clip_seconds else None)
+    clip = round(clip_seconds * rate) if clip_seconds else None
+    _check_memory(len(items), clip, clip_seconds)
+    waves, kept = decode_items(items, rate, on_error, clip, min_samples)
     if not waves:
         raise DataError(f"{spec} split {split!r}: no file could be decoded")
     names = merged_label_names(sources) if column == "label" else None
     meta = {"spec": spec, "split": split, "sampling_rate": rate}
     return _dataset(waves, [items[i] for i in kept], names, meta)
+
+
+def check_seed(seed: object) -> int:
+    """A seed numpy accepts: a whole number >= 0 (InputError naming --seed otherwise)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise InputError(f"--seed must be a whole number >= 0, not {seed!r}")
+    return int(seed)
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory in bytes (a huge number where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def _check_memory(count: int, clip: int | None, seconds: float | None) -> None:
+    """InputError before decoding when `count` clips padded to `clip` samples would not fit in half the memory."""
+    if clip is None:
+        return
+    need, have = count * clip * 4, memory_bytes()  # float32
+    if need > have // 2:
+        raise InputError(f"--clip-seconds {seconds:g} pads {count} clips to {need / 2**30:.1f} GiB of audio, more "
+                         f"than half this machine's {have / 2**30:.1f} GiB; choose a shorter --clip-seconds")
 
 
 def _dataset(waves: list[np.ndarray], items: list[Item], names: tuple[str, ...] | None,

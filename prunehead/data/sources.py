@@ -145,11 +145,17 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _field(path: Path, row: dict[str, Any], i: int, column: str, empty_ok: bool) -> str:
-    """`row[column]` as text; DataError naming the file and row if it is missing, null (or empty)."""
+    """`row[column]` as text; DataError naming the file and row if it is missing, null (or empty), not a
+    plain value (a JSON object, list or true/false), or holds a NUL character."""
     value = row.get(column)
     if value is None or (not empty_ok and not str(value).strip()):
         state = "no" if column not in row else "an empty" if value is not None else "a null"
         raise DataError(f"manifest {path} row {i} has {state} {column!r} value; fill it in or remove the row")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise DataError(f"manifest {path} row {i} has a {type(value).__name__} as its {column!r} value "
+                        f"({json.dumps(value)[:40]}); write it as text")
+    if "\x00" in str(value):
+        raise DataError(f"manifest {path} row {i} has a NUL character in its {column!r} value; remove it")
     return str(value)
 
 
@@ -170,10 +176,15 @@ def _manifest(path: Path, split: str | None, label_column: str | None) -> Source
         rows = [r for r in rows if r.get("split") == split]
         if not rows:
             raise _no_split(f"manifest {path}", split, available)
-    items = []
+    items, seen = [], {}
     for i, r in enumerate(rows, 1):
         file = str(path.parent / _field(path, r, i, audio, empty_ok=False))
-        items.append(Item(file, file, _field(path, r, i, target, empty_ok=target == "text")))
+        value = _field(path, r, i, target, empty_ok=target == "text")
+        first = seen.setdefault(file, (i, value))
+        if first[1] != value:
+            raise DataError(f"manifest {path} lists {file} twice with different {target}s (row {first[0]}: "
+                            f"{first[1]!r}, row {i}: {value!r}); keep one row")
+        items.append(Item(file, file, value))
     return Source(items, "text" if target == "text" else "label")
 
 
@@ -239,8 +250,11 @@ def split_exists(spec: str, split: str) -> bool:
 
 
 def spec_paths(spec: str) -> list[Path]:
-    """The local files and folders a data spec reads (hub data sets have none): inputs an output must spare."""
-    paths = []
+    """The local files and folders a data spec reads (hub data sets have none): inputs an output must spare.
+
+    A manifest's rows are inputs too: the audio files it names (wherever they lie), for every split.
+    """
+    paths: list[Path] = []
     for part in spec.split("+"):
         kind, sep, arg = part.strip().partition(":")
         if kind in ("fsdd-ks", "fsdd-sid"):
@@ -248,8 +262,30 @@ def spec_paths(spec: str) -> list[Path]:
         elif kind in ("speech-commands", "speech-commands-all"):
             paths.append(Path(arg) if arg else shared_dir() / "data" / "speech-commands-v0.01-300")
         elif kind != "hub" and part.strip() not in HUB_ALIASES and part.strip():
-            paths.append(Path(part.strip()))
+            path = Path(part.strip())
+            paths += [path, *(file for manifest in _manifests_in(path) for file in _listed_files(manifest))]
     return paths
+
+
+def _manifests_in(path: Path) -> list[Path]:
+    """The manifests a spec path may read: itself, or a folder's split and metadata manifests."""
+    if path.is_file():
+        return [path] if path.suffix in (".csv", ".jsonl") else []
+    if not path.is_dir():
+        return []
+    names = [f"{split}{suffix}" for split in SPLITS for suffix in (".csv", ".jsonl")]
+    names += [f"{split}/metadata{suffix}" for split in ("", *SPLITS) for suffix in (".csv", ".jsonl")]
+    return [path / name.lstrip("/") for name in names if (path / name.lstrip("/")).is_file()]
+
+
+def _listed_files(manifest: Path) -> list[Path]:
+    """The audio files a manifest names (none when it cannot be read: loading it reports why)."""
+    try:
+        rows = _read_rows(manifest)
+    except (DataError, OSError):
+        return []
+    audio = next((c for c in AUDIO_COLUMNS if rows and c in rows[0]), None)
+    return [manifest.parent / str(r[audio]) for r in rows if audio and isinstance(r.get(audio), str) and r[audio]]
 
 
 def _require_dir(root: Path, spec: str) -> None:

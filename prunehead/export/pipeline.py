@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..ffn import PRUNED_FFN_KEY, pruned_ffn_of
 from ..heads import PRUNED_HEADS_KEY, head_adapter, pruned_heads_of
 from ..outputs import atomic_dir, check_output
+from ..surgery import PREPROCESSING_FILES
 from ..progress import say as progress_line
 from .accuracy import data_metrics, load_eval_data
 from .folder import GRAPH_NAMES, write_model_files
@@ -47,6 +48,7 @@ from .onnx import (
 SUMMARY_NAME = "export.json"
 SUMMARY_FORMAT = "prunehead.export"
 QUANTIZATIONS = ("int8",)
+WRITTEN = (*GRAPH_NAMES.values(), "config.json", SUMMARY_NAME, *PREPROCESSING_FILES)  # every name an export may write
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,12 @@ class ExportOptions:
     lengths: tuple[int, ...] = (SAMPLE_RATE,)
 
     def validate(self) -> None:
+        """InputError for options that cannot work, before anything is traced."""
+        if self.opset is not None:
+            newest = onnx.defs.onnx_opset_version()
+            if isinstance(self.opset, bool) or not isinstance(self.opset, int) or not 7 <= self.opset <= newest:
+                raise InputError(f"--opset must be a whole number within [7, {newest}] (the opsets onnx "
+                                 f"{onnx.__version__} knows), not {self.opset!r}")
         if self.quantize is not None and self.quantize not in QUANTIZATIONS:
             raise InputError(f"--quantize {self.quantize!r} is not supported; use one of: {', '.join(QUANTIZATIONS)}")
         if not self.atol > 0:
@@ -215,7 +223,7 @@ def export_model(model: nn.Module, out: str | Path, options: ExportOptions = Exp
         ExportCheckError: ONNX Runtime and PyTorch disagree beyond `options.atol` (nothing is written).
     """
     options.validate()
-    out = check_output(out, overwrite)
+    out = check_output(out, overwrite, kind="dir", writes=WRITTEN)  # foreign files refused before tracing
     if out.suffix == ".onnx":
         raise InputError(f"--out {out} names a folder (model.onnx, config.json and export.json go inside); "
                          "drop the .onnx suffix")

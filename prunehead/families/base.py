@@ -137,6 +137,17 @@ class Family:
         """One site per encoder layer, in layer order."""
         raise NotImplementedError
 
+    def min_input_samples(self, config: Any) -> int:
+        """The shortest waveform (samples) the convolutional front end turns into one frame: its receptive
+        field (400 = 25 ms at 16 kHz for wav2vec2's); 0 for models without one (Whisper pads, text)."""
+        kernels, strides = getattr(config, "conv_kernel", None), getattr(config, "conv_stride", None)
+        if not kernels or not strides:
+            return 0
+        field, jump = 1, 1
+        for kernel, stride in zip(kernels, strides):
+            field, jump = field + (int(kernel) - 1) * jump, jump * int(stride)
+        return field
+
     def intermediate_size(self, config: Any) -> int:
         """I: the configured width of every encoder layer's feed-forward block."""
         return config.intermediate_size

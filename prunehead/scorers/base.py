@@ -120,7 +120,10 @@ def gather_results(results: list[torch.Tensor], ids: torch.Tensor | None = None)
 @contextlib.contextmanager
 def prepared(model: nn.Module) -> Iterator[None]:
     """Validate `model`, put it in eval mode and freeze its parameters; restore both on exit."""
-    adapter = head_adapter(model)  # raises UnsupportedModelError for unsupported architectures
+    from ..checks import check_model
+
+    adapter = head_adapter(check_model(model, meta_ok=True))  # UnsupportedModelError for unsupported architectures
+    check_model(model, finite=True, meta_ok=True)  # a NaN weight gives NaN scores (or a raw error deep in a scorer)
     if not any(adapter.kept_heads(model)):
         raise InputError("this model has no attention heads left to score")
     modes = [(m, m.training) for m in model.modules()]

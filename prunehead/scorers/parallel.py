@@ -129,6 +129,18 @@ class Checkpoint:
         self.path = path if world_size == 1 else path.with_name(f"{path.name}.rank{rank}-of-{world_size}")
         self.key = key
         self.done: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        _not_a_folder(self.path)
+
+    @staticmethod
+    def guard(path: str | Path, resume: bool, overwrite: bool) -> None:
+        """Before a run: refuse a folder where a checkpoint goes, and an interrupted run's checkpoint that
+        neither `resume` continues nor `overwrite` allows to replace (it is never deleted silently)."""
+        files = Checkpoint.files(path)
+        for file in files:
+            _not_a_folder(file)
+        if files and not resume and not overwrite:
+            raise InputError(f"{files[0]} holds an interrupted run; pass --resume to continue it, or --overwrite "
+                             "to start over")
 
     @staticmethod
     def files(path: str | Path) -> list[Path]:
@@ -170,6 +182,11 @@ class Checkpoint:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def _not_a_folder(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        raise InputError(f"{path} is a folder, where the score checkpoint goes; move it or choose another --out")
 
 
 def _gather(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
