@@ -74,7 +74,7 @@ results: install
 	$(VPY) -m bench.results run $(RESULTS_ARGS) && $(VPY) -m bench.results render; status=$$?; \
 	echo "make results: wall time $$(( $$(date +%s) - start )) s"; exit $$status
 
-# The same steps on tiny models and a 180-clip FSDD subset, into runs/results-smoke/ (minutes); the tables go
+# The same steps on tiny models and a 180-clip FSDD subset, into runs/results-smoke/ (13 min); the tables go
 # to runs/results-smoke/results.md, docs/results.md is not touched.
 results-smoke: install
 	@start=$$(date +%s); \

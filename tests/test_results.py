@@ -156,3 +156,51 @@ def test_import_never_overwrites_measured_json(imported: Path, tmp_path):
     write_step(tmp_path, record)
     assert main(["import", "--root", str(tmp_path), "--doc", str(DOC)]) == 1
     assert read_step(tmp_path, "whisper-tiny-fsdd-ks", "curves")["fingerprint"] == "abc"
+
+
+@pytest.mark.parametrize("which", ["full", "smoke"])
+def test_every_planned_prunehead_command_parses_with_the_cli(which: str, tmp_path):
+    """Each step's command lines, as `make results` / `make results-smoke` would run them, are valid CLI calls."""
+    import typer
+    from test_docs import parse
+
+    from bench.results.config import FULL, smoke
+    from bench.results.steps import build, plan
+    from prunehead.cli import app
+
+    cli = typer.main.get_command(app)
+    settings = FULL if which == "full" else smoke(tmp_path / "smoke")
+    steps = [build(r, name) for r, name in plan(settings)]
+    assert {s.name for s in steps} >= {"train", "scores", "curves", "hib64", "iterative", "budget", "both",
+                                       "frontier", "goal", "hib200", "synth"}
+    for step in steps:
+        for cmd in step.commands:
+            argv = [*cmd.argv, *(["--resume"] if cmd.resume else [])]
+            if argv[0] == "torchrun":
+                argv = argv[argv.index("prunehead"):]
+            if argv[0] == "prunehead":
+                parse(cli, argv[1:])  # a usage error raises
+            else:
+                assert argv[:2] == ["python", "bench/fsdd_selection.py"], argv
+
+
+def test_every_block_reads_a_part_its_step_writes():
+    from bench.results.extract import PARTS
+
+    for block in BLOCKS:
+        assert block.part in PARTS[block.step], f"{block.id}: step {block.step} writes no part {block.part!r}"
+
+
+def test_the_smoke_json_feeds_every_block_it_measures():
+    """Where `make results-smoke` has run, each of its step files holds only parts that PARTS names."""
+    from bench.results.config import smoke
+    from bench.results.extract import PARTS
+
+    root = ROOT / smoke().root
+    files = list(root.glob("*/*.json")) if root.is_dir() else []
+    if not files:
+        pytest.skip("no runs/results-smoke: run `make results-smoke`")
+    for file in files:
+        record = json.loads(file.read_text())
+        assert set(record["figures"]) <= set(PARTS[record["step"]]), file
+        assert record["figures"] or not PARTS[record["step"]], file

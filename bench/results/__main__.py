@@ -89,8 +89,8 @@ def import_cmd(args: argparse.Namespace) -> int:
     """Parse every table of the document into step JSON marked `imported` (never over a measured file)."""
     root, doc = Path(args.root), Path(args.doc)
     text = doc.read_text()
-    lines, records = text.split("\n"), {}
-    for span in find_blocks(text, str(doc)):
+    lines, records, spans = text.split("\n"), {}, find_blocks(text, str(doc))
+    for span in spans:
         block = BY_ID[span.id]
         table = parse_block(block, "\n".join(lines[span.start:span.end]), str(doc))
         for model, part in split(block, table).items():
@@ -105,7 +105,7 @@ def import_cmd(args: argparse.Namespace) -> int:
             records[key]["figures"][block.part] = part
     for record in records.values():
         write_step(root, record)
-    print(f"imported {len(find_blocks(text, str(doc)))} tables of {doc} into {len(records)} step files under {root}")
+    print(f"imported {len(spans)} tables of {doc} into {len(records)} step files under {root}")
     return 0
 
 
@@ -140,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     except (MarkerError, StepFailed, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume (finished steps and commands are kept)",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

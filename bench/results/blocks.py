@@ -71,7 +71,7 @@ BLOCKS: tuple[Block, ...] = (
     _one(WKS, "budget", Budget(), "budget"),
     _one(WSID, "budget", Budget(), "budget"),
     _one(W2V2, "budget", Budget(), "budget"),
-    _all("budget-both", Budget(by_model=True), "both", (WKS, WSID)),
+    _all("budget-both", Budget(by_model=True), "both", (WKS, WSID), part="both"),
     _one(WKS, "frontier", Frontier(), "frontier"),
     _one(W2V2, "frontier", Frontier(), "frontier"),
     _all("goal", Goal(), "goal", (WKS, W2V2)),

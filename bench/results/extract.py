@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from .steps import Run
 
 Figures = tuple[dict[str, Any], dict[str, Any]]
+PARTS = {"synth": (), "train": ("trained",), "scores": ("cost", "stability"), "curves": ("global", "per-layer",
+         "headline"), "hib64": ("hib64",), "iterative": ("iterative",), "budget": ("budget",), "both": ("both",),
+         "frontier": ("frontier",), "goal": ("goal",), "hib200": ("hib200",)}  # what each step's figures hold
 
 
 def _read(path: Path) -> dict[str, Any]:

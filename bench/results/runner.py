@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .steps import Command, Step
-from .store import new_record, read_step, write_json, write_step
+from .store import new_record, read_step, step_path, write_json, write_step
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: commands run here
 Echo = Callable[[str], None]
@@ -134,6 +134,7 @@ def run_step(step: Step, root: Path, echo: Echo = print, force: bool = False) ->
         echo(f"== {step.model}/{step.name}: up to date ({record.get('wall_s')} s when it ran)")
         return False, 0.0
     echo(f"== {step.model}/{step.name}: {len(step.commands)} command(s)")
+    step_path(root, step.model, step.name).unlink(missing_ok=True)  # until it finishes, the step is not done
     progress = _load_progress(root, step, "" if force else print_)
     progress["fingerprint"] = print_
     write_json(_progress_path(root, step), progress)  # from here on, an interrupted step resumes
