@@ -1,4 +1,5 @@
 # The two set-up commands of the README: `make demo` and `make test`. .ci/run calls `make test`.
+# `make results` (hours) and `make results-smoke` (minutes) rebuild docs/results.md's tables; not part of `make test`.
 #
 # Everything Python goes into a project virtualenv, .venv/ (git-ignored), made from $(PY): works with any
 # Python 3.10+, Debian's externally-managed one included. Root (or sudo) is needed only for apt, and only
@@ -14,7 +15,7 @@ TOOLS := espeak-ng flite ffmpeg sox
 DEMO_ARGS ?=
 PIP := $(VPY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install system venv demo test test-slow test-gpu bench clean-venv
+.PHONY: install system venv demo test test-slow test-gpu bench results results-smoke clean-venv
 
 install: system $(VENV)/.installed
 
@@ -62,6 +63,24 @@ test-gpu: install
 bench: install
 	$(VPY) bench/bench_hib.py
 	$(VPY) bench/bench_onnx.py
+
+# `make results`: trains the benchmark models from recipes/, measures every table of docs/results.md into
+# runs/results/<model>/<step>.json and regenerates the tables from that JSON, printing each figure beside its
+# documented value. Resumable: run it again after an interruption; finished steps are skipped. Hours on 2 CPU
+# cores, so not part of `make test`. RESULTS_ARGS narrows it, e.g. RESULTS_ARGS="--models w2v2-12x12-ks".
+RESULTS_ARGS ?=
+results: install
+	@start=$$(date +%s); \
+	$(VPY) -m bench.results run $(RESULTS_ARGS) && $(VPY) -m bench.results render; status=$$?; \
+	echo "make results: wall time $$(( $$(date +%s) - start )) s"; exit $$status
+
+# The same steps on tiny models and a 180-clip FSDD subset, into runs/results-smoke/ (13 min); the tables go
+# to runs/results-smoke/results.md, docs/results.md is not touched.
+results-smoke: install
+	@start=$$(date +%s); \
+	$(VPY) -m bench.results run --smoke $(RESULTS_ARGS) && \
+	$(VPY) -m bench.results render --smoke --quiet --out runs/results-smoke/results.md; status=$$?; \
+	echo "make results-smoke: wall time $$(( $$(date +%s) - start )) s"; exit $$status
 
 clean-venv:
 	rm -rf $(VENV)
