@@ -49,8 +49,11 @@ ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
     # A Whisper-style encoder (log-mel front end) from scratch, the demo's model: it learns keywords faster
     # than a raw-waveform front end.
     "whisper-encoder-small": ("whisper", _whisper_encoder(width=64, layers=4)),
-    # The paper's head grid (12 layers x 12 heads) at a width that trains on 2 CPU cores.
+    # The paper's head grid (12 layers x 12 heads) at a width that trains on 2 CPU cores. Pre-LN
+    # (`do_stable_layer_norm`, as wav2vec2-large-lv60): the post-LN stack of wav2vec2 base, trained from
+    # random weights, reached 92 % once and chance or 66 % on reruns (docs/benchmarks.md).
     "wav2vec2-12x12": ("wav2vec2", {**_SMALL_CONV, "conv_dim": (128,) * 7, "hidden_size": 192,
+                                    "do_stable_layer_norm": True,
                                     "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 768,
                                     "num_conv_pos_embeddings": 32, "num_conv_pos_embedding_groups": 8,
                                     "feat_extract_norm": "layer", "mask_time_prob": 0.05, "layerdrop": 0.0}),
