@@ -18,10 +18,10 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "api", "score": "api", "prune": "api", "sweep": "api", "finetune": "api", "export_onnx": "api",
     "build_scorer": "api", "ScoreResult": "api", "PruneResult": "api",
     "open_workspace": "workspace", "Workspace": "workspace",
-    "max_drop_plan": "budget", "choose_scorer": "budget", "target_macs_plan": "budget",
-    "removal_order": "budget", "max_drop_units_plan": "budget",
+    "max_drop_plan": "pruning.budget", "choose_scorer": "pruning.budget", "target_macs_plan": "pruning.budget",
+    "removal_order": "pruning.budget", "max_drop_units_plan": "pruning.budget",
     # core: plan (pure), surgery (the only mutator), control (gating / recording)
-    "PruningPlan": "plan", "load_scores": "plan", "save_scores": "plan", "select": "plan",
+    "PruningPlan": "pruning.plan", "load_scores": "pruning.plan", "save_scores": "pruning.plan", "select": "pruning.plan",
     "load": "surgery", "plan_of": "surgery", "prune_": "surgery", "save_pretrained": "surgery",
     "controlled": "control",
     "HeadAdapter": "heads", "head_adapter": "heads",

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     warnings.formatwarning = _one_line_warning
     click = sys.modules[typer.BadParameter.__module__]  # click's exceptions (typer may vendor click)
     try:
-        from .outputs import install_sigterm_handler
+        from .output_guard import install_sigterm_handler
 
         install_sigterm_handler()  # SIGTERM runs the `finally` blocks that remove temporary outputs
         command = typer.main.get_command(app)

@@ -12,7 +12,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .curves import LOWER_IS_BETTER  # noqa: E402
+from .experiments.curves import LOWER_IS_BETTER  # noqa: E402
 
 SCORE_UNIT = "importance (higher = keep)"
 PRUNED_MARK = "x"  # drawn over every pruned head; the title says what it means

@@ -17,7 +17,7 @@ from typing import Any
 from .data import BUILTIN_SETS
 from .errors import InputError, check_finite
 from .tasks import TASKS
-from .train import TrainConfig
+from .training.finetune import TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib

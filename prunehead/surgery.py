@@ -24,9 +24,9 @@ from transformers.utils import cached_file
 from .checks import check_model
 from .errors import InputError
 from .families.base import BiasOnly, EmptyAttention  # noqa: F401 - re-exported for old imports
-from .ffn import PRUNED_FFN_KEY, ffn_plan_of, ffn_sites, prune_ffn_
+from .units.ffn import PRUNED_FFN_KEY, ffn_plan_of, ffn_sites, prune_ffn_
 from .heads import PRUNED_HEADS_KEY, head_adapter, pruned_heads_of
-from .plan import PruningPlan
+from .pruning.plan import PruningPlan
 from .portable import checkpoint_dtype, read_config, read_state_dict, weight_files, write_remote_code
 from .portable.card import write_model_card
 from .portable.remote import transformers_class
@@ -99,7 +99,7 @@ def save_pretrained(model: nn.Module, out_dir: str | Path, source: str | Path | 
     if source is not None:
         copy_preprocessing(str(source), out_dir)
     if plan.num_pruned or plan.num_pruned_ffn:
-        write_model_card(model, out_dir, report, str(source) if source is not None else None)
+        write_model_card(model, out_dir, plan, report, str(source) if source is not None else None)
 
 
 def _add_placeholders(model: nn.Module, out_dir: Path, dtype: torch.dtype) -> None:

@@ -25,7 +25,7 @@ from .families import family_of
 from .portable.trust import check_custom_code, load_trusted_processor
 from .scorers.base import model_device, padding_changes_outputs
 from .tasks import Task, get_task, infer_task
-from .train import load_processor, pick_device
+from .training.finetune import load_processor, pick_device
 
 Batch = dict[str, torch.Tensor]
 ModelLike = str | Path | nn.Module

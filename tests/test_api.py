@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import prunehead
 from prunehead.cli import app
-from prunehead.plan import PruningPlan, select
+from prunehead.pruning.plan import PruningPlan, select
 from prunehead.scorers import get_scorer
 from prunehead.scorers.base import SampleScorer
 from prunehead.scorers.hib import TABLE1
@@ -103,7 +103,7 @@ def test_dry_run_decides_without_surgery_and_plan_applies_it(setup, tmp_path, mo
     decided = prunehead.prune(str(root / "model"), scores=root / "gradient.json", ratio=0.5, dry_run=True)
     assert decided.model is None
     assert decided.plan == select(prunehead.load_scores(root / "gradient.json"), ratio=0.5)
-    import prunehead.iterative as iterative
+    import prunehead.pruning.iterative as iterative
     import prunehead.surgery as surgery
 
     def no_surgery(*args, **kwargs):

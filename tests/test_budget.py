@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 import prunehead
-from prunehead.budget import best_curve, max_drop_plan
+from prunehead.pruning.budget import best_curve, max_drop_plan
 from prunehead.cli import app
 from prunehead.workspace import Workspace
 from tests.conftest import DEAD, dead_head_workspace
@@ -110,9 +110,9 @@ def test_target_macs_meets_the_budget_with_the_least_units_and_the_cheapest_firs
     the budget is met, one unit fewer would miss it, and units go in score order within each kind."""
     import torch
 
-    from prunehead.budget import target_macs_plan
+    from prunehead.pruning.budget import target_macs_plan
     from prunehead.cost import count_macs, example_inputs
-    from prunehead.ffn import prune_ffn_
+    from prunehead.units.ffn import prune_ffn_
     from tests.conftest import tiny
 
     model = tiny("wav2vec2-tiny")
@@ -173,8 +173,8 @@ def test_max_drop_over_heads_and_neurons_removes_the_free_prefix_and_stops_at_th
     budget, also measured on a physically pruned model."""
     import torch
 
-    from prunehead.budget import removal_order
-    from prunehead.ffn import ffn_sites, prune_ffn_
+    from prunehead.pruning.budget import removal_order
+    from prunehead.units.ffn import ffn_sites, prune_ffn_
 
     root, _, scores = setup
     model = prunehead.load(root / "model")
@@ -241,7 +241,7 @@ def test_the_removal_order_cuts_each_kind_to_a_quantile_in_proportion_to_the_mac
     unit of each kind."""
     import torch
 
-    from prunehead.budget import removal_order
+    from prunehead.pruning.budget import removal_order
     from tests.conftest import tiny
 
     model = tiny("wav2vec2-tiny")

@@ -20,9 +20,9 @@ from torch.overrides import TorchFunctionMode
 from prunehead.control import controlled
 from prunehead.errors import InputError
 from prunehead.heads import head_adapter
-from prunehead.plan import PruningPlan, select
+from prunehead.pruning.plan import PruningPlan, select
 from prunehead.precision import autocast, check_dtype
-from prunehead.pruning import cost_summary
+from prunehead.pruning.report import cost_summary
 from prunehead.scorers import get_scorer
 from prunehead.scorers.attention import VARIANTS, head_statistic
 from prunehead.scorers.base import clean_attention
@@ -30,7 +30,7 @@ from prunehead.scorers.hib import HIBScorer, Row, _Welford, row_generator
 from prunehead.scorers.ib import pearson_valid, valid_block
 from prunehead.scorers.registry import available
 from prunehead.surgery import prune_
-from prunehead.curves import evaluate_plan
+from prunehead.experiments.curves import evaluate_plan
 from prunehead.tasks import get_task
 from tests.conftest import FAMILIES, ce, inputs_for, tiny
 

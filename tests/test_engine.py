@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 
 from prunehead.data import load_data, make_batches
 from prunehead.data.augment import Augment
-from prunehead.engine import threads
-from prunehead.train import TrainConfig, finetune
+from prunehead.training.engine import threads
+from prunehead.training.finetune import TrainConfig, finetune
 from tests.test_train import write_tones
 
 # 11 training clips at batch 4: the last batch has 3 rows, so 2 processes get 2 + 1 and at batch 5 one

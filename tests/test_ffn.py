@@ -20,9 +20,9 @@ from prunehead.export.latency import ort_session
 from prunehead.export.onnx import check_onnx, export_onnx
 from prunehead.families import family_of
 from prunehead.families.base import head_index
-from prunehead.ffn import PRUNED_FFN_KEY, ffn_sites, kept_neurons, neuron_gating, prune_ffn_
+from prunehead.units.ffn import PRUNED_FFN_KEY, ffn_sites, kept_neurons, neuron_gating, prune_ffn_
 from prunehead.heads import head_adapter
-from prunehead.plan import load_scores, save_scores, select_ffn
+from prunehead.pruning.plan import load_scores, save_scores, select_ffn
 from prunehead.scorers.ffn import score_ffn
 from tests.conftest import FAMILIES, ce, inputs_for, logits, tiny
 

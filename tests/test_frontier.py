@@ -14,11 +14,11 @@ import torch
 
 from prunehead import PruningPlan, load, prune_, save_pretrained, save_scores
 from prunehead.cost import count_macs, example_inputs
-from prunehead.ffn import prune_ffn_
-from prunehead.frontier import pareto_flags
+from prunehead.units.ffn import prune_ffn_
+from prunehead.experiments.frontier import pareto_flags
 from prunehead.scorers.ffn import score_ffn
 from prunehead.workspace import open_workspace
-from prunehead.frontier import run_frontier
+from prunehead.experiments.frontier import run_frontier
 from prunehead.heads import head_adapter
 from tests.conftest import FAMILIES, dead_head_workspace, inputs_for, logits, run_main, tiny
 

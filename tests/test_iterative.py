@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from prunehead import head_adapter, load, plan_of, prune_, save_scores, select
 from prunehead.cli import app
-from prunehead.iterative import Target, prune_iteratively, step_share
-from prunehead.plan import PruningPlan
+from prunehead.pruning.iterative import Target, prune_iteratively, step_share
+from prunehead.pruning.plan import PruningPlan
 from prunehead.scorers import get_scorer
 from prunehead.workspace import open_workspace
 from tests.conftest import dead_head_workspace
@@ -159,7 +159,7 @@ def test_cli_prunes_in_steps_from_a_first_score_file(setup, tmp_path):
 @pytest.fixture(scope="module")
 def trained(setup, tmp_path_factory):
     """The tone task learned for 6 epochs (loss ~0.07, not yet converged) and its anti-gradient scores."""
-    from prunehead.train import TrainConfig, finetune
+    from prunehead.training.finetune import TrainConfig, finetune
 
     root, _, _ = setup
     path = tmp_path_factory.mktemp("trained") / "model"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from prunehead.errors import InputError
-from prunehead.plan import PruningPlan, load_scores, save_scores, select
+from prunehead.pruning.plan import PruningPlan, load_scores, save_scores, select
 
 
 def test_global_ratio_removes_floor_of_lowest_scores():

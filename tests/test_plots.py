@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from prunehead.plan import PruningPlan
+from prunehead.pruning.plan import PruningPlan
 from prunehead.plots import SCORE_UNIT, heatmap, heatmap_figure
-from prunehead.ratios import format_ratio, format_speedup
+from prunehead.commands.formatting import format_ratio, format_speedup
 
 
 def red_pixels(path) -> int:

@@ -12,7 +12,7 @@ import transformers as tf
 
 from prunehead import PruningPlan, load, plan_of, prune_, save_pretrained
 from prunehead.families import family_for_type
-from prunehead.ffn import PRUNED_FFN_KEY, ffn_sites, prune_ffn_
+from prunehead.units.ffn import PRUNED_FFN_KEY, ffn_sites, prune_ffn_
 from prunehead.portable import FFN_SITES, REMOTE_FILE, SITES
 from prunehead.portable.template import remove_neurons_
 from tests.conftest import inputs_for, logits, tiny

@@ -110,7 +110,7 @@ def test_debug_shows_the_traceback(assets, monkeypatch):
 def test_atomic_outputs_get_ordinary_permissions(tmp_path):
     import os
 
-    from prunehead.outputs import atomic_dir, atomic_file
+    from prunehead.output_guard import atomic_dir, atomic_file
 
     with atomic_file(tmp_path / "f.json") as tmp:
         tmp.write_text("{}")
@@ -123,7 +123,7 @@ def test_atomic_outputs_get_ordinary_permissions(tmp_path):
 
 
 def test_failed_block_leaves_nothing(tmp_path):
-    from prunehead.outputs import atomic_dir
+    from prunehead.output_guard import atomic_dir
 
     with pytest.raises(RuntimeError), atomic_dir(tmp_path / "d") as tmp:
         (tmp / "half").write_text("half-written")

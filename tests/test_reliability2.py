@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from prunehead.errors import InputError
-from prunehead.outputs import atomic_dir, atomic_file, check_output, check_outputs, exclusive_temp, publish_dir
+from prunehead.output_guard import atomic_dir, atomic_file, check_output, check_outputs, exclusive_temp, publish_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,7 +168,7 @@ def test_sigterm_removes_temporary_outputs(tmp_path):
         "package = types.ModuleType('prunehead')\n"  # skip the package's heavy __init__: outputs needs errors only
         f"package.__path__ = [{str(ROOT / 'prunehead')!r}]\n"
         "sys.modules['prunehead'] = package\n"
-        "from prunehead.outputs import atomic_dir, install_sigterm_handler\n"
+        "from prunehead.output_guard import atomic_dir, install_sigterm_handler\n"
         "install_sigterm_handler()\n"
         f"with atomic_dir({str(tmp_path / 'out')!r}) as tmp:\n"
         "    (tmp / 'big').write_text('x' * 1000)\n"
@@ -207,14 +207,14 @@ def tones(tmp_path):
 
 
 def _cfg(**kw):
-    from prunehead.train import TrainConfig
+    from prunehead.training.finetune import TrainConfig
 
     return TrainConfig(**{"epochs": 2, "batch_size": 4, "lr": 1e-3, "head_lr": 1e-3, "eval_split": None, **kw})
 
 
 def _batches_that(monkeypatch, at: int, effect):
     """Wrap the training engine's make_batches so the `at`-th training batch (counted over the run) gets `effect`."""
-    import prunehead.engine as train
+    import prunehead.training.engine as train
 
     real, seen = train.make_batches, [0]
 
@@ -226,7 +226,7 @@ def _batches_that(monkeypatch, at: int, effect):
 
 
 def test_training_stops_at_the_first_non_finite_loss_and_writes_nothing(tones, tmp_path, monkeypatch):
-    from prunehead.train import NonFiniteLossError, finetune
+    from prunehead.training.finetune import NonFiniteLossError, finetune
 
     def poison(batch):
         batch["input_values"][0, 10] = float("nan")
@@ -257,7 +257,7 @@ def test_recipe_values_must_be_finite(tmp_path):
 
 
 def test_finetune_checks_out_before_loading_anything(tones, tmp_path, monkeypatch):
-    import prunehead.train as train
+    import prunehead.training.finetune as train
 
     monkeypatch.setattr(train, "load_data", lambda *a, **k: pytest.fail("data loaded before --out was checked"))
     (tmp_path / "a-file").write_text("x")
@@ -270,7 +270,7 @@ def test_finetune_checks_out_before_loading_anything(tones, tmp_path, monkeypatc
 def test_finetune_output_is_atomic_and_an_interrupted_run_resumes(tones, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from prunehead.train import finetune
+    from prunehead.training.finetune import finetune
 
     full = finetune("arch:wav2vec2-tiny", str(tones), tmp_path / "full", _cfg(), progress=False)
 
@@ -295,7 +295,7 @@ def test_finetune_output_is_atomic_and_an_interrupted_run_resumes(tones, tmp_pat
 def test_a_crafted_checkpoint_is_never_unpickled(tones, tmp_path):
     import torch
 
-    from prunehead.train import finetune
+    from prunehead.training.finetune import finetune
 
     marker = tmp_path / "pwned"
 
@@ -314,7 +314,7 @@ def test_a_crafted_checkpoint_is_never_unpickled(tones, tmp_path):
 def test_checkpoint_temp_files_do_not_follow_planted_links(tmp_path):
     import torch
 
-    from prunehead.train import _save_checkpoint, load_checkpoint
+    from prunehead.training.finetune import _save_checkpoint, load_checkpoint
 
     victim = tmp_path / "victim"
     victim.write_text("keep")
@@ -419,7 +419,7 @@ def _score_file(tmp_path, **changes):
     ({"num_layers": True, "num_heads": 2, "scores": [[0.1, 0.2]]}, "file says True x 2"),
 ], ids=["v2", "v0", "missing", "bool-version", "str-version", "bool-scores", "bool-size"])
 def test_score_files_with_unknown_versions_or_booleans_are_refused(tmp_path, changes, message):
-    from prunehead.plan import load_scores
+    from prunehead.pruning.plan import load_scores
 
     with pytest.raises(InputError, match=message):
         load_scores(_score_file(tmp_path, **changes))
@@ -430,7 +430,7 @@ def test_score_files_record_the_model_and_warn_on_another(tmp_path, recwarn):
 
     import torch
 
-    from prunehead.plan import load_scores, save_scores
+    from prunehead.pruning.plan import load_scores, save_scores
     from prunehead.scorers.parallel import model_fingerprint
     from tests.conftest import tiny
 
@@ -454,7 +454,7 @@ def test_min_heads_per_layer_that_blocks_the_ratio_warns():
 
     import torch
 
-    from prunehead.plan import select
+    from prunehead.pruning.plan import select
 
     scores = torch.rand(3, 4)
     with pytest.warns(UserWarning, match="removing 0 of the 6 heads.*--min-heads-per-layer 4"):
@@ -468,7 +468,7 @@ def test_min_heads_per_layer_that_blocks_the_ratio_warns():
 
 @pytest.mark.parametrize("spec", ["0:1:0.0000001", ",".join(["0.5"] * 1001)])
 def test_sweeps_of_more_than_1000_points_are_refused(spec):
-    from prunehead.curves import parse_ratios
+    from prunehead.experiments.curves import parse_ratios
 
     with pytest.raises(InputError, match="at most 1000"):
         parse_ratios(spec)
@@ -481,7 +481,7 @@ def test_sweeps_of_more_than_1000_points_are_refused(spec):
 def test_synth_appears_complete_or_not_at_all(tmp_path, monkeypatch, failure):
     import numpy as np
 
-    import prunehead.synth as synth
+    import prunehead.data.synth as synth
 
     calls = [0]
 

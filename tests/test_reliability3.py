@@ -74,7 +74,7 @@ def test_a_folders_split_manifest_names_inputs_outside_the_folder(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "test.jsonl").write_text(json.dumps({"audio": "../elsewhere/a.wav", "label": "yes"}) + "\n")
     assert clip.resolve() in {p.resolve() for p in spec_paths(str(tmp_path / "data"))}
-    from prunehead.outputs import check_output
+    from prunehead.output_guard import check_output
 
     with pytest.raises(InputError, match="input"):
         check_output(clip, overwrite=True, inputs=spec_paths(str(tmp_path / "data")))
@@ -95,13 +95,13 @@ def _tones(root: Path, n: int = 4) -> Path:
 
 
 def _cfg(**kw):
-    from prunehead.train import TrainConfig
+    from prunehead.training.finetune import TrainConfig
 
     return TrainConfig(**{"epochs": 2, "batch_size": 4, "lr": 1e-3, "head_lr": 1e-3, "eval_split": None, **kw})
 
 
 def test_resume_into_a_folder_without_checkpoints_is_refused_before_training(tmp_path, monkeypatch):
-    import prunehead.train as train
+    import prunehead.training.finetune as train
 
     data = _tones(tmp_path / "data")
     out = tmp_path / "m"
@@ -114,7 +114,7 @@ def test_resume_into_a_folder_without_checkpoints_is_refused_before_training(tmp
 
 
 def test_a_finished_run_that_cannot_be_published_is_kept_for_resume(tmp_path, monkeypatch):
-    import prunehead.train as train
+    import prunehead.training.finetune as train
 
     data, out = _tones(tmp_path / "data"), tmp_path / "m"
     real = train._write_outputs
@@ -138,9 +138,9 @@ def test_a_finished_run_that_cannot_be_published_is_kept_for_resume(tmp_path, mo
 
 
 def test_a_full_disk_at_a_checkpoint_keeps_the_good_epochs(tmp_path, monkeypatch):
-    import prunehead.outputs as outputs
+    import prunehead.output_guard as outputs
     from prunehead.errors import DiskFullError
-    import prunehead.train as train
+    import prunehead.training.finetune as train
 
     data, out = _tones(tmp_path / "data"), tmp_path / "m"
     real_save, calls = torch.save, [0]
@@ -162,7 +162,7 @@ def test_a_full_disk_at_a_checkpoint_keeps_the_good_epochs(tmp_path, monkeypatch
 
 
 def test_the_input_data_folder_is_never_adopted_as_the_work_folder(tmp_path, monkeypatch):
-    from prunehead.train import finetune
+    from prunehead.training.finetune import finetune
 
     data = _tones(tmp_path / ".ftd.partial")
     before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
@@ -201,7 +201,7 @@ def test_a_folder_that_names_code_is_refused_without_an_opt_in(tmp_path, monkeyp
 
 def test_finetune_refuses_a_folder_that_names_code_before_loading_it(tmp_path, monkeypatch):
     import prunehead
-    import prunehead.train as train
+    import prunehead.training.finetune as train
 
     folder = _custom_code_model(tmp_path / "model", tmp_path / "ran")
     monkeypatch.delenv("PRUNEHEAD_TRUST_REMOTE_CODE", raising=False)
@@ -295,7 +295,7 @@ def test_clip_seconds_has_an_upper_bound(model, tmp_path, monkeypatch):
 
 def test_transcripts_keep_their_letters_in_any_script():
     from prunehead.metrics import error_rate, normalize_text
-    from prunehead.train import char_tokenizer
+    from prunehead.training.finetune import char_tokenizer
 
     assert normalize_text("Café Über!") == "café über"
     assert normalize_text("Привет, мир") == "привет мир"
@@ -350,7 +350,7 @@ def test_a_failed_score_run_replaces_neither_output(scored, tmp_path):
 
 
 def test_atomic_files_restore_the_first_when_the_second_cannot_be_published(tmp_path):
-    from prunehead.outputs import atomic_files
+    from prunehead.output_guard import atomic_files
 
     a, b = tmp_path / "a.json", tmp_path / "b.png"
     a.write_text("old a")
@@ -366,7 +366,7 @@ def test_a_real_full_disk_is_reported_as_such(tmp_path):
     import subprocess
 
     from prunehead.errors import DiskFullError
-    from prunehead.outputs import atomic_file
+    from prunehead.output_guard import atomic_file
 
     mount = tmp_path / "tiny"
     mount.mkdir()
@@ -382,7 +382,7 @@ def test_a_real_full_disk_is_reported_as_such(tmp_path):
 
 
 def test_disk_full_detection_needs_enospc_or_no_free_space(tmp_path, monkeypatch):
-    import prunehead.outputs as outputs
+    import prunehead.output_guard as outputs
 
     assert outputs.is_disk_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
     assert not outputs.is_disk_full(RuntimeError("a bug"), tmp_path)

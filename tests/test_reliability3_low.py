@@ -146,7 +146,7 @@ def test_loading_a_file_instead_of_a_folder_says_so(assets):
     ({"pruned_heads": {"0": "13"}}, "must be a list"),
 ], ids=["float-size", "bool-size", "float-id", "bad-layer", "string-ids"])
 def test_plan_files_with_non_whole_numbers_are_refused_naming_the_file(tmp_path, changes, message):
-    from prunehead.plan import PruningPlan
+    from prunehead.pruning.plan import PruningPlan
 
     plan = {"format": "prunehead.plan", "version": 1, "num_layers": 2, "num_heads": 4, "pruned_heads": {}, **changes}
     (tmp_path / "plan.json").write_text(json.dumps(plan))
@@ -162,7 +162,7 @@ def test_plan_files_with_non_whole_numbers_are_refused_naming_the_file(tmp_path,
     ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
 ], ids=["1e400", "huge-int", "deep"])
 def test_score_files_with_huge_numbers_or_deep_nesting_name_the_file(tmp_path, text, message):
-    from prunehead.plan import load_scores
+    from prunehead.pruning.plan import load_scores
 
     (tmp_path / "s.json").write_text(text)
     with pytest.raises(InputError, match=rf"s\.json.*{message}"):
@@ -272,9 +272,9 @@ def test_meta_device_models_are_refused_and_nothing_is_saved(assets, tmp_path):
 # ------------------------------------------------------------------------------------------------ full disk
 
 def test_a_full_disk_while_synthesizing_says_so(tmp_path, monkeypatch):
-    import prunehead.outputs as outputs
+    import prunehead.output_guard as outputs
     from prunehead.errors import DiskFullError
-    import prunehead.synth as synth
+    import prunehead.data.synth as synth
 
     monkeypatch.setattr(synth, "tts", lambda text, voice, speed=1.0: np.zeros(8000, np.float32) + 0.1)
 
@@ -321,11 +321,11 @@ def test_a_hub_model_is_the_cards_base_model(assets, tmp_path):
     from huggingface_hub import ModelCard
 
     import prunehead
-    from prunehead.plan import PruningPlan
+    from prunehead.pruning.plan import PruningPlan
     from prunehead.portable.card import model_card
 
     model = prunehead.prune_(prunehead.load(assets / "model"), PruningPlan(2, 4, {0: (1,)}))
     prunehead.save_pretrained(model, tmp_path / "m")
     assert ModelCard.load(tmp_path / "m" / "README.md").data.tags == ["pruned", "prunehead"]  # library saves too
-    card = model_card(model, tmp_path / "m", {"model": "facebook/wav2vec2-base"})
+    card = model_card(model, tmp_path / "m", prunehead.plan_of(model), {"model": "facebook/wav2vec2-base"})
     assert ModelCard(str(card)).data.base_model == "facebook/wav2vec2-base"

@@ -14,7 +14,7 @@ import transformers as tf
 from prunehead import control
 from prunehead.errors import InputError
 from prunehead.heads import head_adapter
-from prunehead.plan import PruningPlan
+from prunehead.pruning.plan import PruningPlan
 from prunehead.scorers import available, get_scorer, registry
 from prunehead.scorers.attattr import layer_attribution
 from prunehead.scorers.attention import head_statistic
@@ -56,7 +56,7 @@ def assert_state_unchanged(model, before):
     assert hooks == before[0]
     assert impls == before[2]
     assert not control.is_controlled(model)
-    assert not any(site.module in control._SITES for site in head_adapter(model).sites)
+    assert not any(site.module in control.SITES for site in head_adapter(model).sites)
     for name, (value, flag) in before[1].items():
         assert params[name][1] == flag, name
         assert torch.equal(params[name][0], value), name

@@ -11,7 +11,7 @@ from prunehead import head_adapter, load, plan_of, prune_, save_pretrained
 from prunehead.control import controlled
 from prunehead.cost import count_macs, count_params
 from prunehead.errors import UnsupportedModelError
-from prunehead.plan import PruningPlan, select
+from prunehead.pruning.plan import PruningPlan, select
 from tests.conftest import FAMILIES, inputs_for, logits, tiny
 
 PLANS = {

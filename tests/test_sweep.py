@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from prunehead.cli import app
-from prunehead.plan import PruningPlan
-from prunehead.curves import parse_ratios, run_sweep as sweep
+from prunehead.pruning.plan import PruningPlan
+from prunehead.experiments.curves import parse_ratios, run_sweep as sweep
 from tests.conftest import DEAD, dead_head_workspace
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ import soundfile as sf
 
 from prunehead.data import KS_LABELS, label_names, load_data
 from prunehead.errors import InputError
-from prunehead.synth import speakers, synthesize
+from prunehead.data.synth import speakers, synthesize
 
 
 def digest(root) -> dict[str, str]:

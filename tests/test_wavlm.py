@@ -16,7 +16,7 @@ from prunehead.cost import count_macs, count_params
 from prunehead.export.onnx import check_onnx, export_onnx, signature
 from prunehead.families import family_of
 from prunehead.families.wavlm import WavLMEmptyAttention, WavLMFamily, WavLMHeadAttention
-from prunehead.plan import PruningPlan
+from prunehead.pruning.plan import PruningPlan
 from prunehead.scorers import available, get_scorer
 from prunehead.scorers.layers import select_rows
 from tests.conftest import TONE_LABELS, ce, logits, tiny

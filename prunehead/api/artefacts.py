@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from .. import surgery
-from ..train import TrainConfig
+from ..training.finetune import TrainConfig
 from ..workspace import ModelLike
 
 
@@ -24,7 +24,7 @@ def finetune(model: ModelLike, data: str, out: str | Path, config: TrainConfig |
 
     Cost: `config.epochs` passes (forward + backward) over the training split.
     """
-    from ..train import finetune as train
+    from ..training.finetune import finetune as train
 
     cfg = config or TrainConfig()
     if isinstance(model, nn.Module):

@@ -11,13 +11,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..curves import parse_ratios, run_sweep
-from ..frontier import run_frontier
+from ..experiments.curves import parse_ratios, run_sweep
+from ..experiments.frontier import run_frontier
 from ..heads import head_adapter
-from ..budget import best_curve
+from ..pruning.budget import best_curve
 from ..errors import InputError
 from ..export.runtime import load_onnx, onnx_graph
-from ..plan import read_json
+from ..pruning.plan import read_json
 from ..precision import check_dtype
 from ..scorers.parallel import model_fingerprint
 from ..workspace import ModelLike, open_workspace
@@ -64,7 +64,7 @@ def sweep(model: ModelLike, data: str, scores: Mapping[str, ScoresLike] | Sequen
     for every score matrix and for random scores (5 seeds), heads gated instead of removed (== removed).
     Cost: one evaluation of the split per distinct plan.
 
-    With `ffn_ratios`, the speed / accuracy frontier of one head score matrix instead (`prunehead.frontier`):
+    With `ffn_ratios`, the speed / accuracy frontier of one head score matrix instead (`prunehead.experiments.frontier`):
     the grid `ratios` x `ffn_ratios` (FFN neurons cut per layer, keeping `min_neurons_per_layer`, ranked
     by `ffn_scores` or scored here with `ffn_scorer`: taylor on `samples` of `data`'s `score_split`, or the
     data-free magnitude), each point's metric with heads and neurons gated, its MACs on `seconds` of input

@@ -16,21 +16,21 @@ from torch import nn
 from .. import surgery
 from ..data import split_exists
 from ..errors import InputError
-from ..ffn import ffn_sites, prune_ffn_
+from ..units.ffn import ffn_sites, prune_ffn_
 from ..heads import head_adapter
-from ..iterative import Target, prune_iteratively
-from ..budget import (AUTO_SCORERS, UNITS, choose_scorer, max_drop_plan, max_drop_units_plan, removal_order,
+from ..pruning.iterative import Target, prune_iteratively
+from ..pruning.budget import (AUTO_SCORERS, UNITS, choose_scorer, max_drop_plan, max_drop_units_plan, removal_order,
                       target_macs_plan)
-from ..plan import PruningPlan, load_scores, select_ffn
-from ..pruning import change_report, recover
+from ..pruning.plan import PruningPlan, load_scores, select_ffn
+from ..pruning.report import change_report, recover
 from ..scorers.parallel import model_fingerprint, run
-from ..train import TrainConfig, pick_device
+from ..training.finetune import TrainConfig, pick_device
 from ..workspace import ModelLike, Workspace, open_workspace
 
 from .common import ScoresLike, ScoreSplit, check_counts, say, scores_for
 from .scoring import build_scorer, score
 
-AUTO = "auto"  # --scorer auto: choose the scorer by measurement (prunehead.budget)
+AUTO = "auto"  # --scorer auto: choose the scorer by measurement (prunehead.pruning.budget)
 
 
 # --------------------------------------------------------------------------------------------------- prune
@@ -64,19 +64,19 @@ def prune(model: ModelLike, *, scores: ScoresLike | None = None, plan: PruningPl
 
     `max_drop` replaces the target: remove as many heads as possible while the metric on the selection
     split (`split`, default validation when the data has one, else train) stays within `max_drop` of the
-    unpruned model (`prunehead.budget`); the test split, when there is one, is then reported apart.
+    unpruned model (`prunehead.pruning.budget`); the test split, when there is one, is then reported apart.
     `scorer="auto"` scores with each of `auto_scorers` and keeps the ranking that holds the metric best on
     the selection split. `units` says what `max_drop` removes: "heads", "ffn" (neurons only) or "both"
-    (heads and neurons in one order, least important per MAC first: `prunehead.budget.removal_order`;
+    (heads and neurons in one order, least important per MAC first: `prunehead.pruning.budget.removal_order`;
     neuron scores from `ffn_scores` / `ffn_scorer`).
 
-    `ffn_ratio` also removes feed-forward neurons (`prunehead.ffn`): floor(ffn_ratio * I) per layer (or
+    `ffn_ratio` also removes feed-forward neurons (`prunehead.units.ffn`): floor(ffn_ratio * I) per layer (or
     ranked across layers: `ffn_scope="global"`, keeping `min_neurons_per_layer`), by `ffn_scores` (an L x I
     matrix or `--units ffn` score file) or `ffn_scorer` (taylor on `samples` of `data`'s `score_split`, or
     the data-free magnitude), scored once on the model as given; without `ratio` / `heads`, only neurons go.
 
     `target_macs` replaces every target: heads and neurons go, cheapest first (importance rank per MAC
-    saved, `prunehead.budget.target_macs_plan`), until the model has at most that fraction of the dense
+    saved, `prunehead.pruning.budget.target_macs_plan`), until the model has at most that fraction of the dense
     model's MACs; head scores from `scores` / `scorer`, neuron scores from `ffn_scores` / `ffn_scorer`.
 
     Returns:

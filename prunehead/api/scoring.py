@@ -12,7 +12,7 @@ import torch
 
 from ..errors import InputError
 from ..heads import head_adapter
-from ..plan import save_scores
+from ..pruning.plan import save_scores
 from ..scorers import get_scorer
 from ..scorers.base import Scorer, model_device, to_device
 from ..scorers.hib import value_statistics

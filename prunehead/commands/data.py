@@ -21,7 +21,7 @@ def synth_cmd(task: Annotated[TaskName, typer.Argument(help="Which kind of data 
               test_fraction: Annotated[float, typer.Option(help="Test clips per class, relative.")] = 0.25,
               n_speakers: Annotated[int, typer.Option(help="SID: number of speakers (voices).")] = 8) -> None:
     """Synthesize a KS / SID / IC / ASR data set with espeak-ng and flite voices plus noise."""
-    from ..synth import synthesize
+    from ..data.synth import synthesize
 
     synthesize(task.value, out, n_per_class=n_per_class, seed=seed, test_fraction=test_fraction, n_speakers=n_speakers)
     typer.echo(f"wrote {out}")

@@ -36,7 +36,7 @@ def fresh_output(out: Path, overwrite: bool = False) -> None:
     """Make `out` an empty folder marked as the demo's: an earlier demo's folder is replaced (a fresh run
     each time); any other existing path only with `overwrite`, and never the working folder or one above it."""
     from ..errors import InputError
-    from ..outputs import check_output
+    from ..output_guard import check_output
 
     if out.exists():
         if out.is_dir() and Path.cwd().resolve().is_relative_to(out.resolve()):
@@ -106,7 +106,7 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every
 
 
 def _summary(out: Path, paths: dict[str, Path], seconds: float) -> None:
-    from ..ratios import format_ratio
+    from .formatting import format_ratio
 
     report = json.loads((paths["pruned"] / "report.json").read_text())
     before, after = report.get("metrics_before", {}), report.get("metrics_after", {})

@@ -23,7 +23,7 @@ def eval_cmd(model: Model, data: Data, split: Split = "test", batch_size: BatchS
     import json
 
     from ..api import evaluate
-    from ..outputs import atomic_file, check_output
+    from ..output_guard import atomic_file, check_output
 
     inputs = inputs_of(model, data) if out is not None else []
     if out is not None:

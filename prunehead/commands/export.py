@@ -42,7 +42,7 @@ def onnx(
     """Export MODEL to ONNX with dynamic batch and length, check it, and time it against the unpruned model."""
     from ..api import export_onnx
     from ..export.pipeline import WRITTEN, ExportOptions
-    from ..outputs import check_output
+    from ..output_guard import check_output
 
     ExportOptions(opset=opset).validate()  # before anything loads or is traced
     out = check_output(out, overwrite, inputs=inputs_of(model, data, baseline), kind="dir", writes=WRITTEN)
@@ -61,7 +61,7 @@ def _print(summary: dict, out: Path) -> None:
     if data is not None:
         for run, metrics in data["metrics"].items():
             typer.echo(f"{data['spec']} ({data['split']}) {run}: accuracy {metrics['accuracy']:.4f}")
-    from ..ratios import format_ratio, format_speedup
+    from .formatting import format_ratio, format_speedup
 
     model, unpruned = summary["model"], summary["unpruned"]
     typer.echo(f"params {model['params']:,} vs unpruned {unpruned['params']:,}: "

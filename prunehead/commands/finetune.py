@@ -50,7 +50,7 @@ def finetune_cmd(
     from ..api import finetune
     from ..errors import InputError
     from ..recipe import load_recipe
-    from ..train import TrainConfig
+    from ..training.finetune import TrainConfig
 
     out = out.expanduser()
     base = load_recipe(recipe) if recipe else None
@@ -69,7 +69,7 @@ def finetune_cmd(
         raise InputError("give --model and --data, or a --recipe that names them")
     record = finetune(model, data, out, cfg, task=task, resume=resume, device=device, on_error=on_error.value,
                       eval_data=eval_data, progress=True)
-    from ..engine import is_main_process
+    from ..training.engine import is_main_process
 
     if not is_main_process():  # data-parallel run: rank 0 reports
         return

@@ -89,7 +89,7 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
     import torch
 
     from .. import api
-    from ..outputs import atomic_dir, check_output
+    from ..output_guard import atomic_dir, check_output
     from ..surgery import save_pretrained
 
     inputs = inputs_of(model, data, scores, plan, ffn_scores)
@@ -104,7 +104,7 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
                        auto_scorers=[n.strip() for n in auto_scorers.split(",") if n.strip()], ffn_ratio=ffn_ratio,
                        ffn_scores=ffn_scores, ffn_scorer=ffn_scorer, ffn_scope="global" if global_ else "per_layer",
                        min_neurons_per_layer=min_neurons_per_layer, target_macs=target_macs, units=units)
-    from ..engine import is_main_process
+    from ..training.engine import is_main_process
 
     if not is_main_process():  # launched data-parallel (recovery under torchrun): rank 0 writes and reports
         return
@@ -165,7 +165,7 @@ def _decision(report: dict) -> None:
 
 def _summary(report: dict) -> None:
     b, a = report["before"], report["after"]
-    from ..ratios import format_ratio
+    from .formatting import format_ratio
 
     typer.echo(f"heads {b['heads']} -> {a['heads']}, params {b['params']:,} -> {a['params']:,} "
                f"({format_ratio(b['params'], a['params'])}), MACs {b['macs']:,} -> {a['macs']:,} "

@@ -130,10 +130,10 @@ def _run(out: Path, settings: dict[str, Any], options: dict[str, Any], batch_siz
     import torch
 
     from ..api import build_scorer, score
-    from ..outputs import atomic_files, check_output, check_outputs
+    from ..output_guard import atomic_files, check_output, check_outputs
     from ..plots import heatmap
     from ..scorers.parallel import Checkpoint, fingerprint, process_group
-    from ..train import pick_device
+    from ..training.finetune import pick_device
 
     png = out.with_suffix(".png")
     check_outputs(out, png)
@@ -189,7 +189,7 @@ def _run_ffn(out: Path, given: dict[str, Any], batch_size: int, clip_seconds: fl
     """`score --units ffn`: one process, no checkpoint; writes the (L, I) score file."""
     from ..api import score
     from ..errors import InputError
-    from ..outputs import atomic_file, check_output
+    from ..output_guard import atomic_file, check_output
 
     missing = [f"--{k}" for k in ("model", "data", "scorer") if not given[k]]
     if missing or recipe is not None or resume:

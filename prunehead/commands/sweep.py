@@ -44,9 +44,9 @@ def sweep_cmd(model: Model, data: Data, out: Out, scores: ScoreFiles,
               seconds: Seconds = None, repeats: Repeats = None, overwrite: Overwrite = False) -> None:
     """Prune at every ratio (or K heads per layer) for every score file and random, and evaluate; with
     --ffn-ratios, the speed / accuracy frontier of heads x FFN neurons."""
-    from ..curves import parse_ratios
+    from ..experiments.curves import parse_ratios
     from ..errors import InputError
-    from ..outputs import check_output
+    from ..output_guard import check_output
 
     files = [*scores, *(more_scores or [])]
     inputs = inputs_of(model, data, *files, ffn_scores)
@@ -97,7 +97,7 @@ def _write(result: dict, stem: str, table_of, plot, out: Path, overwrite: bool, 
     """<stem>.json, .md and .png into `out`, all or nothing; print the table."""
     import json
 
-    from ..outputs import atomic_dir
+    from ..output_guard import atomic_dir
 
     table = table_of(result)
     with atomic_dir(out, overwrite, inputs=inputs) as tmp:

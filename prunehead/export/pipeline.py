@@ -23,9 +23,9 @@ from torch import nn
 
 from ..cost import count_macs, count_params
 from ..errors import InputError
-from ..ffn import PRUNED_FFN_KEY, pruned_ffn_of
+from ..units.ffn import PRUNED_FFN_KEY, pruned_ffn_of
 from ..heads import PRUNED_HEADS_KEY, head_adapter, pruned_heads_of
-from ..outputs import atomic_dir, check_output
+from ..output_guard import atomic_dir, check_output
 from ..surgery import PREPROCESSING_FILES
 from ..progress import say as progress_line
 from .accuracy import data_metrics, load_eval_data

@@ -7,7 +7,7 @@ every later layer. Layer l gates head h's slice with a gate computed from chunk 
 states (`gru_rel_pos_linear`, `gru_rel_pos_const`), so the gate does not depend on which heads remain.
 `WavLMAttention` calls `F.multi_head_attention_forward`, which neither goes through transformers'
 attention interface nor runs with fewer heads than the hidden size implies. `WavLMHeadAttention` computes
-the same function for any subset of the original heads through `prunehead.control.prunehead_attention`:
+the same function for any subset of the original heads through `prunehead.attention.prunehead_attention`:
 `routed` swaps it in for the duration of `controlled()`, `slice_heads_` / `empty_` for good. Layer 0
 keeps its bias table for all original heads whatever it loses, so later layers get the bias they expect.
 """
@@ -24,6 +24,7 @@ from torch import nn
 from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 from transformers.pytorch_utils import prune_linear_layer
 
+from ..attention import prunehead_attention
 from .base import AttentionSite, BiasOnly, head_index, output_bias
 from .runner import Captured, LayerRunner
 from .speech import SpeechFamily
@@ -107,8 +108,6 @@ class WavLMHeadAttention(_RelativeBias):
         if self.eager:
             out, probs = eager_attention(q, k, v, mask, bias, self.scaling)
         else:
-            from ..control import prunehead_attention  # (control imports the families)
-
             out, probs = prunehead_attention(self, q, k, v, mask, scaling=self.scaling, position_bias=bias,
                                              dropout=self.dropout if self.training else 0.0)
         out = self.out_proj(out.reshape(B, T, self.num_heads * self.head_dim))  # (B, T, D)

@@ -119,17 +119,16 @@ def _metric_lines(report: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def model_card(model: nn.Module, folder: str | Path, report: dict[str, Any] | None = None,
+def model_card(model: nn.Module, folder: str | Path, plan: Any, report: dict[str, Any] | None = None,
                source: str | None = None) -> ModelCard:
-    """The card of the pruned `model` saved in `folder` (its config.json is read for the Auto class)."""
-    from ..surgery import plan_of
-
+    """The card of the pruned `model` saved in `folder` with `plan` (its config.json is read for the Auto
+    class)."""
     tag = pipeline_tag(model)
     spec = (report or {}).get("model") or source
     data = ModelCardData(base_model=_hub_id(spec), library_name="transformers", pipeline_tag=tag, tags=list(TAGS),
                          license=_license(source or spec), model_name=f"{Path(str(spec or 'model')).name}-pruned",
                          eval_results=_eval_results(report or {}, tag) or None)
-    plan, auto = plan_of(model), _auto_class(Path(folder))
+    auto = _auto_class(Path(folder))
     origin = f"[{spec}](https://huggingface.co/{spec})" if _hub_id(spec) else f"`{spec}`" if spec else "a model"
     load = ["The folder carries its modeling code (`modeling_prunehead.py`): plain transformers loads it with "
             "`trust_remote_code=True` (read the file first; it only removes the listed heads and neurons).", "",
@@ -146,7 +145,7 @@ def model_card(model: nn.Module, folder: str | Path, report: dict[str, Any] | No
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(text))
 
 
-def write_model_card(model: nn.Module, folder: str | Path, report: dict[str, Any] | None = None,
+def write_model_card(model: nn.Module, folder: str | Path, plan: Any, report: dict[str, Any] | None = None,
                      source: str | None = None) -> None:
-    """Write `folder/README.md`, the card of the pruned model saved there."""
-    (Path(folder) / CARD_NAME).write_text(str(model_card(model, folder, report, source)), encoding="utf-8")
+    """Write `folder/README.md`, the card of the pruned model saved there with `plan` (a PruningPlan)."""
+    (Path(folder) / CARD_NAME).write_text(str(model_card(model, folder, plan, report, source)), encoding="utf-8")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..ffn import ffn_sites, kept_neurons, neuron_gating
+from ..units.ffn import ffn_sites, kept_neurons, neuron_gating
 from .base import (Batch, Objective, batch_size, check_batches, check_loss, forward, model_device, prepared,
                    sample_batches, to_device)
 

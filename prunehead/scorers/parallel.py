@@ -32,7 +32,7 @@ from torch import nn
 from ..progress import bar as progress_bar
 
 from ..errors import InputError
-from .base import (Batch, Objective, SampleScorer, Scorer, batch_size, check_batches, finish_scores,
+from .tools import (Batch, Objective, batch_size, check_batches, finish_scores,
                    gather_results, model_device, prepared, sample_batches, to_device)
 
 CHECKPOINT_FORMAT = "prunehead.score-checkpoint"
@@ -167,7 +167,7 @@ class Checkpoint:
         return len(self.done)
 
     def add(self, index: int, ids: torch.Tensor, results: torch.Tensor) -> None:
-        from ..outputs import exclusive_temp
+        from ..output_guard import exclusive_temp
 
         self.done[index] = (ids, results)
         data = {"format": CHECKPOINT_FORMAT, "key": self.key,
@@ -198,7 +198,7 @@ def _gather(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.
     return [pair for part in everything for pair in part]
 
 
-def run(scorer: Scorer, model: nn.Module, batches: list[Batch], objective: Objective, *,
+def run(scorer: Any, model: nn.Module, batches: list[Batch], objective: Objective, *,
         checkpoint: str | Path | None = None, key: str = "", resume: bool = False,
         progress: bool = False) -> ScoreRun:
     """Score `batches` with `scorer`, sharded over the process group, checkpointed if asked.
@@ -210,7 +210,7 @@ def run(scorer: Scorer, model: nn.Module, batches: list[Batch], objective: Objec
         progress: show a tqdm bar over samples (rank 0 only).
     """
     rank, size = world()
-    if not isinstance(scorer, SampleScorer):
+    if not hasattr(scorer, "score_batch"):  # a whole-matrix scorer (base.Scorer, not a SampleScorer)
         scores = scorer.score(model, batches, objective)
         return ScoreRun(scores, None, torch.arange(0), None, size)
     batches = check_batches(batches, True)
@@ -256,7 +256,7 @@ def run(scorer: Scorer, model: nn.Module, batches: list[Batch], objective: Objec
                     split_half(scorer, results))
 
 
-def split_half(scorer: SampleScorer, results: torch.Tensor) -> float | None:
+def split_half(scorer: Any, results: torch.Tensor) -> float | None:
     """Spearman correlation between the scores of the even- and the odd-numbered samples (in id order).
 
     The two halves are disjoint samples with independent noise (seeds derive from sample ids), so this is

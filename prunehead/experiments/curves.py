@@ -15,13 +15,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from .progress import bar as progress_bar
+from ..progress import bar as progress_bar
 
-from .control import controlled
-from .errors import InputError
-from .heads import head_adapter
-from .plan import PruningPlan, select
-from .surgery import plan_of
+from ..control import controlled
+from ..errors import InputError
+from ..heads import head_adapter
+from ..pruning.plan import PruningPlan, select
+from ..surgery import plan_of
 
 RANDOM = "random"
 RANDOM_SEEDS = (0, 1, 2, 3, 4)
@@ -68,7 +68,7 @@ def evaluate_plan(model: nn.Module, plan: PruningPlan, evaluate: Evaluate) -> di
         ctl = stack.enter_context(controlled(model))
         stack.enter_context(ctl.gating(plan.keep_mask()))
         if plan.pruned_ffn:
-            from .ffn import neuron_gating
+            from ..units.ffn import neuron_gating
 
             gate = plan.ffn_keep_mask().to(next(model.parameters()).device)  # (L, I)
             stack.enter_context(neuron_gating(model, gate))

@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import make_batches
-from .data.augment import Augment
-from .errors import PruneheadError
-from .progress import bar as progress_bar
+from ..data import make_batches
+from ..data.augment import Augment
+from ..errors import PruneheadError
+from ..progress import bar as progress_bar
 
 HEAD_PREFIXES = ("projector", "classifier", "lm_head")
 

@@ -3,7 +3,7 @@
 `finetune(model, data, out_dir, TrainConfig(...))` accepts a model directory or hub id, `arch:<name>`
 (a fresh random model from `prunehead.architectures`), a Whisper directory (becomes
 WhisperForAudioClassification with a cropped input window), or a pruned model (its plan is kept).
-The loop itself is `prunehead.engine` (data-parallel under torchrun, through accelerate); the defaults
+The loop itself is `prunehead.training.engine` (data-parallel under torchrun, through accelerate); the defaults
 depend on where the model comes from (from scratch or a trained checkpoint: `source_defaults`).
 """
 
@@ -23,18 +23,18 @@ import torch
 import transformers as tf
 from torch import nn
 
-from . import surgery
-from .architectures import build_model
-from .data import (CLIP_KEY, align_labels, default_feature_extractor, label_names, load_data,
+from .. import surgery
+from ..architectures import build_model
+from ..data import (CLIP_KEY, align_labels, default_feature_extractor, label_names, load_data,
                    model_label_names, spec_paths)
-from .errors import InputError, MissingSplitError, WorkKeptError, check_finite
-from .families import family_for_type, family_of
-from .heads import PRUNED_HEADS_KEY
-from .portable.trust import check_custom_code
-from .outputs import Disposable, check_output, disk_full_reported, exclusive_temp, input_overlap, publish_dir
+from ..errors import InputError, MissingSplitError, WorkKeptError, check_finite
+from ..families import family_for_type, family_of
+from ..heads import PRUNED_HEADS_KEY
+from ..portable.trust import check_custom_code
+from ..output_guard import Disposable, check_output, disk_full_reported, exclusive_temp, input_overlap, publish_dir
 from .engine import NonFiniteLossError, deterministic, make_engine, threads, train_  # noqa: F401 - re-exported
-from .tasks import classification_task, get_task
-from .whisper_window import crop_window_, window_feature_extractor
+from ..tasks import classification_task, get_task
+from ..families.whisper_window import crop_window_, window_feature_extractor
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 FEATURE_FILES = ("preprocessor_config.json", "processor_config.json")
@@ -172,7 +172,7 @@ def load_processor(spec: str) -> tuple[Any, Any]:
 
 def char_tokenizer(texts: list[str]) -> tf.Wav2Vec2CTCTokenizer:
     """A character CTC tokenizer for `texts`: <pad> (= CTC blank, id 0), <unk>, "|" between words, chars."""
-    from .metrics import normalize_text
+    from ..metrics import normalize_text
 
     chars = sorted({c for t in texts for c in normalize_text(t)} - {" "})
     vocab = {"<pad>": 0, "<unk>": 1, "|": 2, **{c: i + 3 for i, c in enumerate(chars)}}
@@ -367,7 +367,7 @@ def finetune(model_spec: str, data_spec: str, out_dir: str | Path, cfg: TrainCon
     `eval_data` (default `data_spec`) is evaluated on `cfg.eval_split` after every epoch; its labels
     are matched to the training labels by name. Unset (None) fields of `cfg` follow the model's source
     (`source_defaults`): from-scratch settings for `arch:NAME`, fine-tuning settings otherwise. Launched
-    in several processes (torchrun), the run is data-parallel (`prunehead.engine`) and the main process
+    in several processes (torchrun), the run is data-parallel (`prunehead.training.engine`) and the main process
     writes.
 
     Returns the train.json record: epochs, wall time, device, final metrics, per-epoch history and

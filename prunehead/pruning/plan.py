@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import InputError, check_int, check_number
+from ..errors import InputError, check_int, check_number
 
 PLAN_FORMAT = "prunehead.plan"
 SCORES_FORMAT = "prunehead.scores"

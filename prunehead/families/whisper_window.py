@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from transformers import WhisperFeatureExtractor
 
-from .errors import InputError
-from .families.whisper import WhisperFamily
+from ..errors import InputError
+from .whisper import WhisperFamily
 
 FRAMES_PER_SECOND = 50  # encoder positions per second of audio (10 ms hop, conv stride 2)
 

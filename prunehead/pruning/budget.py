@@ -27,11 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .curves import LOWER_IS_BETTER, evaluate_plan
-from .errors import InputError
-from .heads import head_adapter
+from ..experiments.curves import LOWER_IS_BETTER, evaluate_plan
+from ..errors import InputError
+from ..heads import head_adapter
 from .plan import PruningPlan, select
-from .surgery import plan_of
+from ..surgery import plan_of
 
 METRIC = "accuracy"  # ASR tasks report accuracy = 1 - WER, so one key serves every task
 AUTO_SCORERS = ("gradient", "attention", "occlusion", "attattr")  # the cheap ones; hib and plugins on request
@@ -238,9 +238,9 @@ def removal_order(model: nn.Module, head_scores: torch.Tensor | None, ffn_scores
     whose scores are None stays. Cost: three MAC counts (dense, one head less, one neuron less)."""
     import copy
 
-    from .cost import count_macs, example_inputs
-    from .ffn import ffn_sites, kept_neurons, prune_ffn_
-    from .surgery import prune_
+    from ..cost import count_macs, example_inputs
+    from ..units.ffn import ffn_sites, kept_neurons, prune_ffn_
+    from ..surgery import prune_
 
     inputs = example_inputs(model, seconds, device=next(model.parameters()).device)
     now = count_macs(model, inputs)["total"]
@@ -326,6 +326,6 @@ def _priced(units: list[tuple[int, int]], scores: torch.Tensor, kind: str, cost:
 
 def _dense(model: nn.Module) -> nn.Module | None:
     """The unpruned architecture (random weights: MACs only), or None when `model` lost nothing."""
-    from .export.pipeline import unpruned_reference
+    from ..export.pipeline import unpruned_reference
 
     return unpruned_reference(model)

@@ -17,11 +17,11 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from .errors import InputError
-from .families import family_of
-from .families.base import FFNSite
-from .plan import PruningPlan
-from .portable.template import PRUNED_FFN_KEY  # config.json: {"<layer>": [original neuron ids]}
+from ..errors import InputError
+from ..families import family_of
+from ..families.base import FFNSite
+from ..pruning.plan import PruningPlan
+from ..portable.template import PRUNED_FFN_KEY  # config.json: {"<layer>": [original neuron ids]}
 
 __all__ = ["PRUNED_FFN_KEY", "ffn_plan_of", "ffn_sites", "kept_neurons", "neuron_gating", "prune_ffn_",
            "pruned_ffn_of"]

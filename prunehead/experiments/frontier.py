@@ -17,13 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cost import count_macs, count_params, example_inputs
+from ..cost import count_macs, count_params, example_inputs
 from .curves import LOWER_IS_BETTER, MAX_POINTS, Evaluate, evaluate_plan
-from .errors import InputError
-from .ffn import prune_ffn_
-from .plan import PruningPlan, select, select_ffn
-from .progress import bar as progress_bar, say
-from .surgery import plan_of, prune_
+from ..errors import InputError
+from ..units.ffn import prune_ffn_
+from ..pruning.plan import PruningPlan, select, select_ffn
+from ..progress import bar as progress_bar, say
+from ..surgery import plan_of, prune_
 
 FORMAT = "prunehead.frontier"
 VERSION = 1
@@ -137,8 +137,8 @@ def _time(bench: Any, names: dict[tuple, str], points: list[dict[str, Any]],
           plans: list[tuple[float, float, PruningPlan]], batch_sizes: Sequence[int], length: int, repeats: int,
           progress: bool) -> dict[str, Any]:
     """Time every exported model in turns with the dense one; fill each point's latency_ms and speedup."""
-    from .export.bench import GROUP
-    from .export.latency import DEFAULT_THREADS
+    from ..export.bench import GROUP
+    from ..export.latency import DEFAULT_THREADS
 
     if progress:
         say(f"frontier: timing {len(bench.files)} ONNX models in turns ({repeats} runs each per batch size)")
@@ -172,13 +172,13 @@ def _length(inputs: dict[str, torch.Tensor]) -> int:
 
 def _dense(model: nn.Module) -> nn.Module:
     """The unpruned architecture (random weights when `model` lost units: MACs and latency only)."""
-    from .export.pipeline import unpruned_reference
+    from ..export.pipeline import unpruned_reference
 
     return unpruned_reference(model) or model
 
 
 def _bench(dense: nn.Module) -> Any:
-    from .export.bench import LatencyBench
+    from ..export.bench import LatencyBench
 
     return LatencyBench(dense)
 

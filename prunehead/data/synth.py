@@ -28,9 +28,9 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter
 
-from .data import DIGITS, KS_LABELS, resample
-from .errors import InputError
-from .outputs import atomic_dir, output_path
+from . import DIGITS, KS_LABELS, resample
+from ..errors import InputError
+from ..output_guard import atomic_dir, output_path
 
 RATE = 16_000
 SPLITS = {"train": 0, "test": 1}

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import InputError
-from .heads import head_adapter
+from ..errors import InputError
+from ..heads import head_adapter
 from .plan import PruningPlan, select
-from .surgery import plan_of, prune_
+from ..surgery import plan_of, prune_
 
 ScoreFn = Callable[[nn.Module], torch.Tensor]  # model pruned so far -> (L, H) scores, higher = more important
 Evaluate = Callable[[nn.Module], dict[str, float]]

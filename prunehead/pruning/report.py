@@ -7,11 +7,11 @@ from typing import Any
 
 from torch import nn
 
-from .cost import count_macs, count_params, example_inputs
-from .heads import head_adapter
-from .scorers.base import model_device, to_device
-from .surgery import plan_of
-from .train import TrainConfig, fit_
+from ..cost import count_macs, count_params, example_inputs
+from ..heads import head_adapter
+from ..scorers.base import model_device, to_device
+from ..surgery import plan_of
+from ..training.finetune import TrainConfig, fit_
 
 
 def cost_summary(model: nn.Module, seconds: float = 1.0) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def recover(pruned: nn.Module, data: str, cfg: TrainConfig, *, source: str | Non
             device: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Recovery: fine-tune a pruned model briefly on `data` (`cfg.train_split`), keeping its plan.
 
-    A copy is trained in memory by `prunehead.train.fit_` (data-parallel under torchrun).
+    A copy is trained in memory by `prunehead.training.finetune.fit_` (data-parallel under torchrun).
     Cost: `cfg.epochs` passes (forward + backward) over the training split.
 
     Args:

@@ -1,0 +1,1 @@
+"""Experiments over many plans with gating (== removal): pruning curves and the speed / accuracy frontier."""

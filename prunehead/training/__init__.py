@@ -1,0 +1,1 @@
+"""Training: `finetune` (a model folder out), recovery after pruning, and the data-parallel engine."""
