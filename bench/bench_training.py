@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import socket
 import subprocess
 import sys
@@ -33,12 +34,19 @@ from safetensors.torch import load_file
 BIN = Path(sys.executable).parent
 
 
+CPU: list[float] = []  # CPU seconds (user + system) of the last command and its children
+
+
 def run(*argv: str, launcher: list[str] | None = None) -> tuple[float, str]:
-    """(wall seconds, stdout) of a prunehead command; raises with its output when it fails."""
+    """(wall seconds, stdout) of a prunehead command (its CPU seconds in CPU[-1]: on a shared machine the
+    wall time grows with the load, the CPU time of a 1-thread run does not); raises with its output when it
+    fails."""
     command = [*(launcher or []), str(BIN / "prunehead"), *argv]
-    start = time.monotonic()
+    start, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(command, capture_output=True, text=True,
                           env={**os.environ, "PRUNEHEAD_PROGRESS": "0", "OMP_NUM_THREADS": "1"})
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
     return time.monotonic() - start, done.stdout
@@ -61,21 +69,24 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--no-repeat", action="store_true", help="skip steps 3 and 4")
     args = parser.parse_args()
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         root = Path(tmp)
         seconds, _ = run("data", "synth", "ks", "--out", str(root / "kws"))
         print(f"data synth ks: {seconds:.0f} s")
-        print("| model | seed | test accuracy | eval of the folder | wall s |\n|---|---|---|---|---|")
+        print("| model | seed | test accuracy | eval of the folder | wall s | CPU s |\n|---|---|---|---|---|---|")
         for arch in args.archs.split(","):
             for seed in args.seeds.split(","):
                 out = root / f"{arch}-{seed}"
                 seconds, _ = run("finetune", "--model", f"arch:{arch}", "--data", str(root / "kws"), "--out", str(out),
                                  "--seed", seed)
+                cpu = CPU[-1]
                 final = json.loads((out / "train.json").read_text())["final"]
                 _, printed = run("eval", "--model", str(out), "--data", str(root / "kws"))
                 again = float(printed.split("accuracy: ")[1].split()[0])
-                print(f"| arch:{arch} | {seed} | {final['accuracy']:.3f} | {again:.4f} | {seconds:.0f} |")
+                print(f"| arch:{arch} | {seed} | {final['accuracy']:.3f} | {again:.4f} | {seconds:.0f} | {cpu:.0f} |",
+                      flush=True)
         if args.no_repeat:
             return
         arch, seed = args.archs.split(",")[0], args.seeds.split(",")[0]

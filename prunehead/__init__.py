@@ -16,7 +16,11 @@ __version__ = "0.2.0"
 _EXPORTS: dict[str, str] = {
     # application layer: one function per command
     "evaluate": "api", "score": "api", "prune": "api", "sweep": "api", "finetune": "api", "export_onnx": "api",
-    "build_scorer": "api", "ScoreResult": "api", "PruneResult": "api",
+    "build_scorer": "api", "ScoreResult": "api", "PruneResult": "api", "decider": "api", "Decision": "api",
+    # the values they take: one target per prune, a ranking per unit kind, the data, a recovery
+    "Cut": "pruning.targets", "AccuracyBudget": "pruning.targets", "MacBudget": "pruning.targets",
+    "SavedPlan": "pruning.targets", "Amount": "units.base",
+    "Ranking": "specs", "Data": "specs", "Recovery": "specs", "Frontier": "specs",
     "open_workspace": "workspace", "Workspace": "workspace",
     "max_drop_plan": "pruning.budget", "choose_scorer": "pruning.budget", "target_macs_plan": "pruning.budget",
     "removal_order": "pruning.budget", "max_drop_units_plan": "pruning.budget",

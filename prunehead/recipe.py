@@ -1,8 +1,14 @@
-"""Recipes: TOML files of plain typed data (model, data, task, training and scoring hyperparameters).
+"""Recipes: TOML files of plain typed data (model, data, task, training and scoring hyperparameters, and
+what to prune for).
 
 `load_recipe("recipes/whisper-tiny-fsdd-ks.toml")` returns a frozen `Recipe`. Unknown keys and wrong
 types are errors naming the file and key. Relative paths are resolved against the recipe's folder.
-HIB settings default to the paper's Table 1 for the recipe's task (Appendix C).
+HIB settings default to the paper's Table 1 for the recipe's task (Appendix C). An optional `[prune]`
+table is a pruning target (`prunehead.pruning.targets`) in its JSON form without "format" and "version":
+
+    [prune]
+    kind = "cut"                      # or "accuracy_budget" (max_drop = 0.01), "mac_budget" (fraction = 0.6)
+    amounts.heads = { ratio = 0.4 }   # a cut: per unit kind, ratio or count, scope, min_per_layer
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 from .data import BUILTIN_SETS
 from .errors import InputError, check_finite
 from .tasks import TASKS
-from .training.finetune import TrainConfig
+from .training.config import TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -69,6 +75,16 @@ class Recipe:
     data: DataSection
     train: TrainConfig = field(default_factory=TrainConfig)
     score: ScoreSection = field(default_factory=ScoreSection)
+    prune: Any = None  # a target (`Cut`, `AccuracyBudget`, `MacBudget`), from the [prune] table
+
+    def ranking(self) -> Any:
+        """The heads' `Ranking` of the [score] table (HIB: with its settings as options)."""
+        from .specs import Ranking
+
+        options = {} if self.score.scorer != "hib" else {
+            k: getattr(self.score, k) for k in ("beta", "steps", "noise", "lr", "init_std")
+            if getattr(self.score, k) is not None}
+        return Ranking(self.score.scorer, options=options, samples=self.score.samples, seed=self.score.seed)
 
 
 def _types(hint: Any) -> tuple[type, ...]:
@@ -140,8 +156,9 @@ def load_recipe(path: str | Path) -> Recipe:
         raise InputError(f"{path}: task must be one of {', '.join(TASKS)}, not {raw.get('task')!r}")
     sections = {"model": ModelSection, "data": DataSection, "train": TrainConfig, "score": ScoreSection}
     for key in raw:
-        if key not in ("version", "name", "task", *sections):
-            raise InputError(f"{path}: unknown key {key!r}; valid keys: version, name, task, {', '.join(sections)}")
+        if key not in ("version", "name", "task", "prune", *sections):
+            raise InputError(f"{path}: unknown key {key!r}; valid keys: version, name, task, "
+                             f"{', '.join(sections)}, prune")
     built = {k: _build(cls, raw.get(k, {}), f"{path} [{k}]") for k, cls in sections.items()}
     built["model"] = ModelSection(_resolve(built["model"].path, path.parent))
     data = built["data"]
@@ -152,4 +169,24 @@ def load_recipe(path: str | Path) -> Recipe:
 
         hib = {k: v for k, v in TABLE1[raw["task"]].items() if getattr(built["score"], k) is None}
         built["score"] = dataclasses.replace(built["score"], **hib)
-    return Recipe(version=VERSION, name=str(raw.get("name", path.stem)), task=raw["task"], **built)
+    return Recipe(version=VERSION, name=str(raw.get("name", path.stem)), task=raw["task"],
+                  prune=_target(raw.get("prune"), path), **built)
+
+
+def _target(table: dict[str, Any] | None, path: Path) -> Any:
+    """The target of a [prune] table (None without one); errors name the recipe."""
+    if table is None:
+        return None
+    from .pruning.targets import FORMAT, TARGETS, target_from_json
+    from .pruning.targets import VERSION as TARGET_VERSION
+
+    if not isinstance(table, dict) or table.get("kind") not in TARGETS or table.get("kind") == "saved_plan":
+        kinds = ", ".join(k for k in TARGETS if k != "saved_plan")
+        raise InputError(f"{path} [prune]: kind must be one of {kinds}, not {table.get('kind')!r}")
+    try:
+        return target_from_json({"format": FORMAT, "version": TARGET_VERSION, **table})
+    except InputError as err:
+        raise InputError(f"{path} [prune]: {err}") from None
+    except (KeyError, TypeError) as err:
+        raise InputError(f"{path} [prune]: the {table['kind']} target needs the key {err}; see "
+                         "prunehead.pruning.targets") from None

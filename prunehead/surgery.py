@@ -202,7 +202,8 @@ def load(path: str | Path, model_class: type | None = None, dtype: torch.dtype =
             for key in (PRUNED_HEADS_KEY, PRUNED_FFN_KEY):
                 if hasattr(config, key):
                     delattr(config, key)
-            model = _load_pruned(cls, path_str, config, pruned or {}, files, dtype, pruned_ffn or {})
+            model = _load_pruned(cls, path_str, config, pruned=pruned or {}, files=files, dtype=dtype,
+                                     pruned_ffn=pruned_ffn or {})
     except pickle.UnpicklingError:
         raise InputError(f"{path_str}: {Path(files[0]).name} is not a file of tensors only: prunehead never "
                          "unpickles other objects, which could run code; convert it to model.safetensors where you "

@@ -25,7 +25,7 @@ from .families import family_of
 from .portable.trust import check_custom_code, load_trusted_processor
 from .scorers.base import model_device, padding_changes_outputs
 from .tasks import Task, get_task, infer_task
-from .training.finetune import load_processor, pick_device
+from .training.models import load_processor, pick_device
 
 Batch = dict[str, torch.Tensor]
 ModelLike = str | Path | nn.Module
@@ -108,7 +108,8 @@ def open_workspace(model: ModelLike, data: str, split: str = "test", *, task: st
     dataset = load_data(data, split, fe, name, on_error, clip_seconds, min_samples=_min_samples(net))
     if name != "asr":
         dataset = align_labels(dataset, model_label_names(net.config))
-    return Workspace(net, get_task(name, net, tok), (fe, tok), dataset, batch_size, where, split, workers=workers)
+    return Workspace(net, get_task(name, net, tok), (fe, tok), dataset=dataset, batch_size=batch_size, source=where,
+                     split=split, workers=workers)
 
 
 def _min_samples(model: nn.Module) -> int:

@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 import prunehead
+from prunehead import Cut, Data, Ranking
 from prunehead.cli import app
 from prunehead.pruning.plan import PruningPlan, select
 from prunehead.scorers import get_scorer
@@ -39,8 +40,8 @@ def test_score_library_equals_cli(setup, tmp_path):
     out = tmp_path / "s.json"
     _cli("score", "-m", root / "model", "-d", root / "data", "--scorer", "gradient", "--samples", 5, "--seed", 3,
          "--clip-seconds", CLIP, "--out", out)
-    here = prunehead.score(str(root / "model"), str(root / "data"), "gradient", samples=5, seed=3,
-                           clip_seconds=float(CLIP))
+    here = prunehead.score(str(root / "model"), Data(str(root / "data"), clip_seconds=float(CLIP)),
+                           Ranking("gradient", samples=5, seed=3))
     written = json.loads(out.read_text())
     assert written["scores"] == here.scores.tolist() and written["sample_paths"] == here.sample_paths
     assert written["params"] == here.params and len(here.sample_paths) == 5
@@ -51,7 +52,7 @@ def test_evaluate_library_equals_cli_and_a_hand_loop(setup, tmp_path):
     root, ws = setup
     out = tmp_path / "m.json"
     _cli("eval", "-m", root / "model", "-d", root / "data", "--split", "test", "--batch-size", 4, "--out", out)
-    here = prunehead.evaluate(str(root / "model"), str(root / "data"), split="test", batch_size=4)
+    here = prunehead.evaluate(str(root / "model"), Data(str(root / "data"), batch_size=4), split="test")
     written = json.loads(out.read_text())
     assert {k: written[k] for k in here} == here
     model = prunehead.load(root / "model")  # independent: one clip at a time, argmax vs the gold label
@@ -66,8 +67,8 @@ def test_prune_library_equals_cli(setup, tmp_path):
     out = tmp_path / "pruned"
     _cli("prune", "-m", root / "model", "-s", root / "gradient.json", "--ratio", 0.5, "-d", root / "data",
          "--batch-size", 8, "--out", out)
-    here = prunehead.prune(str(root / "model"), scores=root / "gradient.json", ratio=0.5, data=str(root / "data"),
-                           batch_size=8)
+    here = prunehead.prune(str(root / "model"), Cut.heads(0.5), ranking=root / "gradient.json",
+                           data=Data(str(root / "data"), batch_size=8))
     report = json.loads((out / "report.json").read_text())
     assert (out / "heads.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the scores, pruned heads crossed out
     assert report["pruned_heads"] == here.report["pruned_heads"] == here.plan.to_json()["pruned_heads"]
@@ -91,7 +92,7 @@ def test_every_command_draws_the_same_samples_with_the_same_options(setup, tmp_p
     curve = json.loads((tmp_path / "c" / "curve.json").read_text())
     assert report["score_samples"] == scored["sample_paths"]
     assert report["rounds"][0]["scores"] == scored["scores"]  # the same cropped clips, the same matrix
-    uncropped = prunehead.score(str(root / "model"), str(root / "data"), "gradient", samples=6, seed=1)
+    uncropped = prunehead.score(str(root / "model"), str(root / "data"), Ranking("gradient", samples=6, seed=1))
     assert uncropped.scores.tolist() != scored["scores"]  # so the crop reached the scorer
     assert report["metrics_before"] == curve["unpruned"]
     point = curve["curves"]["gradient"][1]
@@ -100,7 +101,7 @@ def test_every_command_draws_the_same_samples_with_the_same_options(setup, tmp_p
 
 def test_dry_run_decides_without_surgery_and_plan_applies_it(setup, tmp_path, monkeypatch):
     root, _ = setup
-    decided = prunehead.prune(str(root / "model"), scores=root / "gradient.json", ratio=0.5, dry_run=True)
+    decided = prunehead.prune(str(root / "model"), Cut.heads(0.5), ranking=root / "gradient.json", dry_run=True)
     assert decided.model is None
     assert decided.plan == select(prunehead.load_scores(root / "gradient.json"), ratio=0.5)
     import prunehead.pruning.iterative as iterative
@@ -127,7 +128,7 @@ def test_dry_run_decides_without_surgery_and_plan_applies_it(setup, tmp_path, mo
 @pytest.mark.parametrize("argv, fragment", [
     (["prune", "--scorer", "attention", "--option", "variant=nope", "-d", "x", "--ratio", "0.2"], "variant"),
     (["prune", "--scorer", "hib", "--option", "noise=NaN", "-d", "x", "--ratio", "0.2"], "finite"),
-    (["score", "--scorer", "hib", "--option", "scope=nope", "-d", "x"], "HIB scope"),
+    (["score", "--scorer", "hib", "--option", "granularity=nope", "-d", "x"], "HIB granularity"),
     (["score", "--scorer", "nope", "-d", "x"], "unknown scorer"),
 ])
 def test_scorer_options_fail_before_the_model_loads(tmp_path, argv, fragment):
@@ -170,7 +171,7 @@ def test_task_defaults_come_from_one_table():
 
 def test_library_score_applies_the_task_table(setup):
     root, ws = setup
-    result = prunehead.score(ws, scorer="hib", samples=1, steps=1, task="sid")
+    result = prunehead.score(ws, Data(str(root / "data"), task="sid"), Ranking("hib", samples=1, options={"steps": 1}))
     assert result.params["beta"] == TABLE1["sid"]["beta"] and result.params["steps"] == 1
 
 
@@ -195,12 +196,12 @@ def test_one_runner_checks_every_scorer_result():
 
 def test_evaluate_and_sweep_take_a_dtype(setup):
     root, _ = setup
-    args = (str(root / "model"), str(root / "data"))
-    exact = prunehead.evaluate(*args, split="test", batch_size=8)
-    assert prunehead.evaluate(*args, split="test", batch_size=8, dtype="float32") == exact
-    low = prunehead.evaluate(*args, split="test", batch_size=8, dtype="bfloat16")
+    args = (str(root / "model"), Data(str(root / "data"), batch_size=8))
+    exact = prunehead.evaluate(*args, split="test")
+    assert prunehead.evaluate(*args, split="test", dtype="float32") == exact
+    low = prunehead.evaluate(*args, split="test", dtype="bfloat16")
     assert low["loss"] == pytest.approx(exact["loss"], abs=0.05) and low["loss"] != exact["loss"]
-    curve = prunehead.sweep(*args, [root / "gradient.json"], ratios=[0.0], batch_size=8, dtype="bfloat16")
+    curve = prunehead.sweep(*args, [root / "gradient.json"], ratios=[0.0], dtype="bfloat16")
     assert curve["unpruned"]["loss"] == pytest.approx(low["loss"], abs=1e-3)
     with pytest.raises(prunehead.InputError, match="dtype"):
         prunehead.evaluate(*args, dtype="float8")
@@ -234,5 +235,21 @@ def test_ctrl_c_prints_the_resume_command_and_it_finishes_the_same_matrix(setup,
 
     code, printed, err = run_main(*shlex.split(hint.split("continue with: prunehead ", 1)[1]))
     assert code == 0 and "4 of them from the checkpoint" in printed, err
-    fresh = prunehead.score(str(root / "model"), str(root / "data"), "gradient", samples=8, batch_size=4)
+    fresh = prunehead.score(str(root / "model"), Data(str(root / "data"), batch_size=4), Ranking("gradient", samples=8))
     assert json.loads(out.read_text())["scores"] == fresh.scores.tolist()
+
+
+def test_a_recipe_prune_section_is_the_target_and_flags_override_it(setup, tmp_path):
+    """`prune --recipe R` takes the recipe's data, [score] scorer and [prune] target: the plan equals the
+    one the same flags give; a target flag replaces the recipe's target."""
+    root, _ = setup
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'version = 2\ntask = "ks"\n[model]\npath = "arch:wav2vec2-tiny"\n[data]\nspec = "{root / "data"}"\n'
+                      '[score]\nscorer = "gradient"\nsamples = 5\n[prune]\nkind = "cut"\namounts.heads = { ratio = 0.5 }\n')
+    _cli("prune", "-m", root / "model", "--recipe", recipe, "--samples", 5, "--dry-run", "--out", tmp_path / "a")
+    _cli("prune", "-m", root / "model", "-d", root / "data", "--scorer", "gradient", "--samples", 5, "--ratio", 0.5,
+         "--dry-run", "--out", tmp_path / "b")
+    _cli("prune", "-m", root / "model", "--recipe", recipe, "--samples", 5, "--ratio", 0.25, "--dry-run",
+         "--out", tmp_path / "c")
+    plans = [PruningPlan.load(tmp_path / name / "plan.json") for name in "abc"]
+    assert plans[0] == plans[1] and plans[0].num_pruned == 4 and plans[2].num_pruned == 2

@@ -8,6 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 import prunehead
+from prunehead import AccuracyBudget, Data
+from prunehead.commands.prune_request import request_from_flags
 from prunehead.pruning.budget import best_curve, max_drop_plan
 from prunehead.cli import app
 from prunehead.workspace import Workspace
@@ -40,8 +42,8 @@ def test_max_drop_zero_removes_the_dead_heads_and_reports_what_an_independent_ev
     assert report["heads_removed"] >= N_DEAD and report["selection"]["split"] == "validation"
     search = report["max_drop"]
     assert search["chosen"]["accuracy"] >= search["unpruned"]["accuracy"] - 1e-12
-    validation = prunehead.evaluate(str(out), str(root / "data"), split="validation", batch_size=8)
-    test = prunehead.evaluate(str(out), str(root / "data"), split="test", batch_size=8)
+    validation = prunehead.evaluate(str(out), str(root / "data"), split="validation")
+    test = prunehead.evaluate(str(out), str(root / "data"), split="test")
     assert search["chosen"]["accuracy"] == pytest.approx(validation["accuracy"])
     assert report["metrics_after"]["accuracy"] == pytest.approx(test["accuracy"])  # the test split, apart
     assert report["data"]["split"] == "test"
@@ -57,8 +59,8 @@ def test_selection_never_reads_the_test_split_when_there_is_a_validation_split(s
         return original(self, model, progress)
 
     monkeypatch.setattr(Workspace, "evaluate", spy)
-    result = prunehead.prune(str(root / "model"), scores=root / "gradient.json", max_drop=0.0,
-                             data=str(root / "data"), batch_size=8)
+    result = prunehead.prune(str(root / "model"), AccuracyBudget(0.0), ranking=root / "gradient.json",
+                             data=Data(str(root / "data"), batch_size=8))
     probes = len(result.report["max_drop"]["probes"])
     assert seen == ["validation"] * probes + ["test", "test"]  # decided on validation, then test reported
 
@@ -191,25 +193,24 @@ def test_max_drop_over_heads_and_neurons_removes_the_free_prefix_and_stops_at_th
     free = next(i for i, (kind, layer, unit, _) in enumerate(order.units) if (kind, layer, unit) not in dead)
     assert free > 0 and {u[0] for u in order.units[:free]} == {"head", "ffn"}  # both kinds in the free prefix
 
-    result = prunehead.prune(str(tmp_path / "model"), scores=scores, ffn_scores=neurons, max_drop=0.0, units="both",
-                             data=str(root / "data"), batch_size=8)
+    result = prunehead.prune(str(tmp_path / "model"), AccuracyBudget(0.0, units=("heads", "ffn")),
+                             ranking={"heads": scores, "ffn": neurons}, data=Data(str(root / "data"), batch_size=8))
     search = result.report["max_drop"]
     count = search["chosen"]["count"]
     assert count >= free and result.plan == order.plan_at(count)
-    validation = prunehead.evaluate(result.model, str(root / "data"), split="validation", batch_size=8)
+    validation = prunehead.evaluate(result.model, str(root / "data"), split="validation")
     assert search["chosen"]["accuracy"] == pytest.approx(validation["accuracy"], abs=1e-12)
     assert search["unpruned"]["accuracy"] == pytest.approx(
-        prunehead.evaluate(str(tmp_path / "model"), str(root / "data"), split="validation", batch_size=8)["accuracy"])
+        prunehead.evaluate(str(tmp_path / "model"), str(root / "data"), split="validation")["accuracy"])
     assert result.report["after"]["macs"] == search["chosen"]["planned_macs"]  # the MAC arithmetic is exact
     if count < len(order.units):
         one_more = order.plan_at(count + 1)
         bigger = prune_ffn_(prunehead.prune_(prunehead.load(tmp_path / "model"), one_more), one_more)
-        worse = prunehead.evaluate(bigger, str(root / "data"), split="validation", batch_size=8)["accuracy"]
+        worse = prunehead.evaluate(bigger, str(root / "data"), split="validation")["accuracy"]
         assert search["unpruned"]["accuracy"] - worse > 0.0
 
 
-def test_units_options_fail_in_one_line_before_loading(tmp_path):
-    missing = tmp_path / "no-model"
+def test_units_options_fail_in_one_line_before_loading():
     for kwargs, message in [({"units": "neurons", "max_drop": 0.1}, "--units must be one of"),
                             ({"units": "both", "ratio": 0.2, "scores": "s.json"}, "give --max-drop"),
                             ({"units": "both", "max_drop": 0.1, "scope": "per_layer", "scores": "s.json",
@@ -218,7 +219,7 @@ def test_units_options_fail_in_one_line_before_loading(tmp_path):
                             ({"units": "both", "max_drop": 0.1, "data": "d"}, "ranks heads too"),
                             ({"units": "ffn", "max_drop": 0.1, "ffn_ratio": 0.2, "data": "d"}, "drop --ffn-ratio")]:
         with pytest.raises(prunehead.InputError, match=message):
-            prunehead.prune(str(missing), **kwargs)
+            request_from_flags(kwargs)  # the prune command's flags -> values, before anything loads
 
 
 def test_prune_max_drop_units_ffn_through_the_cli_removes_only_neurons(setup, tmp_path):

@@ -35,7 +35,7 @@ from prunehead.tasks import get_task
 from tests.conftest import FAMILIES, ce, inputs_for, tiny
 
 META = torch.device("meta")
-FAST = {"hib": {"steps": 2}, "attattr": {"steps": 2}}  # scorer parameters that keep the runs short
+FAST = {"hib": {"steps": 2}, "attattr": {"points": 2}}  # scorer parameters that keep the runs short
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (make test-gpu)")
 
 

@@ -138,3 +138,25 @@ def test_documented_commands_parse_as_written(doc: DocCommand):
         parse(cli, args)
     except typer.TyperException as err:
         pytest.fail(f"{doc.where}: `{doc.line}` does not parse: {err.format_message()}")
+
+
+def test_the_readme_library_example_runs_as_written(tmp_path, monkeypatch):
+    """The README's Python block, run on a tiny saved model and tone data in its paths (no training, no
+    latency timing: those two calls are the commands' own tests; a MAC budget the tiny model can reach, its
+    conv front end being most of its MACs); every `prunehead.X` it names exists and takes what it is given."""
+    from tests.conftest import dead_head_workspace
+
+    readme = (ROOT / "README.md").read_text()
+    block = next(body for lang, body in FENCE.findall(readme) if lang == "python" and "prunehead.prune(" in body)
+    dead_head_workspace(tmp_path, {"train": 6, "test": 6}, "test")
+    (tmp_path / "data" / "validation").mkdir()  # the budget decides on validation when there is one
+    for label in (tmp_path / "data" / "test").iterdir():
+        shutil.copytree(label, tmp_path / "data" / "validation" / label.name)
+    monkeypatch.chdir(tmp_path)
+    code = (block.replace("path/or/hub-id", "model/").replace("kws/", "data/").replace("samples=64", "samples=4")
+            .replace("latency=True", "latency=False").replace("MacBudget(0.7)", "MacBudget(0.95)"))
+    code = "\n".join(line for line in code.splitlines() if "prunehead.finetune(" not in line)
+    namespace: dict[str, Any] = {}
+    exec(compile(code.replace("    ...", "    pass"), "README.md", "exec"), namespace)
+    assert namespace["pruned"].plan.num_pruned == 3  # 40 % of 8 heads, rounded down
+    assert (tmp_path / "pruned" / "plan.json").exists() and namespace["frontier"]["points"]

@@ -17,7 +17,6 @@ from safetensors.torch import load_file
 
 from prunehead.data import load_data, make_batches
 from prunehead.data.augment import Augment
-from prunehead.training.engine import threads
 from prunehead.training.finetune import TrainConfig, finetune
 from tests.test_train import write_tones
 

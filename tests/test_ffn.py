@@ -12,7 +12,9 @@ import pytest
 import torch
 import torch_pruning as tp
 
-from prunehead import PruningPlan, load, plan_of, prune_, save_pretrained
+from prunehead import (AccuracyBudget, Amount, Cut, MacBudget, PruningPlan, Ranking, SavedPlan, load, plan_of, prune_,
+                       save_pretrained)
+from prunehead.commands.prune_request import request_from_flags
 from prunehead.control import controlled
 from prunehead.cost import count_params
 from prunehead.errors import InputError
@@ -25,6 +27,11 @@ from prunehead.heads import head_adapter
 from prunehead.pruning.plan import load_scores, save_scores, select_ffn
 from prunehead.scorers.ffn import score_ffn
 from tests.conftest import FAMILIES, ce, inputs_for, logits, tiny
+
+
+def neurons(ratio: float) -> Amount:
+    """The CLI's default neuron cut: `ratio` of each layer, keeping one."""
+    return Amount(ratio, scope="per_layer", min_per_layer=1)
 
 I = 64  # intermediate size of every tiny family (whisper-encoder-tiny: encoder_ffn_dim = 2 * 32)
 # Neurons to remove (original ids): layer 0 loses 5, layer 1 all but one.
@@ -197,7 +204,7 @@ def labelled(arch: str, seed: int) -> dict:
 @pytest.mark.parametrize("arch", FAMILIES)
 def test_planted_dead_neurons_rank_last(arch, method):
     model = kill_neurons_(jittered(arch))
-    scores = score_ffn(model, [labelled(arch, 0), labelled(arch, 1)], ce, method=method)
+    scores = score_ffn(model, [labelled(arch, 0), labelled(arch, 1)], ce, scorer=method)
     assert scores.shape == (2, I)
     for layer, dead in DEAD.items():
         ranked = torch.argsort(scores[layer], stable=True).tolist()
@@ -235,7 +242,7 @@ def test_taylor_is_gradient_times_activation():
 def test_scores_of_a_pruned_model_stay_on_the_original_grid():
     model = prune_ffn_(jittered("wav2vec2-tiny"), ffn_plan(tiny("wav2vec2-tiny"), heads={}))
     for method in ("taylor", "magnitude"):
-        scores = score_ffn(model, [labelled("wav2vec2-tiny", 0)], ce, method=method)
+        scores = score_ffn(model, [labelled("wav2vec2-tiny", 0)], ce, scorer=method)
         kept = scores[0, [i for i in range(I) if i not in FFN[0]]]
         assert (scores[0, list(FFN[0])] < kept.min()).all()  # removed neurons stay first in line
         assert torch.isfinite(scores).all()
@@ -246,13 +253,13 @@ def test_magnitude_is_the_norm_of_the_in_row_and_out_column():
     site = ffn_sites(model)[0]
     w_in, w_out = site.intermediate.weight[5], site.output.weight[:, 5]
     expected = torch.cat([w_in, w_out]).double().norm()
-    torch.testing.assert_close(score_ffn(model, method="magnitude", normalize_layers=False)[0, 5], expected.detach())
+    torch.testing.assert_close(score_ffn(model, scorer="magnitude", normalize_layers=False)[0, 5], expected.detach())
 
 
 def test_unknown_method_and_missing_objective_are_user_errors():
     model = tiny("wav2vec2-tiny")
     with pytest.raises(InputError, match="taylor, magnitude"):
-        score_ffn(model, method="fisher")
+        score_ffn(model, scorer="fisher")
     with pytest.raises(InputError, match="objective"):
         score_ffn(model, [labelled("wav2vec2-tiny", 0)])
 
@@ -357,10 +364,11 @@ def test_prune_removes_heads_and_neurons_and_saves_both(workspace, tmp_path):
     import prunehead
 
     root = workspace
-    heads_only = prunehead.prune(str(root / "model"), scores=root / "gradient.json", ratio=0.25)
-    both = prunehead.prune(str(root / "model"), scores=root / "gradient.json", ratio=0.25, ffn_ratio=0.25,
-                           ffn_scorer="magnitude", data=str(root / "data"))
-    expected = select_ffn(score_ffn(load(root / "model"), method="magnitude"), heads_only.plan, ratio=0.25)
+    heads_only = prunehead.prune(str(root / "model"), Cut.heads(0.25), ranking=root / "gradient.json")
+    both = prunehead.prune(str(root / "model"), Cut({"heads": Amount(0.25), "ffn": neurons(0.25)}),
+                           ranking={"heads": root / "gradient.json", "ffn": Ranking("magnitude")},
+                           data=str(root / "data"))
+    expected = select_ffn(score_ffn(load(root / "model"), scorer="magnitude"), heads_only.plan, ratio=0.25)
     assert both.plan == expected and both.plan.num_pruned_ffn == 2 * 16
     assert both.report["ffn"]["pruned_ffn"] == expected.to_json()["pruned_ffn"]
     assert count_params(heads_only.model) - count_params(both.model) == 2 * 16 * (2 * 32 + 1)
@@ -378,10 +386,11 @@ def test_prune_neurons_only_from_a_score_file_dry_run_and_plan(workspace, tmp_pa
     planted = torch.rand(2, I, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 1
     planted[0, [5, 6]] = 0.0
     save_scores(tmp_path / "ffn.json", planted, "planted", "m", units="ffn")
-    decided = prunehead.prune(str(root / "model"), ffn_ratio=2 / I, ffn_scores=tmp_path / "ffn.json", dry_run=True)
+    decided = prunehead.prune(str(root / "model"), Cut({"ffn": neurons(2 / I)}), ranking={"ffn": tmp_path / "ffn.json"},
+                              dry_run=True)
     assert decided.model is None and decided.plan.pruned_heads == {}
     assert decided.plan.pruned_ffn[0] == (5, 6) and len(decided.plan.pruned_ffn[1]) == 2
-    applied = prunehead.prune(str(root / "model"), plan=decided.plan)
+    applied = prunehead.prune(str(root / "model"), SavedPlan(decided.plan))
     assert [s.intermediate.out_features for s in ffn_sites(applied.model)] == [I - 2, I - 2]
     assert plan_of(applied.model) == decided.plan
 
@@ -395,10 +404,9 @@ def test_prune_neurons_only_from_a_score_file_dry_run_and_plan(workspace, tmp_pa
     ({"ffn_scores": "f.json", "ratio": 0.2, "scores": "s.json"}, "give --ffn-ratio"),
 ])
 def test_ffn_options_fail_before_loading(kwargs, fragment):
-    import prunehead
 
     with pytest.raises(InputError, match=fragment):
-        prunehead.prune("does/not/exist", **kwargs)
+        request_from_flags(kwargs)  # the prune command's flags -> values, before anything loads
 
 
 def test_cli_scores_ffn_neurons_and_prunes_with_them(workspace, tmp_path):
@@ -410,7 +418,7 @@ def test_cli_scores_ffn_neurons_and_prunes_with_them(workspace, tmp_path):
     code, out, err = run_main("score", "-m", root / "model", "-d", root / "data", "--units", "ffn", "--scorer",
                               "taylor", "--samples", 4, "--out", tmp_path / "ffn.json")
     assert code == 0, err
-    here = prunehead.score(str(root / "model"), str(root / "data"), "taylor", samples=4, units="ffn")
+    here = prunehead.score(str(root / "model"), str(root / "data"), Ranking("taylor", samples=4), units="ffn")
     written = load_scores(tmp_path / "ffn.json", expect=(2, I), units="ffn")
     torch.testing.assert_close(written, here.scores)
     assert len(here.sample_paths) == 4
@@ -442,9 +450,11 @@ def test_neuron_scores_from_another_model_warn(workspace, tmp_path, recwarn):
                 model_fingerprint=model_fingerprint(tiny("wav2vec2-tiny", seed=1)))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        prunehead.prune(str(root / "model"), ffn_ratio=0.25, ffn_scores=tmp_path / "own.json", dry_run=True)
+        prunehead.prune(str(root / "model"), Cut({"ffn": neurons(0.25)}), ranking={"ffn": tmp_path / "own.json"},
+                        dry_run=True)
     with pytest.warns(UserWarning, match="another model") as caught:
-        prunehead.prune(str(root / "model"), ffn_ratio=0.25, ffn_scores=tmp_path / "other.json", dry_run=True)
+        prunehead.prune(str(root / "model"), Cut({"ffn": neurons(0.25)}), ranking={"ffn": tmp_path / "other.json"},
+                        dry_run=True)
     assert len(caught) == 1 and "\n" not in str(caught[0].message)
 
 
@@ -459,14 +469,15 @@ def test_heads_and_neurons_scored_on_one_read_of_the_score_split(workspace, monk
     reads = []
     real = wsmod.load_data
     monkeypatch.setattr(wsmod, "load_data", lambda data, split, *a, **k: reads.append(split) or real(data, split, *a, **k))
-    cut = {"ratio": {"ratio": 0.25, "ffn_ratio": 0.25}, "target_macs": {"target_macs": 0.97}}[how]
-    got = prunehead.prune(str(root / "model"), scorer="gradient", ffn_scorer="taylor", data=str(root / "data"),
-                          samples=4, dry_run=True, **cut)
+    target = {"ratio": Cut({"heads": Amount(0.25), "ffn": neurons(0.25)}), "target_macs": MacBudget(0.97)}[how]
+    got = prunehead.prune(str(root / "model"), target, ranking={"heads": Ranking("gradient", samples=4),
+                                                                "ffn": Ranking("taylor", samples=4)},
+                          data=str(root / "data"), dry_run=True)
     assert reads == ["train"]
     monkeypatch.setattr(wsmod, "load_data", real)
-    heads = prunehead.score(str(root / "model"), str(root / "data"), "gradient", samples=4).scores
-    neurons = prunehead.score(str(root / "model"), str(root / "data"), "taylor", samples=4, units="ffn").scores
-    apart = prunehead.prune(str(root / "model"), scores=heads, ffn_scores=neurons, dry_run=True, **cut)
+    heads = prunehead.score(str(root / "model"), str(root / "data"), Ranking("gradient", samples=4)).scores
+    ffn = prunehead.score(str(root / "model"), str(root / "data"), Ranking("taylor", samples=4), units="ffn").scores
+    apart = prunehead.prune(str(root / "model"), target, ranking={"heads": heads, "ffn": ffn}, dry_run=True)
     assert got.plan == apart.plan and got.plan.num_pruned > 0 and got.plan.num_pruned_ffn > 0
 
 
@@ -481,11 +492,11 @@ def test_auto_scorer_on_the_selection_split_reads_it_once(workspace, monkeypatch
     reads = []
     real = wsmod.load_data
     monkeypatch.setattr(wsmod, "load_data", lambda data, split, *a, **k: reads.append(split) or real(data, split, *a, **k))
-    kwargs = dict(scorer="auto", auto_scorers=["gradient", "attention"], max_drop=0.0, data=str(root / "data"),
-                  samples=4, dry_run=True)
-    got = prunehead.prune(str(root / "model"), **kwargs)
+    kwargs = dict(ranking=Ranking("auto", samples=4, candidates=("gradient", "attention")), data=str(root / "data"),
+                  dry_run=True)
+    got = prunehead.prune(str(root / "model"), AccuracyBudget(0.0), **kwargs)
     assert reads == ["train"]
     monkeypatch.setattr(ScoreSplit, "share_", lambda self, ws: None)  # the old way: a second read
-    apart = prunehead.prune(str(root / "model"), **kwargs)
+    apart = prunehead.prune(str(root / "model"), AccuracyBudget(0.0), **kwargs)
     assert reads == ["train", "train", "train"]
     assert got.plan == apart.plan and got.report["auto"] == apart.report["auto"]

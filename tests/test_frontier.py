@@ -17,6 +17,7 @@ from prunehead.cost import count_macs, example_inputs
 from prunehead.units.ffn import prune_ffn_
 from prunehead.experiments.frontier import pareto_flags
 from prunehead.scorers.ffn import score_ffn
+from prunehead import Data, Frontier, Ranking
 from prunehead.workspace import open_workspace
 from prunehead.experiments.frontier import run_frontier
 from prunehead.heads import head_adapter
@@ -42,8 +43,8 @@ def setup(tmp_path_factory):
     save_scores(root / "heads.json", heads, "made-up", "jit")
     from prunehead import sweep
 
-    result = sweep(str(root / "jit"), str(root / "data"), [root / "heads.json"], ratios=HEAD_RATIOS,
-                   ffn_ratios=FFN_RATIOS, ffn_scorer="magnitude", metric="loss", batch_size=8)
+    result = sweep(str(root / "jit"), Data(str(root / "data"), batch_size=8), [root / "heads.json"], ratios=HEAD_RATIOS,
+                   metric="loss", frontier=Frontier(tuple(FFN_RATIOS), Ranking("magnitude")))
     return root, heads, result
 
 
@@ -66,7 +67,7 @@ def _plan(heads: torch.Tensor, neurons: torch.Tensor, head_ratio: float, ffn_rat
 def test_every_point_equals_the_physically_pruned_model(setup):
     root, heads, result = setup
     ws = open_workspace(str(root / "jit"), str(root / "data"), "test", batch_size=8)
-    neurons = score_ffn(load(str(root / "jit")), method="magnitude")
+    neurons = score_ffn(load(str(root / "jit")), scorer="magnitude")
     dense = load(str(root / "jit"))
     dense_macs = count_macs(dense, example_inputs(dense, 1.0))["total"]
     assert result["dense_macs"] == dense_macs
@@ -93,8 +94,8 @@ def test_each_family_point_equals_its_physically_pruned_model(arch):
     assert (head_adapter(model).num_layers, head_adapter(model).num_heads) == (2, 4)  # as `_plan` assumes
     gen = torch.Generator().manual_seed(1)
     heads, neurons = torch.rand(2, 4, generator=gen), torch.rand(2, I, generator=gen)
-    result = run_frontier(model, lambda m: {"sum": float(logits(m, inputs).sum())}, heads, neurons, metric="sum",
-                          head_ratios=[0.5], ffn_ratios=[0.0, 0.5], progress=False)
+    result = run_frontier(model, lambda m: {"sum": float(logits(m, inputs).sum())}, {"heads": heads, "ffn": neurons},
+                          {"heads": [0.5], "ffn": [0.0, 0.5]}, metric="sum", progress=False)
     dense_macs = count_macs(model, example_inputs(model, 1.0))["total"]
     for point in result["points"]:
         plan = _plan(heads, neurons, point["head_ratio"], point["ffn_ratio"])
@@ -147,13 +148,14 @@ def test_taylor_default_scores_the_train_split(setup):
     from prunehead import sweep
 
     ws = open_workspace(str(root / "jit"), str(root / "data"), "train")
-    taylor = score_ffn(ws.model, ws.draw(200, 0, 8).batches, ws.task.objective, method="taylor")
-    by_default = sweep(str(root / "jit"), str(root / "data"), [root / "heads.json"], ratios=[0.25], ffn_ratios=[0.5],
-                       metric="loss", batch_size=8)
-    given = sweep(str(root / "jit"), str(root / "data"), [root / "heads.json"], ratios=[0.25], ffn_ratios=[0.5],
-                  ffn_scores=taylor, metric="loss", batch_size=8)
-    magnitude = sweep(str(root / "jit"), str(root / "data"), [root / "heads.json"], ratios=[0.25], ffn_ratios=[0.5],
-                      ffn_scorer="magnitude", metric="loss", batch_size=8)
+    taylor = score_ffn(ws.model, ws.draw(200, 0, 8).batches, ws.task.objective, scorer="taylor")
+    data = Data(str(root / "data"), batch_size=8)
+    by_default = sweep(str(root / "jit"), data, [root / "heads.json"], ratios=[0.25], metric="loss",
+                       frontier=Frontier((0.5,)))
+    given = sweep(str(root / "jit"), data, [root / "heads.json"], ratios=[0.25], metric="loss",
+                  frontier=Frontier((0.5,), Ranking(scores=taylor)))
+    magnitude = sweep(str(root / "jit"), data, [root / "heads.json"], ratios=[0.25], metric="loss",
+                      frontier=Frontier((0.5,), Ranking("magnitude")))
     assert by_default["ffn_scorer"] == "taylor" and given["ffn_scorer"] is None
     assert by_default["points"][0]["loss"] == given["points"][0]["loss"] != magnitude["points"][0]["loss"]
 
@@ -165,8 +167,8 @@ def test_a_pruned_model_counts_its_removed_units_and_the_dense_macs(setup, tmp_p
     before = PruningPlan(2, 4, {0: (1,)}, {1: tuple(range(10))}, I)
     pruned = prune_ffn_(prune_(load(str(root / "jit")), before), before)
     save_pretrained(pruned, tmp_path / "pruned", source=root / "model")
-    result = sweep(str(tmp_path / "pruned"), str(root / "data"), [root / "heads.json"], ratios=[0.0, 0.5],
-                   ffn_ratios=[0.0, 0.5], ffn_scorer="magnitude", metric="loss", batch_size=8)
+    result = sweep(str(tmp_path / "pruned"), Data(str(root / "data"), batch_size=8), [root / "heads.json"],
+                   ratios=[0.0, 0.5], metric="loss", frontier=Frontier((0.0, 0.5), Ranking("magnitude")))
     dense = load(str(root / "jit"))
     dense_macs = count_macs(dense, example_inputs(dense, 1.0))["total"]
     zero = result["points"][0]
@@ -181,15 +183,15 @@ def test_per_layer_without_ratios_goes_over_k_heads_per_layer(setup):
     root, _, _ = setup
     from prunehead import sweep
 
-    result = sweep(str(root / "jit"), str(root / "data"), [root / "heads.json"], scope="per_layer", ffn_ratios=[0.0],
-                   ffn_scorer="magnitude", metric="loss", batch_size=8)
+    result = sweep(str(root / "jit"), Data(str(root / "data"), batch_size=8), [root / "heads.json"], scope="per_layer",
+                   metric="loss", frontier=Frontier((0.0,), Ranking("magnitude")))
     assert [p["heads_removed"] for p in result["points"]] == [0, 2, 4, 6]
     assert result["scope"] == "per_layer" and [p["neurons_removed"] for p in result["points"]] == [0] * 4
 
 
 def test_the_cli_writes_the_frontier_and_prune_builds_its_points(setup, tmp_path):
     root, _, _ = setup
-    save_scores(tmp_path / "ffn.json", score_ffn(load(str(root / "jit")), method="magnitude"), "magnitude", "jit",
+    save_scores(tmp_path / "ffn.json", score_ffn(load(str(root / "jit")), scorer="magnitude"), "magnitude", "jit",
                 units="ffn")
     out = tmp_path / "frontier"
     code, stdout, stderr = run_main("sweep", "-m", root / "jit", "-d", root / "data", "-s", root / "heads.json",

@@ -167,11 +167,11 @@ def test_batched_paths_follow_the_plain_loop(w2v2, batched, replicate, cache):
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("scope", ["all_layers", "per_head"])
-def test_other_scopes_batched_follow_the_plain_loop(w2v2, scope):
+@pytest.mark.parametrize("granularity", ["all_layers", "per_head"])
+def test_other_granularities_batched_follow_the_plain_loop(w2v2, granularity):
     batches = [speech_batch(2)]
-    plain, plain_trace = run_hib(w2v2, batches, steps=3, scope=scope, batched=False, cache=False)
-    fast, fast_trace = run_hib(w2v2, batches, steps=3, scope=scope)
+    plain, plain_trace = run_hib(w2v2, batches, steps=3, granularity=granularity, batched=False, cache=False)
+    fast, fast_trace = run_hib(w2v2, batches, steps=3, granularity=granularity)
     assert fast_trace.max_diff(plain_trace) < 1e-4
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
     assert (plain != 0).all()  # every (sample, layer, head) was scored

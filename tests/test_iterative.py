@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from prunehead import head_adapter, load, plan_of, prune_, save_scores, select
+from prunehead import Data, head_adapter, load, plan_of, prune_, save_scores, select
 from prunehead.cli import app
 from prunehead.pruning.iterative import Target, prune_iteratively, step_share
 from prunehead.pruning.plan import PruningPlan
@@ -189,7 +189,7 @@ def test_recovery_keeps_the_plan_lowers_the_loss_and_saves_the_recovered_model(s
     model = load(out)
     assert plan_of(model).to_json()["pruned_heads"] == report["pruned_heads"]
     assert head_adapter(model).heads_per_layer(model) == [2, 2]
-    saved = evaluate(str(out), str(root / "data"), batch_size=8)
+    saved = evaluate(str(out), Data(str(root / "data"), batch_size=8))
     assert saved["loss"] == pytest.approx(recovered, abs=1e-6)  # --out holds the recovered model
 
 

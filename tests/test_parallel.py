@@ -26,7 +26,7 @@ from prunehead.scorers.hib import HIBScorer
 from prunehead.scorers.parallel import Checkpoint, run
 from tests.conftest import ce, tiny
 
-SCORERS = {"hib": {"steps": 3}, "gradient": {}, "attattr": {"steps": 3}}
+SCORERS = {"hib": {"steps": 3}, "gradient": {}, "attattr": {"points": 3}}
 
 
 

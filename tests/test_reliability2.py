@@ -601,7 +601,7 @@ def test_prune_warns_when_the_scores_were_made_on_other_weights(scored, tmp_path
 
     import torch
 
-    from prunehead import prune, save_scores
+    from prunehead import Cut, prune, save_scores
     from tests.conftest import tiny
 
     other = tmp_path / "other.json"
@@ -610,5 +610,5 @@ def test_prune_warns_when_the_scores_were_made_on_other_weights(scored, tmp_path
     save_scores(other, torch.rand(2, 4), "random", "x", model_fingerprint=model_fingerprint(tiny("wav2vec2-tiny")))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        prune(str(scored / "model"), scores=other, ratio=0.25, dry_run=True)
+        prune(str(scored / "model"), Cut.heads(0.25), ranking=other, dry_run=True)
     assert len(caught) == 1 and "other.json" in str(caught[0].message), [str(w.message) for w in caught]

@@ -268,12 +268,12 @@ def test_clips_shorter_than_the_receptive_field_are_refused_naming_the_file(mode
 
 
 def test_on_error_skip_drops_clips_shorter_than_the_receptive_field(model, tmp_path):
-    from prunehead import evaluate
+    from prunehead import Data, evaluate
 
     data = _audiofolder(tmp_path / "data")
     _clip(data / "test" / "yes" / "short.wav", 160)
     with pytest.warns(UserWarning, match=r"short\.wav"):
-        metrics = evaluate(str(model), str(data), on_error="skip")
+        metrics = evaluate(str(model), Data(str(data), on_error="skip"))
     assert metrics["samples"] == 2
 
 
@@ -295,7 +295,7 @@ def test_clip_seconds_has_an_upper_bound(model, tmp_path, monkeypatch):
 
 def test_transcripts_keep_their_letters_in_any_script():
     from prunehead.metrics import error_rate, normalize_text
-    from prunehead.training.finetune import char_tokenizer
+    from prunehead.training.models import char_tokenizer
 
     assert normalize_text("Café Über!") == "café über"
     assert normalize_text("Привет, мир") == "привет мир"

@@ -240,8 +240,8 @@ def test_library_calls_keep_the_callers_train_mode(assets):
 
     model = prunehead.load(assets / "model").train()
     prunehead.evaluate(model, str(assets / "data"), source=assets / "model")
-    prunehead.score(model, str(assets / "data"), "gradient", split="test", samples=2)
-    prunehead.prune(model, scores=torch.rand(2, 4), ratio=0.25, data=str(assets / "data"))
+    prunehead.score(model, prunehead.Data(str(assets / "data"), score_split="test"), prunehead.Ranking("gradient", samples=2))
+    prunehead.prune(model, prunehead.Cut.heads(0.25), ranking=torch.rand(2, 4), data=str(assets / "data"))
     assert all(m.training for m in model.modules())
 
 

@@ -82,7 +82,7 @@ def test_a_folder_of_bare_wavs_says_how_to_arrange_it(tmp_path):
 @pytest.mark.parametrize("accuracy, chance, warns", [(0.057, 1 / 35, True), (0.2, 1 / 35, False),
                                                      (0.5, 0.5, True), (0.56, 0.5, False)])
 def test_the_chance_warning_quotes_the_figures_it_compares(accuracy, chance, warns):
-    from prunehead.training.finetune import chance_warning
+    from prunehead.training.config import chance_warning
 
     message = chance_warning({"accuracy": accuracy}, chance)
     assert (message is not None) == warns

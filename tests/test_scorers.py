@@ -27,7 +27,7 @@ from tests.conftest import ce, kill_heads_, tiny
 
 
 
-FAST = {"hib": {"steps": 3}, "attattr": {"steps": 4}}
+FAST = {"hib": {"steps": 3}, "attattr": {"points": 4}}
 
 
 def batches_for(n_batches: int = 2, size: int = 2, samples: int = 4000) -> list[dict]:

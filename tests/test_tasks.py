@@ -14,7 +14,7 @@ from torch import nn
 from prunehead.errors import InputError
 from prunehead.metrics import load_metric, normalize_text
 from prunehead.tasks import get_task, infer_task
-from prunehead.training.finetune import char_tokenizer
+from prunehead.training.models import char_tokenizer
 from tests.conftest import tiny
 
 

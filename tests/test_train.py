@@ -249,7 +249,7 @@ def test_cli_flags_override_the_recipe(tmp_path):
 
 def test_defaults_follow_the_model_source_and_explicit_values_win():
     from prunehead.recipe import tomllib
-    from prunehead.training.finetune import SOURCE_DEFAULTS, default_train_config
+    from prunehead.training.config import SOURCE_DEFAULTS, default_train_config
 
     scratch, trained = default_train_config("arch:wav2vec2-tiny"), default_train_config("runs/model")
     assert (scratch.lr, scratch.head_lr, scratch.freeze_feature_encoder) == (1e-3, 1e-3, False)  # the demo's
@@ -267,7 +267,7 @@ def test_defaults_follow_the_model_source_and_explicit_values_win():
 def test_a_from_scratch_model_learns_with_the_defaults(tmp_path):
     """Issue 16: `finetune --model arch:...` as written (no flags) learns a separable task; the old
     fine-tuning defaults (lr 5e-5, frozen front end) on the same run learn far less."""
-    from prunehead.training.finetune import default_train_config
+    from prunehead.training.config import default_train_config
 
     write_tones(tmp_path / "d", {"low": 300.0, "mid": 1000.0, "high": 2500.0}, n=16)
     record = finetune("arch:wav2vec2-tiny", str(tmp_path / "d"), tmp_path / "m", TrainConfig(), progress=False)
@@ -289,7 +289,7 @@ def test_a_from_scratch_model_learns_with_the_defaults(tmp_path):
     ({}, ["a", "b"], None, False),  # no evaluation: nothing to say
 ])
 def test_a_run_at_chance_says_so(final, labels, eval_labels, warns):
-    from prunehead.training.finetune import chance_level, chance_warning
+    from prunehead.training.config import chance_level, chance_warning
 
     message = chance_warning(final, chance_level(final, labels, eval_labels))
     assert (message is not None) is warns

@@ -22,7 +22,7 @@ from prunehead.scorers.layers import select_rows
 from tests.conftest import TONE_LABELS, ce, logits, tiny
 from tests.test_hib import run_hib
 
-FAST = {"hib": {"steps": 3}, "attattr": {"steps": 4}}
+FAST = {"hib": {"steps": 3}, "attattr": {"points": 4}}
 # 3 layers x 4 heads; every plan touches layer 0, whose bias table all later layers need.
 PLANS = {
     "uneven": {0: (1, 3), 1: (0,), 2: (0, 2, 3)},
@@ -72,10 +72,10 @@ def test_library_score_prune_evaluate(tmp_path):
     """The application layer on WavLM: score a saved model, prune it by a plan that empties layer 0,
     evaluate it; the report's metrics are evaluate's."""
     model, data = saved_wavlm(tmp_path)
-    result = prunehead.score(model, data, "gradient", samples=6)
+    result = prunehead.score(model, data, prunehead.Ranking("gradient", samples=6))
     assert result.scores.shape == (3, 4) and torch.isfinite(result.scores).all()
     plan = PruningPlan(3, 4, PLANS["layer0_emptied"])
-    pruned = prunehead.prune(model, plan=plan, data=data, split="test")
+    pruned = prunehead.prune(model, prunehead.SavedPlan(plan), data=prunehead.Data(data, split="test"))
     assert plan_of(pruned.model) == plan and pruned.report["after"]["heads_per_layer"] == [0, 3, 2]
     assert prunehead.evaluate(pruned.model, data, split="test") == pruned.report["metrics_after"]
 

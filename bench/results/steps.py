@@ -70,6 +70,8 @@ def _steps(r: Run, scorer: str, flag: str = "--steps") -> tuple[str, ...]:
     """HIB steps / AttAttr points when the settings shrink them (SMOKE), as `score --steps N` or `--option`."""
     if r.s.steps is None or scorer not in ("hib", "attattr"):
         return ()
+    if scorer == "attattr":
+        return ("--option", f"points={r.s.steps}")
     return ("--steps", str(r.s.steps)) if flag == "--steps" else ("--option", f"steps={r.s.steps}")
 
 

@@ -6,11 +6,12 @@ writes files. The functions take paths / hub ids or loaded objects, load through
 `export_onnx`, whose result is a folder).
 """
 
+from . import deciders  # noqa: F401 - registers the built-in deciders of `prune`
 from .artefacts import export_onnx, finetune
 from .common import check_counts
 from .evaluation import evaluate, sweep
-from .pruner import PruneResult, prune, resolve_scope
+from .pruner import DECIDERS, Decision, PruneResult, decider, prune
 from .scoring import ScoreResult, build_scorer, score
 
-__all__ = ["PruneResult", "ScoreResult", "build_scorer", "check_counts", "evaluate", "export_onnx", "finetune",
-           "prune", "resolve_scope", "score", "sweep"]
+__all__ = ["DECIDERS", "Decision", "PruneResult", "ScoreResult", "build_scorer", "check_counts", "decider",
+           "evaluate", "export_onnx", "finetune", "prune", "score", "sweep"]

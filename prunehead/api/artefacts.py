@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from .. import surgery
-from ..training.finetune import TrainConfig
+from ..training.config import TrainConfig
 from ..workspace import ModelLike
 
 
@@ -40,20 +40,23 @@ def finetune(model: ModelLike, data: str, out: str | Path, config: TrainConfig |
 
 # -------------------------------------------------------------------------------------------------- export
 
-def export_onnx(model: ModelLike, out: str | Path, *, opset: int | None = None, optimize: bool = False,
-                quantize: str | None = None, check: bool = True, atol: float = 1e-4, data: str | None = None,
-                split: str = "test", baseline: ModelLike | None = None, repeats: int = 20,
-                overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
+def export_onnx(model: ModelLike, out: str | Path, options: Any = None, *, data: str | None = None,
+                split: str = "test", baseline: ModelLike | None = None, overwrite: bool = False,
+                progress: bool = False) -> dict[str, Any]:
     """Export `model` to the ONNX folder `out` (model.onnx [+ optimized / int8], config.json, the
     preprocessing files, export.json), checked against PyTorch and timed beside the unpruned model.
+
+    Args:
+        options: a `prunehead.export.ExportOptions` (opset, optimize, quantize, check, atol, repeats, ...).
+        data, split: also report the metric of PyTorch and of every graph on this split.
+        baseline: the unpruned model to time against (default: rebuilt from the model's config).
 
     Returns the export summary (export.json). Cost: two exports, a few checking forwards, and
     (3 + repeats) ONNX Runtime runs per model, batch size and length.
     """
     from ..export.pipeline import ExportOptions, export_model
 
-    options = ExportOptions(opset=opset, optimize=optimize, quantize=quantize, check=check, atol=atol,
-                            repeats=repeats)
+    options = options or ExportOptions()
     options.validate()
     spec = str(model) if isinstance(model, (str, Path)) else None
     loaded = surgery.load(spec) if spec is not None else model

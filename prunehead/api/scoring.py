@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import platform
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +12,14 @@ import torch
 from ..errors import InputError
 from ..heads import head_adapter
 from ..pruning.plan import save_scores
-from ..scorers import get_scorer
-from ..scorers.base import Scorer, model_device, to_device
+from ..scorers.base import model_device, to_device
 from ..scorers.hib import value_statistics
 from ..scorers.parallel import model_fingerprint, run, run_key
-from ..scorers.registry import option_names
-from ..workspace import ModelLike, Workspace
+from ..scorers.registry import build_scorer
+from ..specs import Data, Ranking
+from ..workspace import ModelLike, Workspace, open_workspace
 
-from .common import check_counts, data_workspace, say
+from .common import say
 
 
 # --------------------------------------------------------------------------------------------------- score
@@ -59,54 +58,45 @@ class ScoreResult:
                     model_fingerprint=self.model_fingerprint, units=self.units, **extra)
 
 
-def build_scorer(name: str, options: Mapping[str, Any] | None = None, *, task: str | None = None,
-                 seed: int = 0) -> Scorer:
-    """Scorer `name` with `options`; HIB gets the paper's per-task defaults, seeded scorers `seed`.
-
-    Cheap: call it before loading anything to validate the options.
-    """
-    params = dict(options or {})
-    if "seed" in option_names(name):
-        params.setdefault("seed", seed)
-    return get_scorer(name, task=task, **params)
-
-
-def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "hib", *, split: str = "train",
-          samples: int = 200, seed: int = 0, batch_size: int = 8, task: str | None = None,
-          clip_seconds: float | None = None, reference_samples: int = 0, device: str | torch.device | None = None,
-          checkpoint: str | Path | None = None, resume: bool = False, key: str = "", progress: bool = False,
-          units: str = "heads", workers: int = 0, **options: Any) -> ScoreResult:
-    """Score every attention head of `model` on `samples` seeded samples of `split` of `data`.
+def score(model: ModelLike | Workspace, data: Data | str | None = None, ranking: Ranking | str = "hib", *,
+          units: str = "heads", reference_samples: int = 0, device: str | torch.device | None = None,
+          checkpoint: str | Path | None = None, resume: bool = False, key: str = "",
+          progress: bool = False) -> ScoreResult:
+    """Score every attention head of `model` on `ranking.samples` seeded samples of `data.score_split`.
 
     Args:
         model: a path, hub id or loaded model (with `data`), or an open `Workspace` of the split to draw from.
-        scorer: a registered scorer (hib, attattr, gradient, occlusion, attention, random or a plugin).
+        data: the data (`Data`, or a spec string); samples are drawn from its `score_split` in batches of
+            its `batch_size`.
+        ranking: a registered scorer's name, or a `Ranking` with its options, samples and seed.
+        units: "heads", or "ffn" to score every FFN neuron instead (scorer taylor or magnitude; an (L, I)
+            matrix, `prunehead.scorers.ffn`).
         reference_samples: HIB only: estimate V's std from this many samples (0 = the scored ones).
         checkpoint, resume, key: per-batch checkpoint file, continue from it, and the run's identity.
-        options: the scorer's options (`prunehead.scorers.registry.option_names(scorer)`).
-        units: "heads", or "ffn" to score every FFN neuron instead (`scorer` taylor or magnitude; an (L, I)
-            matrix, `prunehead.scorers.ffn`).
 
-    Cost: the scorer's (see its docstring), on `samples` samples; data-parallel under torchrun.
+    Cost: the scorer's (see its docstring), on the samples; data-parallel under torchrun.
     """
-    check_counts(samples=samples, batch_size=batch_size)
+    ranking = Ranking(ranking) if isinstance(ranking, str) else ranking
+    data = Data.of(data)
     if units == "ffn":
-        return _score_ffn(model, data, scorer, split, samples, seed, batch_size, task, clip_seconds, device,
-                          reference_samples, checkpoint, options, workers)
+        return _score_ffn(model, data, ranking, device, reference_samples, checkpoint)
     if units != "heads":
         raise InputError(f"--units must be heads or ffn, got {units!r}")
-    if reference_samples and scorer != "hib":
+    if ranking.scorer is None:
+        raise InputError("give the scorer to run (a Ranking with a scorer name)")
+    if reference_samples and ranking.scorer != "hib":
         raise InputError("--reference-samples sets HIB's V statistics; it applies to --scorer hib only")
-    build_scorer(scorer, options, seed=seed)  # fail on bad options before anything loads
-    ws = model if isinstance(model, Workspace) else data_workspace(model, data, split, task, device, clip_seconds,
-                                                                  workers=workers)
-    method = build_scorer(scorer, options, task=task or ws.task.name, seed=seed)
+    build_scorer(ranking.scorer, ranking.options, seed=ranking.seed)  # fail on bad options before anything loads
+    ws = _workspace(model, data, device)
+    method = build_scorer(ranking.scorer, ranking.options, task=(data.task if data else None) or ws.task.name,
+                          seed=ranking.seed)
     method.progress = progress
-    drawn = ws.draw(samples, seed, batch_size)
+    batch = data.batch_size if data is not None else 8
+    drawn = ws.draw(ranking.samples, ranking.seed, batch)
     if progress and hasattr(method, "cost"):
         say(method.cost(len(drawn.paths), head_adapter(ws.model).kept_heads(ws.model)))
     if reference_samples:
-        reference = ws.draw(reference_samples, seed, batch_size).batches
+        reference = ws.draw(reference_samples, ranking.seed, batch).batches
         where = model_device(ws.model)
         method.stats = value_statistics(ws.model, [to_device(b, where) for b in reference], method.min_std)
     weights = model_fingerprint(ws.model)  # recorded in the score file; keys the checkpoint
@@ -114,29 +104,39 @@ def score(model: ModelLike | Workspace, data: str | None = None, scorer: str = "
         key = run_key(ws.model, drawn.paths, weights, options=key)
     outcome = run(method, ws.model, drawn.batches, ws.task.objective, checkpoint=checkpoint, key=key, resume=resume,
                   progress=progress)
-    settings = {"model": ws.source or type(ws.model).__name__, "data": data,
-                "split": ws.split, "seed": seed, "batch_size": batch_size, "reference_samples": reference_samples}
-    return ScoreResult(outcome.scores, scorer, method.params(), ws.task.name, drawn.paths, outcome.spread,
-                       outcome.world_size, model_device(ws.model).type, settings,
-                       weights, resumed=outcome.resumed, split_half=outcome.split_half)
+    settings = {"model": ws.source or type(ws.model).__name__, "data": data.spec if data else None,
+                "split": ws.split, "seed": ranking.seed, "batch_size": batch, "reference_samples": reference_samples}
+    return ScoreResult(outcome.scores, ranking.scorer, method.params(), task=ws.task.name, sample_paths=drawn.paths,
+                       spread=outcome.spread, world_size=outcome.world_size, device=model_device(ws.model).type,
+                       settings=settings, model_fingerprint=weights, resumed=outcome.resumed,
+                       split_half=outcome.split_half)
 
 
-def _score_ffn(model: ModelLike | Workspace, data: str | None, scorer: str, split: str, samples: int, seed: int,
-               batch_size: int, task: str | None, clip_seconds: float | None, device: Any, reference_samples: int,
-               checkpoint: Any, options: Mapping[str, Any], workers: int = 0) -> ScoreResult:
+def _workspace(model: ModelLike | Workspace, data: Data | None, device: Any) -> Workspace:
+    """The workspace of the split to draw from: `model` itself, or opened on `data.score_split`."""
+    if isinstance(model, Workspace):
+        return model
+    if data is None:
+        raise InputError("scoring needs data: give --data")
+    return open_workspace(model, data.spec, data.score_split, task=data.task, device=device,
+                          clip_seconds=data.clip_seconds, workers=data.workers)
+
+
+def _score_ffn(model: ModelLike | Workspace, data: Data | None, ranking: Ranking, device: Any,
+               reference_samples: int, checkpoint: Any) -> ScoreResult:
     """`score(..., units="ffn")`: the (L, I) FFN neuron scores (taylor on the drawn samples, or magnitude)."""
-    from ..scorers.ffn import METHODS, score_ffn
+    from ..scorers.ffn import SCORERS, score_ffn
 
-    if scorer not in METHODS:
-        raise InputError(f"--units ffn scores with --scorer {' or '.join(METHODS)}, got {scorer!r}")
-    if options or reference_samples or checkpoint is not None:
+    if ranking.scorer not in SCORERS:
+        raise InputError(f"--units ffn scores with --scorer {' or '.join(SCORERS)}, got {ranking.scorer!r}")
+    if ranking.options or reference_samples or checkpoint is not None:
         raise InputError("--units ffn takes no scorer options, --reference-samples or checkpoints")
-    ws = model if isinstance(model, Workspace) else data_workspace(model, data, split, task, device, clip_seconds,
-                                                                  workers=workers)
-    drawn = ws.draw(samples, seed, batch_size) if scorer == "taylor" else None
-    matrix = score_ffn(ws.model, drawn.batches if drawn else (), ws.task.objective, method=scorer)
-    settings = {"model": ws.source or type(ws.model).__name__, "data": data, "split": ws.split, "seed": seed,
-                "batch_size": batch_size}
-    return ScoreResult(matrix, scorer, {"normalize_layers": True}, ws.task.name, drawn.paths if drawn else [],
+    ws = _workspace(model, data, device)
+    batch = data.batch_size if data is not None else 8
+    drawn = ws.draw(ranking.samples, ranking.seed, batch) if ranking.scorer == "taylor" else None
+    matrix = score_ffn(ws.model, drawn.batches if drawn else (), ws.task.objective, scorer=ranking.scorer)
+    settings = {"model": ws.source or type(ws.model).__name__, "data": data.spec if data else None, "split": ws.split,
+                "seed": ranking.seed, "batch_size": batch}
+    return ScoreResult(matrix, ranking.scorer, {"normalize_layers": True}, ws.task.name, drawn.paths if drawn else [],
                        device=model_device(ws.model).type, settings=settings,
                        model_fingerprint=model_fingerprint(ws.model), units="ffn")

@@ -23,15 +23,16 @@ def eval_cmd(model: Model, data: Data, split: Split = "test", batch_size: BatchS
     import json
 
     from ..api import evaluate
+    from ..specs import Data
     from ..output_guard import atomic_file, check_output
 
     inputs = inputs_of(model, data) if out is not None else []
     if out is not None:
         out = out.expanduser()
         check_output(out, overwrite, inputs=inputs)
-    metrics = evaluate(model, data, split=split, task=task and task.value, batch_size=batch_size,
-                       clip_seconds=clip_seconds, device=device, on_error=on_error.value, dtype=dtype.value,
-                       workers=workers, progress=True)
+    spec = Data(data, split=split, task=task and task.value, batch_size=batch_size, clip_seconds=clip_seconds,
+                on_error=on_error.value, workers=workers)
+    metrics = evaluate(model, spec, device=device, dtype=dtype.value, progress=True)
     for key, value in metrics.items():
         typer.echo(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     if out is not None:

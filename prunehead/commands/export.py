@@ -46,9 +46,12 @@ def onnx(
 
     ExportOptions(opset=opset).validate()  # before anything loads or is traced
     out = check_output(out, overwrite, inputs=inputs_of(model, data, baseline), kind="dir", writes=WRITTEN)
-    summary = export_onnx(model, out, opset=opset, optimize=optimize, quantize=quantize.value if quantize else None,
-                          check=check, atol=atol, data=data, split=split, baseline=baseline, repeats=repeats,
-                          overwrite=overwrite, progress=True)
+    from ..export.pipeline import ExportOptions
+
+    options = ExportOptions(opset=opset, optimize=optimize, quantize=quantize.value if quantize else None,
+                            check=check, atol=atol, repeats=repeats)
+    summary = export_onnx(model, out, options, data=data, split=split, baseline=baseline, overwrite=overwrite,
+                          progress=True)
     _print(summary, out)
 
 

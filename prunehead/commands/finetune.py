@@ -50,7 +50,7 @@ def finetune_cmd(
     from ..api import finetune
     from ..errors import InputError
     from ..recipe import load_recipe
-    from ..training.finetune import TrainConfig
+    from ..training.config import TrainConfig
 
     out = out.expanduser()
     base = load_recipe(recipe) if recipe else None

@@ -49,7 +49,7 @@ SplitOption = Annotated[str | None, Opt(show_default=False,
                                         help="Split to evaluate on. [default: test; with --max-drop or --scorer "
                                              "auto, the selection split: validation when the data has one, "
                                              "else train]")]
-ScoreSplit = Annotated[str, Opt(help="Split the scorer draws its samples from.")]
+ScoreSplitOption = Annotated[str, Opt(help="Split the scorer draws its samples from.")]
 RecoverEpochs = Annotated[int, Opt(min=0, help="After pruning, fine-tune this many epochs on --data's train split "
                                                "(reported separately; --out gets the recovered model).")]
 RecoverLr = Annotated[float, Opt(callback=Positive, help="Learning rate of the recovery fine-tune.")]
@@ -66,6 +66,9 @@ Units = Annotated[str, Opt(help="What --max-drop removes: heads, ffn (feed-forwa
                                 "order: least important per MAC first; neuron scores from --ffn-scores "
                                 "or --ffn-scorer).")]
 MinNeurons = Annotated[int, Opt(min=0, help="Never leave a layer with fewer FFN neurons than this.")]
+RecipeFile = Annotated[Path | None, Opt(show_default=False,
+                                       help="A recipe (recipes/*.toml): its data, its [score] scorer and its [prune] "
+                                            "target, each unless given here.")]
 EvalData = Annotated[str | None, Opt("--data", "-d", show_default=False,
                                      help="Evaluate before and after pruning on this data (as for `prunehead "
                                           "eval`); --scorer and recovery use it too.")]
@@ -73,7 +76,7 @@ EvalData = Annotated[str | None, Opt("--data", "-d", show_default=False,
 
 def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = None, ratio: Ratio = None,
           heads: Heads = None, global_: Global = None, min_heads_per_layer: MinHeads = 0, rounds: Rounds = 1,
-          scorer: ScorerName = None, samples: Samples = 200, score_split: ScoreSplit = "train", seed: Seed = 0,
+          scorer: ScorerName = None, samples: Samples = 200, score_split: ScoreSplitOption = "train", seed: Seed = 0,
           option: ScorerOptions = None, data: EvalData = None, split: SplitOption = None, batch_size: BatchSize = 16,
           task: Task = None, clip_seconds: ClipSeconds = None, recover_epochs: RecoverEpochs = 0,
           recover_lr: RecoverLr = 5e-5, device: Device = None, overwrite: Overwrite = False,
@@ -81,7 +84,7 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
           auto_scorers: AutoScorers = "gradient,attention,occlusion,attattr",
           save_dtype: SaveDtypeOption = None, ffn_ratio: FfnRatio = None, ffn_scores: FfnScores = None,
           ffn_scorer: FfnScorer = "taylor", min_neurons_per_layer: MinNeurons = 1,
-          target_macs: TargetMacs = None, units: Units = "heads") -> None:
+          target_macs: TargetMacs = None, units: Units = "heads", recipe: RecipeFile = None) -> None:
     """Remove the lowest-scoring heads (globally or per layer, at once or in --rounds, or as many as
     --max-drop allows), and with --ffn-ratio feed-forward neurons, and save to --out."""
     import json
@@ -90,20 +93,32 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
 
     from .. import api
     from ..output_guard import atomic_dir, check_output
+    from .prune_request import request_from_flags
     from ..surgery import save_pretrained
 
+    preset = None
+    if recipe is not None:  # the recipe's data, head scorer (unless scores, a scorer or a plan are given), target
+        from ..recipe import load_recipe
+        from .options import TaskName
+
+        r = load_recipe(recipe)
+        data, task, preset = data or r.data.spec, task or TaskName(r.task), r.prune
+        if scores is None and scorer is None and plan is None:
+            scorer, ranking = r.score.scorer, r.ranking()
+            option = [*(f"{k}={v}" for k, v in ranking.options.items()), *(option or [])]
     inputs = inputs_of(model, data, scores, plan, ffn_scores)
     check_output(out, overwrite, inputs=inputs)
     scope = None if global_ is None else "global" if global_ else "per_layer"
-    result = api.prune(model, scores=scores, plan=plan, ratio=ratio, heads=heads, scope=scope,
-                       min_heads_per_layer=min_heads_per_layer, rounds=rounds, scorer=scorer, data=data,
-                       samples=samples, score_split=score_split, seed=seed, split=split, batch_size=batch_size,
-                       task=task and task.value, clip_seconds=clip_seconds, recover_epochs=recover_epochs,
-                       recover_lr=recover_lr, device=device, dry_run=dry_run, progress=True,
-                       options=parse_options(option), max_drop=max_drop,
-                       auto_scorers=[n.strip() for n in auto_scorers.split(",") if n.strip()], ffn_ratio=ffn_ratio,
-                       ffn_scores=ffn_scores, ffn_scorer=ffn_scorer, ffn_scope="global" if global_ else "per_layer",
-                       min_neurons_per_layer=min_neurons_per_layer, target_macs=target_macs, units=units)
+    request = request_from_flags(dict(
+        scores=scores, plan=plan, ratio=ratio, heads=heads, scope=scope, min_heads_per_layer=min_heads_per_layer,
+        rounds=rounds, scorer=scorer, data=data, samples=samples, score_split=score_split, seed=seed, split=split,
+        batch_size=batch_size, task=task and task.value, clip_seconds=clip_seconds, recover_epochs=recover_epochs,
+        recover_lr=recover_lr, dry_run=dry_run, options=parse_options(option), max_drop=max_drop,
+        auto_scorers=[n.strip() for n in auto_scorers.split(",") if n.strip()], ffn_ratio=ffn_ratio,
+        ffn_scores=ffn_scores, ffn_scorer=ffn_scorer, ffn_scope="global" if global_ else "per_layer",
+        min_neurons_per_layer=min_neurons_per_layer, target_macs=target_macs, units=units, target=preset))
+    result = api.prune(model, request.target, ranking=request.ranking, data=request.data, recover=request.recover,
+                       device=device, dry_run=dry_run, progress=True)
     from ..training.engine import is_main_process
 
     if not is_main_process():  # launched data-parallel (recovery under torchrun): rank 0 writes and reports

@@ -28,8 +28,8 @@ def score(model: Annotated[str | None, Opt("--model", "-m", show_default=False,
           samples: Annotated[int | None, Opt(min=1, show_default=False,
                                              help="Samples drawn (seeded) from the split. [default: 200]")] = None,
           steps: Annotated[int | None, Opt(min=1, show_default=False,
-                                           help="HIB optimization steps / AttAttr integration points. "
-                                                "[default: HIB: the paper's for the task; AttAttr: 20]")] = None,
+                                           help="HIB optimization steps (AttAttr's integration points: "
+                                                "--option points=N). [default: the paper's for the task]")] = None,
           beta: Annotated[float | None, Opt(callback=Finite, show_default=False,
                                             help="HIB IB-loss weight. [default: the paper's for the task]")] = None,
           lr: Annotated[float | None, Opt(callback=Finite, show_default=False,
@@ -73,15 +73,20 @@ def score(model: Annotated[str | None, Opt("--model", "-m", show_default=False,
         if any(value is not None for value in ignored.values()):
             raise InputError(f"--units ffn takes none of {', '.join(k for k, v in ignored.items() if v is not None)}: "
                              "drop them (the neuron scorers taylor and magnitude have no options)")
-        return _run_ffn(out, given, batch_size, clip_seconds, device, overwrite, recipe, resume)
+        return _run_ffn(out, given, batch_size, clip_seconds=clip_seconds, device=device, overwrite=overwrite,
+                        recipe=recipe, resume=resume)
     flags = {"steps": steps, "beta": beta, "lr": lr, "noise": noise}
     options = {**{k: v for k, v in flags.items() if v is not None}, **parse_options(option)}
     given = {"model": model, "data": data, "scorer": scorer, "split": split, "samples": samples, "seed": seed,
              "task": task and task.value}
     settings, options = _settings(given, options, recipe)
+    if settings["scorer"] == "attattr" and steps is not None:
+        raise InputError("--steps is HIB's optimization steps; AttAttr's integration points are --option points=N")
     if dtype is not None:
         options = _with_dtype(options, settings["scorer"], dtype.value)
-    _run(out, settings, options, batch_size, reference_samples, clip_seconds, device, resume, overwrite, workers)
+    _run(out, settings, options, dict(batch_size=batch_size, reference_samples=reference_samples,
+                                      clip_seconds=clip_seconds, device=device, resume=resume, overwrite=overwrite,
+                                      workers=workers))
 
 
 def _with_dtype(options: dict[str, Any], scorer: str, dtype: str) -> dict[str, Any]:
@@ -122,8 +127,8 @@ def _settings(given: dict[str, Any], options: dict[str, Any], recipe: Path | Non
     return values, options
 
 
-def _run(out: Path, settings: dict[str, Any], options: dict[str, Any], batch_size: int, reference_samples: int,
-         clip_seconds: float | None, device: str | None, resume: bool, overwrite: bool, workers: int) -> None:
+def _run(out: Path, settings: dict[str, Any], options: dict[str, Any], flags: dict[str, Any]) -> None:
+    """Score (data-parallel under torchrun, checkpointed), then write the score file and its heat map (rank 0)."""
     import dataclasses
     import time
 
@@ -131,10 +136,13 @@ def _run(out: Path, settings: dict[str, Any], options: dict[str, Any], batch_siz
 
     from ..api import build_scorer, score
     from ..output_guard import atomic_files, check_output, check_outputs
+    from ..specs import Data, Ranking
     from ..plots import heatmap
     from ..scorers.parallel import Checkpoint, fingerprint, process_group
-    from ..training.finetune import pick_device
+    from ..training.models import pick_device
 
+    batch_size, clip_seconds, reference_samples = flags["batch_size"], flags["clip_seconds"], flags["reference_samples"]
+    device, resume, overwrite = flags["device"], flags["resume"], flags["overwrite"]
     png = out.with_suffix(".png")
     check_outputs(out, png)
     inputs = inputs_of(settings["model"], settings["data"])
@@ -152,11 +160,11 @@ def _run(out: Path, settings: dict[str, Any], options: dict[str, Any], batch_siz
                               build_scorer(settings["scorer"], options, task=settings["task"], seed=settings["seed"])),
                           device=where.type)
         try:
-            result = score(settings["model"], settings["data"], settings["scorer"], split=settings["split"],
-                           samples=settings["samples"], seed=settings["seed"], batch_size=batch_size,
-                           task=settings["task"], clip_seconds=clip_seconds, reference_samples=reference_samples,
-                           workers=workers,
-                           device=where, checkpoint=checkpoint, key=key, resume=resume, progress=rank == 0, **options)
+            data = Data(settings["data"], score_split=settings["split"], batch_size=batch_size, task=settings["task"],
+                        clip_seconds=clip_seconds, workers=flags["workers"])
+            ranking = Ranking(settings["scorer"], options=options, samples=settings["samples"], seed=settings["seed"])
+            result = score(settings["model"], data, ranking, reference_samples=reference_samples, device=where,
+                           checkpoint=checkpoint, key=key, resume=resume, progress=rank == 0)
         except KeyboardInterrupt:
             from ..errors import Interrupted
 
@@ -197,8 +205,11 @@ def _run_ffn(out: Path, given: dict[str, Any], batch_size: int, clip_seconds: fl
                          f"--recipe or --resume{'; missing ' + ', '.join(missing) if missing else ''}")
     inputs = inputs_of(given["model"], given["data"])
     check_output(out, overwrite, inputs=inputs)
-    result = score(given["model"], given["data"], given["scorer"], split=given["split"], samples=given["samples"],
-                   seed=given["seed"], batch_size=batch_size, task=given["task"], clip_seconds=clip_seconds,
+    from ..specs import Data, Ranking
+
+    data = Data(given["data"], score_split=given["split"], batch_size=batch_size, task=given["task"],
+                clip_seconds=clip_seconds)
+    result = score(given["model"], data, Ranking(given["scorer"], samples=given["samples"], seed=given["seed"]),
                    device=device, units="ffn")
     result.settings.update(model=given["model"], data=given["data"])
     with atomic_file(out, overwrite, inputs=inputs) as tmp:

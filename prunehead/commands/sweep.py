@@ -44,52 +44,45 @@ def sweep_cmd(model: Model, data: Data, out: Out, scores: ScoreFiles,
               seconds: Seconds = None, repeats: Repeats = None, overwrite: Overwrite = False) -> None:
     """Prune at every ratio (or K heads per layer) for every score file and random, and evaluate; with
     --ffn-ratios, the speed / accuracy frontier of heads x FFN neurons."""
-    from ..experiments.curves import parse_ratios
     from ..errors import InputError
+    from ..experiments.curves import parse_ratios
     from ..output_guard import check_output
+    from ..specs import Data, Frontier, Ranking
 
     files = [*scores, *(more_scores or [])]
     inputs = inputs_of(model, data, *files, ffn_scores)
     check_output(out, overwrite, inputs=inputs)
     if ratios is not None:
         parse_ratios(ratios)  # a bad spec fails before anything loads
-    frontier = {"ffn_scores": ffn_scores, "latency": latency, "batch_sizes": batch_sizes, "seconds": seconds,
-                "repeats": repeats}
-    common = dict(split=split, ratios=ratios, scope="global" if global_ is not False else "per_layer",
-                  metric=metric, batch_size=batch_size, task=task and task.value, clip_seconds=clip_seconds,
-                  device=device, dtype=dtype.value, workers=workers, progress=True)
-    if ffn_ratios is None:
-        given = [f"--{k.replace('_', '-')}" for k, v in frontier.items() if v not in (None, False)]
-        if given:
-            verb = "belongs" if len(given) == 1 else "belong"
-            raise InputError(f"{', '.join(given)} {verb} to the frontier: add --ffn-ratios (e.g. --ffn-ratios 0 "
-                             "for heads only)")
-        _curves(model, data, files, out, overwrite, inputs, common)
-        return
-    _frontier(model, data, files, out, overwrite, inputs, common, ffn_ratios=ffn_ratios, ffn_scores=ffn_scores,
-              ffn_scorer=ffn_scorer, latency=latency, batch_sizes=_sizes(batch_sizes),
-              seconds=1.0 if seconds is None else seconds, repeats=20 if repeats is None else repeats)
-
-
-def _curves(model: str, data: str, files: list[Path], out: Path, overwrite: bool, inputs: list[Path],
-            common: dict) -> None:
-    """curve.json / .md / .png: every score file's curve and random's band."""
+    extras = {"ffn_scores": ffn_scores, "latency": latency, "batch_sizes": batch_sizes, "seconds": seconds,
+              "repeats": repeats}
+    given = [f"--{k.replace('_', '-')}" for k, v in extras.items() if v not in (None, False)]
+    if ffn_ratios is None and given:
+        verb = "belongs" if len(given) == 1 else "belong"
+        raise InputError(f"{', '.join(given)} {verb} to the frontier: add --ffn-ratios (e.g. --ffn-ratios 0 "
+                         "for heads only)")
+    if ffn_ratios is not None and len(files) != 1:
+        raise InputError(f"--ffn-ratios draws the frontier of one head ranking: give exactly one --scores file "
+                         f"(got {len(files)}); compare rankings without --ffn-ratios")
+    frontier = None
+    if ffn_ratios is not None:
+        if ffn_scorer not in ("taylor", "magnitude"):
+            raise InputError(f"--ffn-scorer must be one of taylor, magnitude, got {ffn_scorer!r}")
+        ranking = Ranking(scores=ffn_scores) if ffn_scores is not None else Ranking(ffn_scorer)
+        frontier = Frontier(tuple(parse_ratios(ffn_ratios, "--ffn-ratios")), ranking, latency=latency,
+                            batch_sizes=tuple(_sizes(batch_sizes)) if batch_sizes is not None else None,
+                            seconds=1.0 if seconds is None else seconds, repeats=20 if repeats is None else repeats)
+    spec = Data(data, split=split, batch_size=batch_size, clip_seconds=clip_seconds, task=task and task.value,
+                workers=workers)
+    common = dict(ratios=ratios, scope="global" if global_ is not False else "per_layer", metric=metric,
+                  frontier=frontier, device=device, dtype=dtype.value, progress=True)
+    stem, table_of, plot = ("frontier", "frontier_table", "plot_frontier") if frontier else ("curve", "curve_table",
+                                                                                            "plot_curves")
+    from .. import plots
     from ..api import sweep
-    from ..plots import curve_table, plot_curves
 
-    _write(sweep(model, data, files, **common), "curve", curve_table, plot_curves, out, overwrite, inputs,
-           f"{Path(model).name} on {data} ({common['split']})")
-
-
-def _frontier(model: str, data: str, files: list[Path], out: Path, overwrite: bool, inputs: list[Path],
-              common: dict, **frontier) -> None:
-    """frontier.json / .md / .png: the grid's points, the Pareto-optimal ones marked (the library checks the
-    options before anything loads)."""
-    from ..api import sweep
-    from ..plots import frontier_table, plot_frontier
-
-    _write(sweep(model, data, files, **common, **frontier), "frontier", frontier_table, plot_frontier, out, overwrite,
-           inputs, f"{Path(model).name} on {data} ({common['split']})")
+    _write(sweep(model, spec, files, **common), stem, getattr(plots, table_of), plot=getattr(plots, plot), out=out,
+           overwrite=overwrite, inputs=inputs, title=f"{Path(model).name} on {data} ({split})")
 
 
 def _write(result: dict, stem: str, table_of, plot, out: Path, overwrite: bool, inputs: list[Path],

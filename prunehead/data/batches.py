@@ -14,18 +14,16 @@ from .audio import DEFAULT_RATE
 
 
 def default_feature_extractor(config: Any) -> Any:
-    """The feature extractor a model config implies (used when a model directory ships none)."""
-    import transformers as tf
+    """The feature extractor a model config implies (used when a model directory ships none): its family's."""
+    from ..errors import UnsupportedModelError
+    from ..families import family_for_type
 
-    if config.model_type == "whisper":
-        return tf.WhisperFeatureExtractor(feature_size=config.num_mel_bins,
-                                          chunk_length=config.max_source_positions // 50)
-    if config.model_type in ("wav2vec2", "hubert", "data2vec-audio", "wavlm", "unispeech", "unispeech-sat"):
-        return tf.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=DEFAULT_RATE, padding_value=0.0,
-                                           do_normalize=True,
-                                           return_attention_mask=getattr(config, "feat_extract_norm", "layer") == "layer")
-    raise InputError(f"no default feature extractor for model type {config.model_type!r}; "
-                     "save the model's feature extractor beside it")
+    try:
+        family = family_for_type(config.model_type)
+    except UnsupportedModelError:
+        raise InputError(f"no default feature extractor for model type {config.model_type!r}; "
+                         "save the model's feature extractor beside it") from None
+    return family.feature_extractor(config, DEFAULT_RATE)
 
 
 def split_processor(obj: Any) -> tuple[Any, Any]:
@@ -113,17 +111,16 @@ class _Collated(torch.utils.data.Dataset):
 
 
 def make_batches(dataset: datasets.Dataset, model_or_processor: Any, batch_size: int, shuffle: bool = False,
-                 seed: int = 0, equal_length: bool = False, tokenizer: Any = None, workers: int = 0,
+                 seed: int = 0, equal_length: bool = False, workers: int = 0,
                  pin_memory: bool = False, augment: Any = None,
                  shard: tuple[int, int] | None = None) -> Iterator[dict[str, torch.Tensor]]:
     """Yield padded batches (`dict[str, Tensor]`) over `dataset`.
 
     Args:
-        model_or_processor: a processor, feature extractor, (feature_extractor, tokenizer) pair, or a model
-            (its default feature extractor is used).
+        model_or_processor: a processor, feature extractor, (feature_extractor, tokenizer) pair (the
+            tokenizer encodes ASR labels), or a model (its default feature extractor is used).
         shuffle, seed: a seeded permutation of the rows.
         equal_length: only rows of identical length share a batch (no padding at all).
-        tokenizer: overrides the processor's tokenizer for ASR labels.
         workers: feature extraction in this many DataLoader worker processes (0: in this process); the
             batches and their order are the same either way.
         pin_memory: page-locked batches, for fast non-blocking copies to a GPU.
@@ -137,7 +134,7 @@ def make_batches(dataset: datasets.Dataset, model_or_processor: Any, batch_size:
         raise InputError(f"workers must be 0 or more, not {workers}")
     fe, tok = split_processor(model_or_processor)
     order = _order(dataset, batch_size, shuffle, seed, equal_length)
-    batches = _Collated(dataset, order, fe, tokenizer or tok, augment, seed, shard)
+    batches = _Collated(dataset, order, fe, tok=tok, augment=augment, seed=seed, shard=shard)
     if workers == 0 and not pin_memory:
         yield from (batches[i] for i in range(len(batches)))
         return

@@ -6,7 +6,6 @@ physical removal, and `tests/test_sweep.py` that a sweep point equals `prunehead
 
 from __future__ import annotations
 
-import contextlib
 import math
 import statistics
 from collections.abc import Callable, Sequence
@@ -17,7 +16,6 @@ import torch
 from torch import nn
 from ..progress import bar as progress_bar
 
-from ..control import controlled
 from ..errors import InputError
 from ..heads import head_adapter
 from ..pruning.plan import PruningPlan, select
@@ -63,16 +61,10 @@ class Curve:
 
 
 def evaluate_plan(model: nn.Module, plan: PruningPlan, evaluate: Evaluate) -> dict[str, float]:
-    """The metrics of `model` with the heads (and FFN neurons) of `plan` gated to 0 (== removed)."""
-    with contextlib.ExitStack() as stack:
-        ctl = stack.enter_context(controlled(model))
-        stack.enter_context(ctl.gating(plan.keep_mask()))
-        if plan.pruned_ffn:
-            from ..units.ffn import neuron_gating
+    """The metrics of `model` with every unit of `plan` (heads, FFN neurons, ...) gated to 0 (== removed)."""
+    from ..units.kinds import evaluate_gated
 
-            gate = plan.ffn_keep_mask().to(next(model.parameters()).device)  # (L, I)
-            stack.enter_context(neuron_gating(model, gate))
-        return evaluate(model)
+    return evaluate_gated(model, plan, evaluate)
 
 
 def _plans(scores: torch.Tensor, model: nn.Module, scope: str, ratios: Sequence[float],

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Sequence
+import itertools
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -20,37 +22,43 @@ from torch import nn
 from ..cost import count_macs, count_params, example_inputs
 from .curves import LOWER_IS_BETTER, MAX_POINTS, Evaluate, evaluate_plan
 from ..errors import InputError
-from ..units.ffn import prune_ffn_
-from ..pruning.plan import PruningPlan, select, select_ffn
+from ..pruning.plan import PruningPlan
+from ..units.base import Amount
 from ..progress import bar as progress_bar, say
-from ..surgery import plan_of, prune_
+from ..surgery import plan_of
 
 FORMAT = "prunehead.frontier"
 VERSION = 1
 FFN_SCOPE = "per_layer"  # FFN neurons are cut per layer, as `prunehead prune --ffn-ratio` does by default
 
 
-def grid(model: nn.Module, head_scores: torch.Tensor, ffn_scores: torch.Tensor, head_ratios: Sequence[float],
-         ffn_ratios: Sequence[float], scope: str = "global",
-         min_neurons_per_layer: int = 1) -> list[tuple[float, float, PruningPlan]]:
-    """(head ratio, FFN ratio, plan) for every grid point, head ratios outer; already removed units count."""
-    if len(head_ratios) * len(ffn_ratios) > MAX_POINTS:
-        raise InputError(f"the grid has {len(head_ratios)} x {len(ffn_ratios)} points; use at most {MAX_POINTS} "
-                         "(larger STEPs in --ratios / --ffn-ratios)")
+def grid(model: nn.Module, scores: Mapping[str, torch.Tensor], ratios: Mapping[str, Sequence[float]],
+         scope: str = "global", min_neurons_per_layer: int = 1) -> list[tuple[dict[str, float], PruningPlan]]:
+    """({kind: ratio}, plan) for every point of the product of the kinds' ratios (in `KINDS` order, the
+    first kind outermost); heads are cut by `scope`, every other kind per layer; removed units count."""
+    from ..units.kinds import KINDS
+
+    kinds = [k for k in KINDS if k in ratios]
+    if math.prod(len(ratios[k]) for k in kinds) > MAX_POINTS:
+        raise InputError(f"the grid has {' x '.join(str(len(ratios[k])) for k in kinds)} points; use at most "
+                         f"{MAX_POINTS} (larger STEPs in --ratios / --ffn-ratios)")
     done = plan_of(model)
     points = []
-    for head_ratio in head_ratios:
-        heads = select(head_scores, ratio=head_ratio, scope=scope, pruned=done).union(done)
-        for ffn_ratio in ffn_ratios:
-            plan = select_ffn(ffn_scores, heads, ratio=ffn_ratio, scope=FFN_SCOPE,
-                              min_neurons_per_layer=min_neurons_per_layer)
-            points.append((head_ratio, ffn_ratio, plan))
+    for combo in itertools.product(*(ratios[k] for k in kinds)):
+        plan = done
+        for k, ratio in zip(kinds, combo):
+            amount = Amount(ratio=ratio, scope=scope if k == "heads" else FFN_SCOPE,
+                            min_per_layer=0 if k == "heads" else min_neurons_per_layer)
+            plan = KINDS[k].select(scores[k], plan, amount)
+        points.append((dict(zip(kinds, combo)), plan))
     return points
 
 
 def pruned_copy(model: nn.Module, plan: PruningPlan) -> nn.Module:
-    """A copy of `model` with the heads and FFN neurons of `plan` physically removed."""
-    return prune_ffn_(prune_(copy.deepcopy(model), plan), plan)
+    """A copy of `model` with every unit of `plan` physically removed."""
+    from ..units.kinds import remove_all_
+
+    return remove_all_(copy.deepcopy(model), plan)
 
 
 def pareto_flags(gain: Sequence[float], cost: Sequence[float]) -> list[bool]:
@@ -72,19 +80,18 @@ def pareto_flags(gain: Sequence[float], cost: Sequence[float]) -> list[bool]:
     return flags
 
 
-def run_frontier(model: nn.Module, evaluate: Evaluate, head_scores: torch.Tensor, ffn_scores: torch.Tensor, *,
-                 metric: str, head_ratios: Sequence[float], ffn_ratios: Sequence[float], scope: str = "global",
-                 min_neurons_per_layer: int = 1, seconds: float = 1.0, latency: bool = False,
-                 batch_sizes: Sequence[int] = (1, 8), repeats: int = 20, progress: bool = True) -> dict[str, Any]:
+def run_frontier(model: nn.Module, evaluate: Evaluate, scores: Mapping[str, torch.Tensor],
+                 ratios: Mapping[str, Sequence[float]], *, metric: str, scope: str = "global",
+                 settings: Any = None, progress: bool = True) -> dict[str, Any]:
     """The metric, MACs (and latency) of every grid point, and which points are Pareto-optimal.
 
     Args:
-        evaluate: model -> metric dict (must contain `metric`); called with heads and neurons gated.
-        head_scores, ffn_scores: (L, H) and (L, I) importances, higher = keep.
+        evaluate: model -> metric dict (must contain `metric`); called with the units gated.
+        scores, ratios: per unit kind ("heads", "ffn"), the (L, W) importances (higher = keep) and the
+            ratios of the grid.
         scope: the heads' "global" or "per_layer"; FFN neurons are cut per layer.
-        seconds: input length of the MAC count (batch 1) and of the timed inputs (`example_inputs`: Whisper
-            uses its window, text models 128 tokens).
-        latency: export every distinct pruned copy and the dense model to ONNX and time them in turns.
+        settings: a `prunehead.specs.Frontier` (floor of neurons per layer; `seconds`, the input length of the
+            MAC count and of the timed inputs; `latency`, `batch_sizes`, `repeats` of the ONNX Runtime timing).
 
     Returns:
         {"format", "metric", "unpruned", "dense_macs", "latency", "points": [...]}; a point has head_ratio,
@@ -93,7 +100,12 @@ def run_frontier(model: nn.Module, evaluate: Evaluate, head_scores: torch.Tensor
         ({str(batch): bool} vs speedup). Cost: one evaluation of the split and one MAC count per distinct
         plan; with `latency` one ONNX export per distinct plan and (3 + repeats) runs per model and batch.
     """
-    plans = grid(model, head_scores, ffn_scores, head_ratios, ffn_ratios, scope, min_neurons_per_layer)
+    from ..specs import Frontier
+
+    settings = settings or Frontier(ffn_ratios=tuple(ratios.get("ffn", (0.0,))))
+    seconds, latency, min_neurons_per_layer = settings.seconds, settings.latency, settings.min_neurons_per_layer
+    batch_sizes, repeats = settings.sizes, settings.repeats
+    plans = grid(model, scores, ratios, scope, min_neurons_per_layer)
     host = copy.deepcopy(model).cpu()  # physical copies and exports happen on the CPU
     dense = _dense(host)
     inputs = example_inputs(host, seconds)
@@ -105,17 +117,19 @@ def run_frontier(model: nn.Module, evaluate: Evaluate, head_scores: torch.Tensor
     points, measured = [], {}
     with (_bench(dense) if latency else contextlib.nullcontext()) as bench:
         names = {_key(plan_of(host)): "reference"} if bench is not None and dense is host else {}
-        for head_ratio, ffn_ratio, plan in progress_bar(plans, desc="frontier", enable=progress):
+        for point, plan in progress_bar(plans, desc="frontier", enable=progress):
             key = _key(plan)
             if key not in measured:  # grid points often share a plan (floor(ratio * units) is equal)
                 value = values[key] if key in values else evaluate_plan(model, plan, evaluate)[metric]
                 measured[key] = _measure(host, plan, inputs, bench, names)
                 measured[key][metric] = value
-            points.append({"head_ratio": head_ratio, "ffn_ratio": ffn_ratio, "heads_removed": plan.num_pruned,
+            points.append({"head_ratio": point.get("heads", 0.0), "ffn_ratio": point.get("ffn", 0.0),
+                           "heads_removed": plan.num_pruned,
                            "neurons_removed": plan.num_pruned_ffn, metric: measured[key][metric],
                            "macs": measured[key]["macs"], "params": measured[key]["params"],
                            "mac_fraction": measured[key]["macs"] / dense_macs, "latency_ms": None, "speedup": None})
-        timing = _time(bench, names, points, plans, batch_sizes, _length(inputs), repeats, progress) if bench else None
+        timing = _time(bench, names, points, plans=plans, batch_sizes=batch_sizes, length=_length(inputs),
+                       repeats=repeats, progress=progress) if bench else None
     _mark_pareto(points, metric, batch_sizes if latency else ())
     return {"format": FORMAT, "version": VERSION, "metric": metric, "scope": scope, "ffn_scope": FFN_SCOPE,
             "min_neurons_per_layer": min_neurons_per_layer, "seconds": seconds, "dense_macs": dense_macs,
@@ -134,7 +148,7 @@ def _measure(host: nn.Module, plan: PruningPlan, inputs: dict[str, torch.Tensor]
 
 
 def _time(bench: Any, names: dict[tuple, str], points: list[dict[str, Any]],
-          plans: list[tuple[float, float, PruningPlan]], batch_sizes: Sequence[int], length: int, repeats: int,
+          plans: list[tuple[dict[str, float], PruningPlan]], batch_sizes: Sequence[int], length: int, repeats: int,
           progress: bool) -> dict[str, Any]:
     """Time every exported model in turns with the dense one; fill each point's latency_ms and speedup."""
     from ..export.bench import GROUP
@@ -146,7 +160,7 @@ def _time(bench: Any, names: dict[tuple, str], points: list[dict[str, Any]],
     with progress_bar(total=groups * len(batch_sizes), desc="latency", enable=progress) as bar:
         medians = bench.time(batch_sizes, length, repeats, tick=bar.update)
     speedups = {**bench.speedups(medians), "reference": {str(b): 1.0 for b in batch_sizes}}
-    for point, (_, _, plan) in zip(points, plans):
+    for point, (_, plan) in zip(points, plans):
         name = names[_key(plan)]
         point["latency_ms"], point["speedup"] = medians[name], speedups[name]
     return {"batch_sizes": list(batch_sizes), "repeats": repeats, "threads": DEFAULT_THREADS,

@@ -33,8 +33,7 @@ import torch
 from torch import nn
 
 from ..control import is_controlled
-from ..errors import InputError, PruneheadError, UnsupportedModelError
-from ..families.speech import SpeechFamily
+from ..errors import InputError, PruneheadError
 from ..heads import head_adapter
 from ..scorers.base import model_device, to_device
 from .latency import ort_session
@@ -43,7 +42,6 @@ SAMPLE_RATE = 16_000
 # Shapes (batch, length) that the check runs; no length equals the export example's (batch 2, length below).
 EXAMPLE_LENGTH = {"speech": SAMPLE_RATE, "text": 16}
 CHECK_SHAPES = {"speech": ((1, 5_920), (3, 20_641), (2, 32_480)), "text": ((1, 5), (3, 11), (2, 29))}
-TEXT_WITH_TOKEN_TYPES = ("bert", "electra")
 
 
 class ExportCheckError(PruneheadError):
@@ -111,36 +109,15 @@ class Signature:
         return {name: named[name] for name in self.input_names}
 
 
-def _has_decoder(model: nn.Module) -> bool:
-    return hasattr(model, "decoder") or hasattr(getattr(model, "model", None), "decoder")
-
-
 def signature(model: nn.Module) -> Signature:
-    """The ONNX interface of `model`.
-
-    Speech models whose feature encoder uses layer norm (and data2vec-audio) take an `attention_mask`,
-    like their HF feature extractors return one; group-norm models (wav2vec2-base) take audio only.
+    """The ONNX interface of `model`: its family's inputs (`Family.export_inputs`) and its first output.
 
     Raises:
         UnsupportedModelError: an architecture without a head adapter, or a Whisper encoder-decoder.
     """
-    adapter = head_adapter(model)
-    config = model.config
     output = "logits" if "For" in type(model).__name__ else "last_hidden_state"
-    if isinstance(adapter.family, SpeechFamily):  # raw audio in (WavLM's family derives from it)
-        masked = adapter.model_type == "data2vec-audio" or getattr(config, "feat_extract_norm", "") == "layer"
-        return Signature("speech", ("input_values", "attention_mask") if masked else ("input_values",), output)
-    if adapter.model_type == "whisper":
-        if _has_decoder(model):
-            raise UnsupportedModelError(f"{type(model).__name__} has a decoder, which export does not cover; "
-                                        "export an encoder classifier (WhisperForAudioClassification)")
-        return Signature("whisper", ("input_features",), output, fixed_length=2 * config.max_source_positions,
-                         num_mel_bins=config.num_mel_bins)
-    names = ("input_ids", "attention_mask", "token_type_ids") if adapter.model_type in TEXT_WITH_TOKEN_TYPES \
-        else ("input_ids", "attention_mask")
-    offset = 2 if adapter.model_type in ("roberta", "xlm-roberta", "camembert") else 0  # positions start at pad+1
-    return Signature("text", names, output, max_length=config.max_position_embeddings - offset,
-                     vocab_size=config.vocab_size)
+    kind, names, facts = head_adapter(model).family.export_inputs(model)
+    return Signature(kind, names, output, **facts)
 
 
 class _Graph(nn.Module):

@@ -250,7 +250,8 @@ def export_model(model: nn.Module, out: str | Path, options: ExportOptions = Exp
                    "graphs": {stage: GRAPH_NAMES[stage] for stage in stages},
                    **_interface(files["final"], sig), "optimize": options.optimize, "quantize": options.quantize,
                    "checks": checks,
-                   **_comparison(model, files["final"], reference, unpruned_file, reference_source, sig, options)}
+                   **_comparison(model, files["final"], reference, unpruned_file=unpruned_file,
+                                 reference_source=reference_source, sig=sig, options=options)}
         with atomic_dir(out, overwrite) as folder:
             for stage, path in stages.items():
                 shutil.copyfile(path, folder / GRAPH_NAMES[stage])

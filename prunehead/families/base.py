@@ -71,7 +71,8 @@ def make_site(layer: int, owner: nn.Module, attr: str, names: tuple[str, str, st
     """The site of `owner.attr` with projections named `names` and output projection `out_owner.out_attr`."""
     module = getattr(owner, attr)
     q, k, v = (getattr(module, n, None) for n in names)
-    return AttentionSite(layer, module, q, k, v, getattr(out_owner, out_attr), owner, attr, out_owner, out_attr)
+    return AttentionSite(layer, module, q, k=k, v=v, out=getattr(out_owner, out_attr), owner=owner, attr=attr,
+                         out_owner=out_owner, out_attr=out_attr)
 
 
 def output_bias(linear: nn.Module) -> torch.Tensor:
@@ -108,6 +109,18 @@ class Family:
     projections: ClassVar[tuple[str, str, str]] = ("q_proj", "k_proj", "v_proj")
 
     # -- layout ------------------------------------------------------------------------------------------
+
+    def feature_extractor(self, config: Any, rate: int) -> Any:
+        """The feature extractor `config` implies at `rate` Hz (for a model directory that ships none)."""
+        from ..errors import InputError
+
+        raise InputError(f"no default feature extractor for model type {config.model_type!r}; "
+                         "save the model's feature extractor beside it")
+
+    def export_inputs(self, model: nn.Module) -> tuple[str, tuple[str, ...], dict[str, int]]:
+        """(input kind, the graph's input names, shape facts) of this family's exported graph
+        (`prunehead.export.onnx.signature`)."""
+        raise UnsupportedModelError(f"{type(model).__name__}: no ONNX inputs are known for this family")
 
     def audio_classifier(self) -> type:
         """The transformers class that puts a classification head on this family's encoder."""

@@ -24,6 +24,19 @@ class SpeechFamily(Family):
     model_types = ("wav2vec2", "hubert", "data2vec-audio")
     ffn_paths = (("feed_forward.intermediate_dense", "feed_forward.output_dense"),)
 
+    def feature_extractor(self, config: Any, rate: int) -> Any:
+        import transformers as tf
+
+        return tf.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=rate, padding_value=0.0, do_normalize=True,
+                                           return_attention_mask=getattr(config, "feat_extract_norm", "layer") == "layer")
+
+    def export_inputs(self, model: nn.Module) -> tuple[str, tuple[str, ...], dict[str, int]]:
+        """Raw audio; layer-norm feature encoders (and data2vec-audio) take an attention mask too, as their
+        HF feature extractors return one; group-norm models (wav2vec2-base) take audio only."""
+        config = model.config
+        masked = config.model_type == "data2vec-audio" or getattr(config, "feat_extract_norm", "") == "layer"
+        return "speech", ("input_values", "attention_mask") if masked else ("input_values",), {}
+
     def encoder(self, model: nn.Module) -> nn.Module:
         return base_model(model).encoder
 

@@ -16,11 +16,22 @@ from .runner import LayerRunner
 from .speech import base_model
 
 
+TOKEN_TYPES = ("bert", "electra")  # the model types whose inputs include token_type_ids
+
+
 class TextFamily(Family):
     name = "text"
     model_types = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
     projections = ("query", "key", "value")
     ffn_paths = (("intermediate.dense", "output.dense"),)
+
+    def export_inputs(self, model: nn.Module) -> tuple[str, tuple[str, ...], dict[str, int]]:
+        """Token ids and mask (and token types where the model has them); RoBERTa-style positions start at
+        pad + 1, so two positions fewer fit."""
+        config = model.config
+        names = ("input_ids", "attention_mask") + (("token_type_ids",) if config.model_type in TOKEN_TYPES else ())
+        offset = 2 if config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+        return "text", names, {"max_length": config.max_position_embeddings - offset, "vocab_size": config.vocab_size}
 
     def layers(self, model: nn.Module) -> nn.ModuleList:
         return base_model(model).encoder.layer

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
-from ..errors import InputError
+from ..errors import InputError, UnsupportedModelError
 from .base import AttentionSite, Family, make_site
 from .runner import LayerRunner
 
@@ -30,6 +30,21 @@ class WhisperFamily(Family):
 
     def intermediate_size(self, config: Any) -> int:
         return config.encoder_ffn_dim
+
+    def feature_extractor(self, config: Any, rate: int) -> Any:
+        import transformers as tf
+
+        return tf.WhisperFeatureExtractor(feature_size=config.num_mel_bins, sampling_rate=rate,
+                                          chunk_length=config.max_source_positions // 50)
+
+    def export_inputs(self, model: nn.Module) -> tuple[str, tuple[str, ...], dict[str, int]]:
+        """Log-mel features of the (cropped) fixed window; the decoder is not exported."""
+        if hasattr(model, "decoder") or hasattr(getattr(model, "model", None), "decoder"):
+            raise UnsupportedModelError(f"{type(model).__name__} has a decoder, which export does not cover; "
+                                        "export an encoder classifier (WhisperForAudioClassification)")
+        config = model.config
+        return "whisper", ("input_features",), {"fixed_length": 2 * config.max_source_positions,
+                                                "num_mel_bins": config.num_mel_bins}
 
     def encoder(self, model: nn.Module) -> nn.Module:
         if hasattr(model, "layers") and hasattr(model, "conv1"):  # WhisperEncoder itself

@@ -149,7 +149,8 @@ def choose_scorer(model: nn.Module, rankings: Mapping[str, torch.Tensor], evalua
                                    min_heads_per_layer=min_heads_per_layer)
             candidates[name] = {**search.to_json(), "key": (search.plan.num_pruned, search.metric)}
         else:
-            curve = _curve(model, scores, evaluate, ratio, heads, scope, min_heads_per_layer, points)
+            curve = _curve(model, scores, evaluate, ratio=ratio, heads=heads, scope=scope,
+                           min_heads=min_heads_per_layer, points=points)
             area = sum(p[METRIC] for p in curve) / len(curve)
             candidates[name] = {"curve": curve, "area": area, "key": (area,)}
     best = max(candidates, key=lambda n: candidates[n]["key"])
@@ -271,7 +272,8 @@ def removal_order(model: nn.Module, head_scores: torch.Tensor | None, ffn_scores
         if left[kind][layer] > floor[kind]:
             left[kind][layer] -= 1
             units.append((kind, layer, unit, cost))
-    return RemovalOrder(units, dense, now, head_cost, neuron_cost, done, sites[0].intermediate_size)
+    return RemovalOrder(units, dense, now, head_macs=head_cost, neuron_macs=neuron_cost, plan=done,
+                        intermediate_size=sites[0].intermediate_size)
 
 
 def target_macs_plan(model: nn.Module, head_scores: torch.Tensor, ffn_scores: torch.Tensor, target: float, *,

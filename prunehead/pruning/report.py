@@ -11,7 +11,8 @@ from ..cost import count_macs, count_params, example_inputs
 from ..heads import head_adapter
 from ..scorers.base import model_device, to_device
 from ..surgery import plan_of
-from ..training.finetune import TrainConfig, fit_
+from ..training.config import TrainConfig
+from ..training.finetune import fit_
 
 
 def cost_summary(model: nn.Module, seconds: float = 1.0) -> dict[str, Any]:

@@ -35,36 +35,37 @@ def target_value(loss: torch.Tensor, target: str) -> torch.Tensor:
 
 
 def layer_attribution(model: nn.Module, batch: Batch, objective: Objective, layer: int, probs: torch.Tensor,
-                      steps: int, target: str = "prob", chunk: int = 0) -> torch.Tensor:
+                      points: int, target: str = "prob", chunk: int = 0) -> torch.Tensor:
     """(B, H, L, L) integrated-gradients attribution of layer `layer`'s attention maps `probs` (B, H, L, L)."""
     B = batch_size(batch)
-    chunk = chunk or steps
+    chunk = chunk or points
     total = torch.zeros_like(probs)
-    for start in range(0, steps, chunk):
-        ks = torch.arange(start, min(start + chunk, steps), device=probs.device)
+    for start in range(0, points, chunk):
+        ks = torch.arange(start, min(start + chunk, points), device=probs.device)
         rows = torch.arange(B, device=probs.device).repeat_interleave(len(ks))  # sample-major
-        alpha = (ks.repeat(B).to(probs.dtype)) / steps  # (B * k,)
+        alpha = (ks.repeat(B).to(probs.dtype)) / points  # (B * k,)
         part = index_batch(batch, rows)
         with torch.enable_grad(), controlled(model) as ctl, ctl.scaling(layer, alpha) as scaled:
             loss = check_loss(objective(forward(model, part), part), len(rows))
             (grad,) = torch.autograd.grad(target_value(loss, target).sum(), scaled.leaf)
         total += grad.view(B, len(ks), *grad.shape[1:]).sum(1)
-    return probs * total / steps
+    return probs * total / points
 
 
 @dataclasses.dataclass
 class AttAttrScorer(SampleScorer):
-    """Integrated gradients over each layer's attention (m = `steps` points), max over the valid block."""
+    """Integrated gradients over each layer's attention (m = `points` Riemann points), max over the valid
+    block."""
 
     name: ClassVar[str] = "attattr"
-    steps: int = 20
+    points: int = 20  # m, the Riemann points of the integral
     target: str = "prob"
     chunk: int = 0  # Riemann points per backward (0 = all m at once)
 
     def __post_init__(self) -> None:  # options checked when built, before anything loads
         target_value(torch.zeros(1), self.target)
-        if self.steps < 1:
-            raise InputError(f"attattr needs at least 1 integration step, got {self.steps}")
+        if self.points < 1:
+            raise InputError(f"attattr needs at least 1 integration point, got {self.points}")
 
     def score_batch(self, model: nn.Module, batch: Batch, objective: Objective, ids: torch.Tensor,
                     context: None) -> torch.Tensor:
@@ -72,6 +73,7 @@ class AttAttrScorer(SampleScorer):
         keep = valid[:, None, :, None] & valid[:, None, None, :]  # (B, 1, L, L)
         out = {}
         for l in self._bar(sorted(probs), "attattr layers"):
-            attr = layer_attribution(model, batch, objective, l, probs[l], self.steps, self.target, self.chunk)
+            attr = layer_attribution(model, batch, objective, layer=l, probs=probs[l], points=self.points,
+                                     target=self.target, chunk=self.chunk)
             out[l] = attr.masked_fill(~keep, float("-inf")).flatten(2).amax(-1)  # (B, H_l)
         return to_grid(out, model)  # (B, L, H)

@@ -25,26 +25,27 @@ from ..units.ffn import ffn_sites, kept_neurons, neuron_gating
 from .base import (Batch, Objective, batch_size, check_batches, check_loss, forward, model_device, prepared,
                    sample_batches, to_device)
 
-METHODS = ("taylor", "magnitude")
+SCORERS = ("taylor", "magnitude")
+METHODS = SCORERS  # the name before 0.3
 
-__all__ = ["METHODS", "score_ffn"]
+__all__ = ["METHODS", "SCORERS", "score_ffn"]
 
 
 def score_ffn(model: nn.Module, batches: Iterable[Batch] = (), objective: Objective | None = None,
-              method: str = "taylor", normalize_layers: bool = True) -> torch.Tensor:
+              scorer: str = "taylor", normalize_layers: bool = True) -> torch.Tensor:
     """(L, I) float64 importance of every FFN neuron of `model` (arguments as `prunehead.scorers.base`).
 
     `batches` and `objective` are needed for `taylor` only. The model's mode and parameters' `requires_grad`
     are restored on return.
     """
-    if method not in METHODS:
-        raise InputError(f"unknown FFN scorer {method!r}; choose one of {', '.join(METHODS)}")
-    if method == "taylor":
+    if scorer not in SCORERS:
+        raise InputError(f"unknown FFN scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
+    if scorer == "taylor":
         batches = check_batches(batches, True)
         if objective is None:
             raise InputError("the taylor FFN scorer needs an objective (per-sample loss); or use magnitude")
     with prepared(model):
-        raw = _taylor(model, batches, objective) if method == "taylor" else _magnitude(model)
+        raw = _taylor(model, batches, objective) if scorer == "taylor" else _magnitude(model)
     return _finish(raw, model, normalize_layers)
 
 

@@ -1,6 +1,6 @@
 """`hib`: Head Information Bottleneck (HIB paper, ICLR 2024 submission), exactly as method.md §1.
 
-Per sample and (default scope `per_layer`) per layer l, all H heads of layer l get a trainable logit
+Per sample and (default granularity `per_layer`) per layer l, all H heads of layer l get a trainable logit
 matrix A_r (H, L, L) ~ init_std * randn (seeded per sample and layer). In the forward pass layer l
 computes P = softmax(A_r + key mask) and the head outputs O = P @ V + lam * sigma * eps (the closed form
 of standardize -> P @ V_std + lam * eps -> un-standardize, §1.3; sigma = per-(layer, head, feature) std
@@ -8,8 +8,8 @@ of V over valid frames of the reference data, Welford, clamped at min_std; eps f
 other layer keeps its clean attention. The frozen model's per-sample objective plus beta * L_IB (Eq. 16
 by default, mean over valid query frames and heads) is minimized with Adam(lr) for `steps` steps; then
 C_h = Pearson(softmax(A_r), A_O) over the valid L_v x L_v block, averaged over samples (higher = more
-important). `scope="all_layers"` replaces every layer at once (L_IB also averaged over layers) and
-`scope="per_head"` one head at a time.
+important). `granularity="all_layers"` replaces every layer at once (L_IB also averaged over layers) and
+`granularity="per_head"` one head at a time.
 
 Exact speed-ups (each checked against the plain per-sample loop in tests/test_hib.py): the loss is a sum
 over rows and Adam is elementwise, so many (sample, layer) rows optimize in one batch without cross-talk
@@ -52,7 +52,7 @@ from .base import (Batch, CleanPass, Objective, SampleScorer, check_loss, clean_
 from .ib import IB_KINDS, ib_sum, pearson_valid
 from .layers import LayerRunner, layer_runner, select_rows
 
-SCOPES = ("per_layer", "all_layers", "per_head")
+GRANULARITIES = ("per_layer", "all_layers", "per_head")
 # Paper Table 1 (Appendix C): beta and steps per task; lr 0.1 and lambda 0.9 for all.
 TABLE1: dict[str, dict[str, float | int]] = {
     "asr": {"beta": 10.0, "steps": 100}, "sid": {"beta": 0.1, "steps": 200},
@@ -163,7 +163,7 @@ class HIBScorer(SampleScorer):
     noise: float = 0.9  # lambda, in units of each V feature's dataset std
     init_std: float = 1.0
     ib: str = "paper"  # paper | vib_upper | gaussian_mi
-    scope: str = "per_layer"  # per_layer | all_layers | per_head
+    granularity: str = "per_layer"  # per_layer | all_layers | per_head: what one row replaces
     seed: int = 0
     min_std: float = 0.01
     batched: bool = True  # optimize all rows of a batch together
@@ -176,8 +176,9 @@ class HIBScorer(SampleScorer):
 
     def __post_init__(self) -> None:
         """Options are checked when the scorer is built, before any model or data loads."""
-        if self.scope not in SCOPES:
-            raise InputError(f"unknown HIB scope {self.scope!r}; choose one of: {', '.join(SCOPES)}")
+        if self.granularity not in GRANULARITIES:
+            raise InputError(f"unknown HIB granularity {self.granularity!r}; choose one of: "
+                             f"{', '.join(GRANULARITIES)}")
         if self.ib not in IB_KINDS:
             raise InputError(f"unknown IB loss {self.ib!r}; choose one of: {', '.join(IB_KINDS)}")
         finite = all(math.isfinite(v) for v in (self.beta, self.lr, self.noise, self.init_std))
@@ -187,8 +188,8 @@ class HIBScorer(SampleScorer):
     def cost(self, samples: int, kept: list[list[int]]) -> str:
         """What a run will cost, said before it starts: optimizations x steps (forward + backward each)."""
         layers = [heads for heads in kept if heads]
-        rows = {"per_layer": len(layers), "all_layers": 1, "per_head": sum(map(len, layers))}[self.scope]
-        note = "; cached: a row of layer l runs only layers l..L-1" if self.cache and self.scope == "per_layer" else ""
+        rows = {"per_layer": len(layers), "all_layers": 1, "per_head": sum(map(len, layers))}[self.granularity]
+        note = "; cached: a row of layer l runs only layers l..L-1" if self.cache and self.granularity == "per_layer" else ""
         return (f"hib: {samples} samples x {rows} optimizations x {self.steps} steps = "
                 f"{samples * rows * self.steps:,} forward+backward passes{note} (fewer --samples or --steps "
                 "shorten it)")
@@ -209,7 +210,8 @@ class HIBScorer(SampleScorer):
         B = clean.valid.shape[0]
         C = torch.full((B, adapter.num_layers, adapter.num_heads), float("nan"), dtype=torch.float64)
         for group in self._groups(self._rows(B, kept)):
-            for row, layer, values in self._optimize(model, batch, objective, clean, group, ids, context, runner):
+            for row, layer, values in self._optimize(model, batch, objective, clean=clean, rows=group, ids=ids,
+                                                     stats=context, runner=runner):
                 if row.head is None:
                     C[row.b, layer, kept[layer]] = values  # values by head position
                 else:
@@ -221,9 +223,9 @@ class HIBScorer(SampleScorer):
     def _rows(self, B: int, kept: list[list[int]]) -> list[Row]:
         """The optimizations of a batch; `head` is a head's current position in its layer."""
         layers = [l for l, heads in enumerate(kept) if heads]
-        if self.scope == "per_layer":
+        if self.granularity == "per_layer":
             return [Row(b, (l,)) for l in layers for b in range(B)]
-        if self.scope == "all_layers":
+        if self.granularity == "all_layers":
             return [Row(b, tuple(layers)) for b in range(B)]
         return [Row(b, (l,), h) for l in layers for h in range(len(kept[l])) for b in range(B)]
 
@@ -266,18 +268,19 @@ class HIBScorer(SampleScorer):
         heads = {l: torch.tensor([[r.head is None or r.head == h for h in range(width[l])] for r in rows
                                   if l in r.layers], device=device) for l in layers}  # (n_l, H_l) bool
         logits = {l: (a * self.init_std).requires_grad_(True)  # A_r = init_std * randn on the valid block
-                  for l, a in self._draws(rows, pos, lengths, gens, width, Lf, None, device).items()}
+                  for l, a in self._draws(rows, pos, lengths, gens=gens, width=width, Lf=Lf, last=None,
+                                          device=device).items()}
         optimizer = torch.optim.Adam(list(logits.values()), lr=self.lr)
         keymask = torch.zeros(len(rows), 1, 1, Lf, device=device).masked_fill(
             ~valid[:, None, None, :], torch.finfo(torch.float32).min)  # (R, 1, 1, Lf)
         part = index_batch(batch, samples)
         for _ in self._bar(range(self.steps), f"hib {len(rows)} rows, layers {layers[0]}-{layers[-1]}"):
-            eps = self._draws(rows, pos, lengths, gens, width, Lf, d, device)
+            eps = self._draws(rows, pos, lengths, gens=gens, width=width, Lf=Lf, last=d, device=device)
             with torch.enable_grad():
                 ib_terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-                fns = {l: self._replacement(l, logits.get(l), pos.get(l), heads.get(l), valid, stats, eps.get(l),
-                                            ib_terms, d) for l in clean.probs}
-                outputs = self._forward(model, part, clean, samples, rows, fns, runner)
+                fns = {l: self._replacement(l, logits.get(l), pos.get(l), heads=heads.get(l), valid=valid,
+                                            stats=stats, eps=eps.get(l), ib_terms=ib_terms, d=d) for l in clean.probs}
+                outputs = self._forward(model, part, clean, samples=samples, rows=rows, fns=fns, runner=runner)
                 task = check_loss(objective(outputs, part), len(rows))
                 total = torch.zeros(len(rows), device=device)
                 count = torch.zeros(len(rows), device=device)

@@ -252,8 +252,8 @@ def run(scorer: Any, model: nn.Module, batches: list[Batch], objective: Objectiv
     ids = torch.cat([i for i, _ in pairs])
     results = gather_results([r for _, r in pairs], ids)
     scores = finish_scores(scorer.reduce(results), model)
-    return ScoreRun(scores, scorer.spread(results), ids.sort().values, results, size, resumed,
-                    split_half(scorer, results))
+    return ScoreRun(scores, scorer.spread(results), ids.sort().values, results=results, world_size=size,
+                    resumed=resumed, split_half=split_half(scorer, results))
 
 
 def split_half(scorer: Any, results: torch.Tensor) -> float | None:

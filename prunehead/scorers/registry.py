@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -65,3 +66,15 @@ def get_scorer(name: str, task: str | None = None, **params: Any) -> Scorer:
         raise InputError(f"scorer {name!r} takes no option {', '.join(map(repr, unknown))}; "
                          f"its options: {', '.join(option_names(name)) or '(none)'}")
     return cls(**params)
+
+
+def build_scorer(name: str, options: Mapping[str, Any] | None = None, *, task: str | None = None,
+                 seed: int = 0) -> Scorer:
+    """Scorer `name` with `options`; HIB gets the paper's per-task defaults, seeded scorers `seed`.
+
+    Cheap: call it before loading anything to validate the options.
+    """
+    params = dict(options or {})
+    if "seed" in option_names(name):
+        params.setdefault("seed", seed)
+    return get_scorer(name, task=task, **params)

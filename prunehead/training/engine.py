@@ -21,7 +21,6 @@ import os
 import time
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -102,7 +101,7 @@ def optimizer(model: nn.Module, cfg: Any, total_steps: int) -> tuple[torch.optim
 
 
 def train_(model: nn.Module, task: Any, train: Any, evaluation: Any, processor: tuple[Any, Any], cfg: Any, *,
-           engine: Any, checkpoints: Path | None = None, resume: dict[str, Any] | None = None,
+           engine: Any, resume: dict[str, Any] | None = None,
            save: Any = None, progress: bool = True) -> dict[str, Any]:
     """Train `model` (in place) for `cfg.epochs` over `train`, evaluating `evaluation` after each epoch.
 
@@ -143,7 +142,7 @@ def train_(model: nn.Module, task: Any, train: Any, evaluation: Any, processor: 
         for step, batch in enumerate(bar):
             if step < skip:
                 continue
-            loss = _step(wrapped, task, batch, engine, opt, sched, cfg, epoch, step)
+            loss = _step(wrapped, task, batch, engine=engine, opt=opt, sched=sched, cfg=cfg, epoch=epoch, step=step)
             bar.set_postfix(loss=f"{loss:.3f}")
             if cfg.max_seconds is not None and _agree(engine, time.monotonic() - start > cfg.max_seconds):
                 stopped = step + 1 < steps_per_epoch
@@ -156,7 +155,8 @@ def train_(model: nn.Module, task: Any, train: Any, evaluation: Any, processor: 
                           stacklevel=2)
             break
         epoch, skip = epoch + 1, 0
-        metrics = evaluate_on_main(model, task, evaluation, processor, cfg.batch_size, engine, progress)
+        metrics = evaluate_on_main(model, task, evaluation, processor=processor, batch_size=cfg.batch_size,
+                                   engine=engine, progress=progress)
         history.append({"epoch": epoch, **metrics})
         if save is not None and engine.is_main_process:
             save(f"epoch-{epoch:03d}.pt", snapshot(0))

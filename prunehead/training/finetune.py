@@ -9,222 +9,29 @@ depend on where the model comes from (from scratch or a trained checkpoint: `sou
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import tempfile
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-import transformers as tf
 from torch import nn
 
 from .. import surgery
-from ..architectures import build_model
 from ..data import (CLIP_KEY, align_labels, default_feature_extractor, label_names, load_data,
                    model_label_names, spec_paths)
-from ..errors import InputError, MissingSplitError, WorkKeptError, check_finite
-from ..families import family_for_type, family_of
-from ..heads import PRUNED_HEADS_KEY
+from ..errors import InputError, MissingSplitError, WorkKeptError
 from ..portable.trust import check_custom_code
 from ..output_guard import Disposable, check_output, disk_full_reported, exclusive_temp, input_overlap, publish_dir
 from .engine import NonFiniteLossError, deterministic, make_engine, threads, train_  # noqa: F401 - re-exported
 from ..tasks import classification_task, get_task
 from ..families.whisper_window import crop_window_, window_feature_extractor
+from .config import CHECKPOINT_FORMAT, TrainConfig, chance_level, chance_warning, source_defaults
+from .models import char_tokenizer, freeze_feature_encoder_, load_model, load_processor, pick_device
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
-FEATURE_FILES = ("preprocessor_config.json", "processor_config.json")
-CHECKPOINT_FORMAT = "prunehead.train-checkpoint"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training hyperparameters (also the `[train]` table of a recipe)."""
-
-    epochs: int | None = None  # None: by model source (30 from scratch, 5 for a trained checkpoint)
-    lr: float | None = None  # backbone; None: by model source (`source_defaults`)
-    head_lr: float | None = None  # projector / classifier / lm_head; None: by model source
-    batch_size: int | None = None  # None: by model source (8 from scratch, 16 for a trained checkpoint)
-    freeze_feature_encoder: bool | None = None  # None: by model source
-    seed: int = 0
-    max_seconds: float | None = None  # stop this run after this wall time (checkpointed, resumable)
-    warmup: float = 0.1  # fraction of all steps
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    eval_split: str | None = "test"  # None: no evaluation
-    train_split: str = "train"
-    clip_seconds: float | None = None  # crop / pad training and evaluation clips to this length
-    window_s: float | None = None  # Whisper input window (2.0 -> 100 positions); None keeps the model's
-    augment: bool | None = None  # perturb training clips (prunehead.data.augment); None: by model source
-    threads: int | None = 1  # CPU threads (a fixed count: the same run gives the same weights); None: torch's
-
-    def __post_init__(self) -> None:
-        check_train_config(self)
-
-
-def check_train_config(cfg: TrainConfig) -> None:
-    """InputError naming the option for a value training cannot use (NaN, inf, or out of range)."""
-    for name, value in asdict(cfg).items():
-        if isinstance(value, float):
-            check_finite(f"--{name.replace('_', '-')}", value)
-    positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "clip_seconds": cfg.clip_seconds,
-                "window_s": cfg.window_s}
-    for name, value in positive.items():
-        if value is not None and not value > 0:
-            raise InputError(f"--{name.replace('_', '-')} must be positive, not {value}")
-    non_negative = {"lr": cfg.lr, "head_lr": cfg.head_lr, "weight_decay": cfg.weight_decay,
-                    "grad_clip": cfg.grad_clip, "max_seconds": cfg.max_seconds}
-    for name, value in non_negative.items():
-        if value is not None and value < 0:
-            raise InputError(f"--{name.replace('_', '-')} must not be negative, not {value}")
-    if cfg.warmup is not None and not 0.0 <= cfg.warmup <= 1.0:
-        raise InputError(f"--warmup is a fraction of all steps, within [0, 1], not {cfg.warmup}")
-
-
-# ------------------------------------------------------------------------------- defaults by model source
-
-# A model built from scratch (`arch:NAME`) learns everything: backbone and front end at the head's rate, for
-# 30 epochs of small batches of perturbed clips (measured on 12 synthesized keywords x 60 clips,
-# docs/benchmarks.md "Training from scratch": wav2vec2-small 0.256 with the fine-tuning-like settings of
-# before, 0.90 with these; augmentation alone took it from 26 % to 84 %).
-# A trained checkpoint (folder, hub id, Whisper, pruned model) is fine-tuned gently on a fixed front end.
-SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "scratch": {"epochs": 30, "batch_size": 8, "lr": 1e-3, "head_lr": 1e-3, "freeze_feature_encoder": False,
-                "augment": True},
-    "pretrained": {"epochs": 5, "batch_size": 16, "lr": 5e-5, "head_lr": 1e-3, "freeze_feature_encoder": True,
-                   "augment": False},
-}
-
-
-def model_source(model_spec: str) -> str:
-    """Where the model comes from: "scratch" for `arch:NAME` (random initialisation), else "pretrained"."""
-    return "scratch" if model_spec.startswith("arch:") else "pretrained"
-
-
-def source_defaults(cfg: TrainConfig, model_spec: str) -> TrainConfig:
-    """`cfg` with its unset (None) fields filled for where the model comes from; set values win."""
-    defaults = SOURCE_DEFAULTS[model_source(model_spec)]
-    return replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
-
-
-def default_train_config(model_spec: str, **overrides: Any) -> TrainConfig:
-    """The TrainConfig `finetune` uses for `model_spec` (flags / recipe values as `overrides`)."""
-    return source_defaults(TrainConfig(**overrides), model_spec)
-
-
-def chance_level(final: dict[str, float], labels: list[str] | None, eval_labels: list[int] | None = None
-                 ) -> float | None:
-    """The accuracy a constant guess gets: the largest class share of the evaluation labels (else 1/K);
-    0 for ASR (1 - WER of an empty transcript). None without an accuracy to compare."""
-    if "accuracy" not in final:
-        return None
-    if not labels:
-        return 0.0
-    if eval_labels:
-        return max(eval_labels.count(c) for c in set(eval_labels)) / len(eval_labels)
-    return 1.0 / len(labels)
-
-
-def chance_warning(final: dict[str, float], chance: float | None, margin: float = 0.1) -> str | None:
-    """One line when the final accuracy is below chance + `margin` * (1 - chance): nothing was learned."""
-    if chance is None or "accuracy" not in final:
-        return None
-    threshold = chance + margin * (1.0 - chance)
-    if final["accuracy"] >= threshold:
-        return None
-    return (f"accuracy {final['accuracy']:.3f} is near chance level: a constant guess gets {chance:.3f}, and "
-            f"{final['accuracy']:.3f} is under {threshold:.3f} ({margin:.0%} of the way from chance to perfect), so "
-            "the model learned next to nothing; train longer (--epochs) or with other --lr / --head-lr / "
-            "--train-feature-encoder")
-
-
-@contextlib.contextmanager
-def _quiet() -> Any:
-    """Silence transformers' load reports (unused decoder weights, new heads)."""
-    level = tf.logging.get_verbosity()
-    tf.logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        tf.logging.set_verbosity(level)
-
-
-# ----------------------------------------------------------------------------------------------- loading
-
-def load_processor(spec: str) -> tuple[Any, Any]:
-    """(feature_extractor, tokenizer) saved with a model directory / hub id; None for what is missing."""
-    if spec.startswith("arch:"):
-        return None, None
-    local = Path(spec).is_dir()
-    fe = tok = None
-    if not local or any((Path(spec) / f).exists() for f in FEATURE_FILES):
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            fe = tf.AutoFeatureExtractor.from_pretrained(spec)
-    if not local or any((Path(spec) / f).exists() for f in TOKENIZER_FILES):
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            tok = tf.AutoTokenizer.from_pretrained(spec)
-    return fe, tok
-
-
-def char_tokenizer(texts: list[str]) -> tf.Wav2Vec2CTCTokenizer:
-    """A character CTC tokenizer for `texts`: <pad> (= CTC blank, id 0), <unk>, "|" between words, chars."""
-    from ..metrics import normalize_text
-
-    chars = sorted({c for t in texts for c in normalize_text(t)} - {" "})
-    vocab = {"<pad>": 0, "<unk>": 1, "|": 2, **{c: i + 3 for i, c in enumerate(chars)}}
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "vocab.json").write_text(json.dumps(vocab))
-        return tf.Wav2Vec2CTCTokenizer(str(Path(tmp) / "vocab.json"), pad_token="<pad>", unk_token="<unk>",
-                                       word_delimiter_token="|", bos_token=None, eos_token=None)
-
-
-def _label_kwargs(labels: list[str]) -> dict[str, Any]:
-    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-            "label2id": {n: i for i, n in enumerate(labels)}}
-
-
-def _has_head(config: tf.PretrainedConfig, task: str, labels: list[str] | None) -> bool:
-    """True if the saved model already has the head this task needs (the same label names, in any id order)."""
-    arch = (getattr(config, "architectures", None) or [""])[0]
-    if task == "asr":
-        return arch.endswith("ForCTC") or arch == "WhisperForConditionalGeneration"
-    return arch.endswith(("ForSequenceClassification", "ForAudioClassification")) \
-        and sorted(model_label_names(config)) == sorted(labels or [])
-
-
-def load_model(spec: str, task: str, labels: list[str] | None = None, tokenizer: Any = None) -> nn.Module:
-    """The model to fine-tune: as saved if it has this task's head, else its backbone with a new head.
-
-    Pruned models (and models whose head matches) load through `prunehead.load`, keeping their plan.
-    """
-    head = _label_kwargs(labels) if labels else {}
-    ctc = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
-           "ctc_loss_reduction": "mean"} if task == "asr" and tokenizer is not None else {}
-    if spec.startswith("arch:"):
-        return build_model(spec[5:], task, **(head or {"num_labels": 2}), **ctc)
-    config = surgery.load_config(spec)  # pruned folders carry a model_type only prunehead and remote code read
-    if _has_head(config, task, labels):
-        return surgery.load(spec)
-    if getattr(config, PRUNED_HEADS_KEY, None) or getattr(config, "prunehead_pruned_ffn", None):
-        raise InputError(f"{spec} is pruned and its head does not fit these labels; fine-tune it on the data "
-                         "it was trained for (same label names)")
-    with _quiet():
-        if task == "asr":
-            return tf.AutoModelForCTC.from_pretrained(spec, dtype=torch.float32, ignore_mismatched_sizes=True, **ctc)
-        classifier = family_for_type(config.model_type).audio_classifier()
-        return classifier.from_pretrained(spec, dtype=torch.float32, ignore_mismatched_sizes=True, **head)
-
-
-def freeze_feature_encoder_(model: nn.Module) -> None:
-    """Stop gradients into the convolutional front end (the model's family knows where it is)."""
-    family_of(model).freeze_front_end_(model)
-
-
-# ----------------------------------------------------------------------------------------------- training
 
 def _latest_checkpoint(folder: Path) -> Path | None:
     files = sorted(folder.glob("epoch-*.pt"), key=lambda p: os.stat(p).st_mtime_ns)
@@ -259,11 +66,6 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path} is not a prunehead training checkpoint; delete it to start over")
     return state
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """`device`, else CUDA when present, else CPU."""
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _infer_data_task(dataset: Any) -> str:
@@ -411,7 +213,8 @@ def _prepare(model_spec: str, data_spec: str, cfg: TrainConfig, task: str | None
     """(model, objective, train split, evaluation split or None, (feature extractor, tokenizer)), labels
     matched by name to the model's class order; the model's init draws from the seeded generators."""
     fe, tok = load_processor(model_spec)
-    train = _load_split(data_spec, cfg.train_split, "--train-split", fe, task, on_error, cfg.clip_seconds)
+    train = _load_split(data_spec, cfg.train_split, "--train-split", processor=fe, task=task, on_error=on_error,
+                        clip_seconds=cfg.clip_seconds)
     task = task or _infer_data_task(train)
     labels = None if task == "asr" else label_names(train)
     if task == "asr" and tok is None:
@@ -433,8 +236,8 @@ def _prepare(model_spec: str, data_spec: str, cfg: TrainConfig, task: str | None
         freeze_feature_encoder_(model)
     evaluation = None
     if cfg.eval_split:
-        evaluation = _load_split(eval_data or data_spec, cfg.eval_split, "--eval-split", fe, task, on_error,
-                                 cfg.clip_seconds)
+        evaluation = _load_split(eval_data or data_spec, cfg.eval_split, "--eval-split", processor=fe, task=task,
+                                 on_error=on_error, clip_seconds=cfg.clip_seconds)
         evaluation = align_labels(evaluation, labels) if labels else evaluation
     return model, get_task(task, model, tok), train, evaluation, (fe, tok)
 
@@ -475,7 +278,8 @@ def fit_(model: nn.Module, data_spec: str, cfg: TrainConfig, *, source: str | No
     fe = fe or default_feature_extractor(model.config)
     engine = make_engine(pick_device(device))
     with threads(cfg.threads), deterministic(cfg.seed):
-        train = _load_split(data_spec, cfg.train_split, "--train-split", fe, task, on_error, cfg.clip_seconds)
+        train = _load_split(data_spec, cfg.train_split, "--train-split", processor=fe, task=task,
+                            on_error=on_error, clip_seconds=cfg.clip_seconds)
         task = task or _infer_data_task(train)
         if task != "asr":
             train = align_labels(train, model_label_names(model.config))
@@ -486,10 +290,10 @@ def fit_(model: nn.Module, data_spec: str, cfg: TrainConfig, *, source: str | No
     return {**record, "device": str(engine.device), "train_samples": len(train), "config": asdict(cfg)}
 
 
-def _load_split(spec: str, split: str, option: str, *args: Any) -> Any:
-    """`load_data(spec, split, *args)`; a missing split is reported against `option`, the flag that chose it."""
+def _load_split(spec: str, split: str, option: str, **how: Any) -> Any:
+    """`load_data(spec, split, **how)`; a missing split is reported against `option`, the flag that chose it."""
     try:
-        return load_data(spec, split, *args)
+        return load_data(spec, split, **how)
     except MissingSplitError as err:
         raise err.for_option(option) from None
 

@@ -130,3 +130,4 @@ def _slice_(site: FFNSite, positions: list[int]) -> None:
     params = [p for m in (site.intermediate, site.output) for p in m.parameters()]
     for p, flag in zip(params, flags):
         p.requires_grad_(flag)  # torch-pruning's new Parameters always require grad
+

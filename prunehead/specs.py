@@ -1,0 +1,177 @@
+"""The other values the library functions take: a `Ranking` (how units are ranked), the `Data` to score and
+evaluate on, and a `Recovery` fine-tune. Frozen, validated on construction, JSON round-trips.
+
+`prunehead.prune(model, target, ranking=Ranking("hib", samples=64), data=Data("kws/"),
+recover=Recovery(epochs=1))`; `score`, `sweep` and `evaluate` take the same `Data`. A plain string is
+accepted wherever a `Data` is (`Data.of("kws/")`), and a score file or matrix wherever a `Ranking` is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import InputError
+
+AUTO = "auto"  # Ranking("auto"): score with each candidate, keep the one that holds the metric best
+AUTO_SCORERS = ("gradient", "attention", "occlusion", "attattr")  # the cheap ones; hib and plugins on request
+VERSION = 1
+
+
+def _positive(flag: str, value: Any, whole: bool = True) -> None:
+    bad = isinstance(value, bool) or not isinstance(value, int if whole else (int, float))
+    if bad or not (value >= 1 if whole else (math.isfinite(value) and value > 0)):
+        raise InputError(f"{flag} must be {'a whole number of at least 1' if whole else 'a positive number'}, "
+                         f"got {value!r}")
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """How one unit kind is ranked: a `scorer` run on `samples` clips of the score split (with its
+    `options`, seeded by `seed`), or given `scores` (a score file or an L x W matrix). With `rounds` > 1 both
+    may be given: the scores rank the first round. `scorer="auto"` compares `candidates` on the selection
+    split."""
+
+    scorer: str | None = None
+    scores: str | Path | torch.Tensor | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    samples: int = 200
+    seed: int = 0
+    candidates: tuple[str, ...] = AUTO_SCORERS
+
+    def __post_init__(self) -> None:
+        if self.scorer is None and self.scores is None:
+            raise InputError("give --scores FILE, --scorer NAME with --data to score the heads here, or --plan FILE")
+        _positive("--samples", self.samples)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InputError(f"--seed must be a whole number of at least 0, got {self.seed!r}")
+        if self.scorer == AUTO and self.scores is not None:
+            raise InputError("--scorer auto scores and compares rankings on --data: give --data, drop --scores "
+                             "and --rounds")
+        if self.scorer == AUTO and self.options:
+            raise InputError("--scorer auto runs each candidate with its defaults: drop --option")
+        if self.scorer == AUTO and not self.candidates:
+            raise InputError("--auto-scorers is empty: name at least one scorer")
+
+    @classmethod
+    def of(cls, value: Any) -> Ranking:
+        """A Ranking from a Ranking, a score file path or a score matrix."""
+        return value if isinstance(value, Ranking) else cls(scores=value)
+
+    def to_json(self) -> dict[str, Any]:
+        scores = self.scores if self.scores is None or isinstance(self.scores, torch.Tensor) else str(self.scores)
+        return {"version": VERSION, "scorer": self.scorer,
+                "scores": "<matrix>" if isinstance(scores, torch.Tensor) else scores, "options": dict(self.options),
+                "samples": self.samples, "seed": self.seed, "candidates": list(self.candidates)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Ranking:
+        if data.get("scores") == "<matrix>":
+            raise InputError("this ranking was given as a matrix, which JSON does not hold; pass the matrix again")
+        return cls(data.get("scorer"), data.get("scores"), data.get("options", {}), data.get("samples", 200),
+                   data.get("seed", 0), tuple(data.get("candidates", AUTO_SCORERS)))
+
+
+@dataclass(frozen=True)
+class Data:
+    """A data spec (see `prunehead.data`) and how it is read: the evaluated `split` (None: test; budgets
+    decide on their selection split), the `score_split` scorers draw from, batches, clip length, task."""
+
+    spec: str
+    split: str | None = None
+    score_split: str = "train"
+    batch_size: int = 16
+    clip_seconds: float | None = None
+    task: str | None = None
+    on_error: str = "stop"
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.spec, str) or not self.spec.strip():
+            raise InputError(f"data must be a data spec such as a folder, a manifest or fsdd-ks, got {self.spec!r}")
+        _positive("--batch-size", self.batch_size)
+        if self.clip_seconds is not None:
+            _positive("--clip-seconds", self.clip_seconds, whole=False)
+        if self.on_error not in ("stop", "skip"):
+            raise InputError(f"--on-error must be stop or skip, got {self.on_error!r}")
+
+    @classmethod
+    def of(cls, value: Any, **fields: Any) -> Data | None:
+        """A Data from a Data (fields replaced), a spec string or path, or None."""
+        if value is None or isinstance(value, Data):
+            return value if value is None or not fields else cls(**{**asdict(value), **fields})
+        if not isinstance(value, (str, Path)):
+            raise InputError(f"data must be a data spec such as a folder, a manifest or fsdd-ks (or a Data), got "
+                             f"{type(value).__name__} {value!r}")
+        return cls(str(value), **fields)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": VERSION, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Data:
+        return cls(**{k: v for k, v in data.items() if k != "version"})
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """A short fine-tune of the pruned model on the train split (label loss), keeping its plan."""
+
+    epochs: int = 1
+    lr: float = 5e-5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("--recover-epochs", self.epochs)
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (math.isfinite(self.lr)
+                                                                                       and self.lr > 0):
+            raise InputError(f"--recover-lr must be a positive number, got {self.lr!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": VERSION, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Recovery:
+        return cls(data["epochs"], data["lr"], data.get("seed", 0))
+
+
+@dataclass(frozen=True)
+class Frontier:
+    """`sweep`'s speed / accuracy frontier: every head ratio x each of `ffn_ratios` (neurons cut per layer,
+    keeping `min_neurons_per_layer`, ranked by `ffn`), MACs on `seconds` of input, and with `latency` ONNX
+    Runtime latency at `batch_sizes` (default 1, 8; median of `repeats`) timed in turns with the dense model."""
+
+    ffn_ratios: tuple[float, ...]
+    ffn: Ranking = field(default_factory=lambda: Ranking("taylor"))
+    min_neurons_per_layer: int = 1
+    latency: bool = False
+    batch_sizes: tuple[int, ...] | None = None
+    seconds: float = 1.0
+    repeats: int = 20
+
+    def __post_init__(self) -> None:
+        if not self.ffn_ratios:
+            raise InputError("--ffn-ratios is empty: give START:STOP:STEP or a comma list, e.g. 0:0.6:0.2")
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0
+               for v in self.ffn_ratios):
+            raise InputError(f"--ffn-ratios: every ratio must be within [0, 1], got {list(self.ffn_ratios)}")
+        if self.batch_sizes is not None and not self.latency:
+            raise InputError("--batch-sizes are the batch sizes timed with --latency: add --latency or drop "
+                             "--batch-sizes")
+        sizes = self.batch_sizes or (1, 8)
+        if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in sizes):
+            raise InputError(f"--batch-sizes must be whole numbers of at least 1, e.g. 1,8; got {list(sizes)}")
+        _positive("--seconds", self.seconds, whole=False)
+        _positive("--repeats", self.repeats)
+        if self.ffn.scorer is not None and self.ffn.scorer not in ("taylor", "magnitude"):
+            raise InputError(f"--ffn-scorer must be one of taylor, magnitude, got {self.ffn.scorer!r}")
+
+    @property
+    def sizes(self) -> list[int]:
+        """The batch sizes timed (default 1, 8), each once."""
+        return list(dict.fromkeys(self.batch_sizes or (1, 8)))

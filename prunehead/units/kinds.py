@@ -1,0 +1,46 @@
+"""The registry of unit kinds, in the order surgery removes them (heads, then feed-forward neurons)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ..errors import InputError
+from ..pruning.plan import PruningPlan
+from .base import UnitKind
+from .neurons import NEURONS
+from .heads import HEADS
+
+KINDS: dict[str, UnitKind] = {HEADS.name: HEADS, NEURONS.name: NEURONS}
+
+
+def kind(name: str) -> UnitKind:
+    """The kind registered as `name`; InputError listing the valid names otherwise."""
+    if name not in KINDS:
+        raise InputError(f"unknown unit kind {name!r}; choose one of: {', '.join(KINDS)}")
+    return KINDS[name]
+
+
+def register_kind(unit: UnitKind) -> UnitKind:
+    """Add a unit kind (a plugin, or a test's toy kind); returns it."""
+    KINDS[unit.name] = unit
+    return unit
+
+
+def evaluate_gated(model: nn.Module, plan: PruningPlan, evaluate: Callable[[nn.Module], Any]) -> Any:
+    """`evaluate(model)` with every unit of `plan`, of every kind, gated to 0 (== removed)."""
+    with contextlib.ExitStack() as stack:
+        for unit in KINDS.values():
+            unit.gate(model, plan, stack)
+        return evaluate(model)
+
+
+def remove_all_(model: nn.Module, plan: PruningPlan) -> nn.Module:
+    """Remove every unit of `plan`, kind by kind, from `model` in place."""
+    for unit in KINDS.values():
+        if unit.removed(plan):
+            unit.remove_(model, plan)
+    return model
