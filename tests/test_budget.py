@@ -122,7 +122,7 @@ def test_target_macs_meets_the_budget_with_the_least_units_and_the_cheapest_firs
     heads, neurons = torch.rand(2, 4, generator=g), torch.rand(2, 64, generator=g)
     x = example_inputs(model)
     dense = count_macs(model, x)["total"]
-    plan, info = target_macs_plan(model, heads, neurons, 0.95)  # the conv front end is most of this model
+    plan, info = target_macs_plan(model, {"heads": heads, "ffn": neurons}, 0.95)  # the conv front end is most of this model
     pruned = prune_ffn_(prunehead.prune_(copy_of(model), plan), plan)
     after = count_macs(pruned, x)["total"]
     assert after == info["planned_macs"] <= 0.95 * dense  # the plan's arithmetic is what the counter finds
@@ -132,9 +132,9 @@ def test_target_macs_meets_the_budget_with_the_least_units_and_the_cheapest_firs
         kept = [n for n in range(64) if n not in removed]
         assert max(neurons[layer, list(removed)]) <= min(neurons[layer, kept]) or not kept
     with pytest.raises(prunehead.InputError, match="target-macs"):
-        target_macs_plan(model, heads, neurons, 1.5)
+        target_macs_plan(model, {"heads": heads, "ffn": neurons}, 1.5)
     with pytest.raises(prunehead.InputError, match="out of reach"):
-        target_macs_plan(model, heads, neurons, 0.5)
+        target_macs_plan(model, {"heads": heads, "ffn": neurons}, 0.5)
 
 
 def copy_of(model):
@@ -187,7 +187,7 @@ def test_max_drop_over_heads_and_neurons_removes_the_free_prefix_and_stops_at_th
     neurons = torch.rand(2, 64, generator=torch.Generator().manual_seed(0)) + 1.0
     for layer, ids in DEAD_NEURONS.items():
         neurons[layer, list(ids)] = 0.0
-    order = removal_order(model, scores, neurons)
+    order = removal_order(model, {"heads": scores, "ffn": neurons})
     dead = {("head", l, h) for l, hs in DEAD.items() for h in hs} | \
         {("ffn", l, n) for l, ns in DEAD_NEURONS.items() for n in ns}
     free = next(i for i, (kind, layer, unit, _) in enumerate(order.units) if (kind, layer, unit) not in dead)
@@ -247,8 +247,8 @@ def test_the_removal_order_cuts_each_kind_to_a_quantile_in_proportion_to_the_mac
 
     model = tiny("wav2vec2-tiny")
     g = torch.Generator().manual_seed(1)
-    order = removal_order(model, torch.rand(2, 4, generator=g), torch.rand(2, 64, generator=g),
-                          min_neurons_per_layer=0)
+    order = removal_order(model, {"heads": torch.rand(2, 4, generator=g), "ffn": torch.rand(2, 64, generator=g)},
+                          min_per_layer={"ffn": 0})
     n_h, n_n = 8, 128
     t_h, t_n = n_h * order.head_macs, n_n * order.neuron_macs
     for cut in range(1, len(order.units) + 1):

@@ -136,9 +136,8 @@ def decide_accuracy(ctx: Context, budget: AccuracyBudget) -> Decision:
         search = max_drop_plan(ctx.model, heads, selection.evaluate, budget.max_drop, scope=budget.scope,
                                min_heads_per_layer=floors["heads"], progress=_say(ctx))
     else:
-        neurons = ctx.matrix("ffn")
-        order = removal_order(ctx.model, heads, neurons, min_heads_per_layer=floors["heads"],
-                              min_neurons_per_layer=floors["ffn"])
+        scores = {kind: heads if kind == "heads" else ctx.matrix(kind) for kind in budget.units}
+        order = removal_order(ctx.model, scores, min_per_layer=floors)
         search = max_drop_units_plan(ctx.model, order, selection.evaluate, budget.max_drop, progress=_say(ctx))
         report["ffn"] = {**source(ctx.ranking("ffn")),
                          "neurons_removed": search.plan.num_pruned_ffn - surgery.plan_of(ctx.model).num_pruned_ffn}
@@ -148,13 +147,11 @@ def decide_accuracy(ctx: Context, budget: AccuracyBudget) -> Decision:
 
 @decider(MacBudget)
 def decide_macs(ctx: Context, budget: MacBudget) -> Decision:
-    """The cheapest heads and neurons (importance rank within their kind per MAC the kind holds) until the
-    model has at most `budget.fraction` of the dense model's MACs."""
-    heads, neurons = ctx.matrix("heads"), ctx.matrix("ffn")
-    plan, info = target_macs_plan(ctx.model, heads, neurons, budget.fraction,
-                                  min_heads_per_layer=budget.min_per_layer["heads"],
-                                  min_neurons_per_layer=budget.min_per_layer["ffn"])
-    return Decision(plan, {"target_macs": info}, ranking=heads)
+    """The cheapest units of every ranked kind (importance rank within its kind per MAC the kind holds) until
+    the model has at most `budget.fraction` of the dense model's MACs; the heads must be ranked."""
+    scores = {kind: ctx.matrix(kind) for kind in KINDS if kind == "heads" or kind in ctx.rankings}
+    plan, info = target_macs_plan(ctx.model, scores, budget.fraction, min_per_layer=budget.min_per_layer)
+    return Decision(plan, {"target_macs": info}, ranking=scores["heads"])
 
 
 def _say(ctx: Context) -> Any:

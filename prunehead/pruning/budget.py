@@ -192,35 +192,47 @@ UNITS = ("heads", "ffn", "both")  # what a budget removes (`--units`)
 
 @dataclass
 class RemovalOrder:
-    """Every head and / or FFN neuron `model` still has, in the order a budget removes them.
+    """Every unit `model` still has of the ranked kinds (heads, FFN neurons, ...), in the order a budget
+    removes them.
 
-    `units[i]` is (kind, layer, original id, MACs its removal saves), kind "head" or "ffn". The rule: within
-    each kind a unit's importance is its rank among the units the model still has, scaled to [0, 1]
-    (0 = least important), so head and neuron scores of different scales compare; its price is that
-    quantile divided by the MACs the whole kind holds (units x the MACs one removal saves, counted with
-    FlopCounterMode on `seconds` of input, once per kind). So each kind is cut to a quantile in proportion
-    to the MACs it holds. Cheapest first; a unit that would take its layer below the per-layer floor is
-    left out, so every prefix is a valid plan.
+    `units[i]` is (tag, layer, original id, MACs its removal saves), tag the kind's ("head", "ffn"). The rule:
+    within each kind a unit's importance is its rank among the units the model still has, scaled to [0, 1]
+    (0 = least important), so scores of different scales compare; its price is that quantile divided by the
+    MACs the whole kind holds (units x the MACs one removal saves, counted with FlopCounterMode on `seconds`
+    of input, once per kind). So each kind is cut to a quantile in proportion to the MACs it holds.
+    Cheapest first; a unit that would take its layer below the kind's per-layer floor is left out, so every
+    prefix is a valid plan.
     """
 
     units: list[tuple[str, int, int, int]]
     dense_macs: int  # the unpruned architecture's
     macs: int  # the model's as given
-    head_macs: int
-    neuron_macs: int
+    unit_macs: dict[str, int]  # {kind: MACs one removal of a unit of that kind saves} (0: not ranked)
     plan: PruningPlan  # what the model had already lost
-    intermediate_size: int
+    widths: dict[str, int]  # {kind: units per layer as configured}
     rule: str = "rank quantile within kind / MACs the kind holds, cheapest first"
+
+    @property
+    def head_macs(self) -> int:
+        return self.unit_macs.get("heads", 0)
+
+    @property
+    def neuron_macs(self) -> int:
+        return self.unit_macs.get("ffn", 0)
 
     def plan_at(self, count: int) -> PruningPlan:
         """The plan removing the first `count` units (plus what the model had already lost)."""
-        removed: dict[str, dict[int, list[int]]] = {"head": {}, "ffn": {}}
-        for kind, layer, unit, _ in self.units[:count]:
-            removed[kind].setdefault(layer, []).append(unit)
+        from ..units.kinds import KINDS
+
+        by_tag = {KINDS[name].tag: name for name in self.unit_macs}
+        removed: dict[str, dict[int, list[int]]] = {name: {} for name in self.unit_macs}
+        for tag, layer, unit, _ in self.units[:count]:
+            removed[by_tag[tag]].setdefault(layer, []).append(unit)
         plan = self.plan
-        return PruningPlan(plan.num_layers, plan.num_heads, {l: tuple(sorted(h)) for l, h in removed["head"].items()},
-                           {l: tuple(sorted(n)) for l, n in removed["ffn"].items()},
-                           self.intermediate_size).union(plan)
+        for name, layers in removed.items():
+            plan = KINDS[name].with_removed(plan, {l: tuple(sorted(ids)) for l, ids in layers.items()},
+                                            self.widths[name])
+        return plan
 
     def macs_at(self, count: int) -> int:
         """The model's MACs once the first `count` units are gone (the per-unit costs are exact: each kind's
@@ -232,66 +244,62 @@ class RemovalOrder:
                 "head_macs": self.head_macs, "neuron_macs": self.neuron_macs, "rule": self.rule}
 
 
-def removal_order(model: nn.Module, head_scores: torch.Tensor | None, ffn_scores: torch.Tensor | None, *,
-                  min_heads_per_layer: int = 0, min_neurons_per_layer: int = 1,
-                  seconds: float = 1.0) -> RemovalOrder:
-    """Heads (by `head_scores`, (L, H)) and FFN neurons (by `ffn_scores`, (L, I)) in removal order; a kind
-    whose scores are None stays. Cost: three MAC counts (dense, one head less, one neuron less)."""
+def removal_order(model: nn.Module, scores: Mapping[str, torch.Tensor | None], *,
+                  min_per_layer: Mapping[str, int] | None = None, seconds: float = 1.0) -> RemovalOrder:
+    """The units of every kind in `scores` ({kind: (L, W) importances}, e.g. {"heads": ..., "ffn": ...}) in
+    removal order; a kind without scores stays. `min_per_layer`: {kind: floor} (default: heads 0, neurons 1).
+    Cost: one MAC count per kind plus one for the model (and one for the dense architecture when pruned)."""
     import copy
 
     from ..cost import count_macs, example_inputs
-    from ..units.ffn import ffn_sites, kept_neurons, prune_ffn_
-    from ..surgery import prune_
+    from ..units.kinds import KINDS
 
+    unknown = set(scores) - set(KINDS)
+    if unknown:
+        raise InputError(f"scores for unknown unit kinds {sorted(unknown)}; kinds: {', '.join(KINDS)}")
+    floors = {"heads": 0, "ffn": 1, **(min_per_layer or {})}
     inputs = example_inputs(model, seconds, device=next(model.parameters()).device)
     now = count_macs(model, inputs)["total"]
     dense_model = _dense(model)
     dense = count_macs(dense_model, inputs)["total"] if dense_model is not None else now
     done = plan_of(model)
-    sites = ffn_sites(model)
-    kept_h = head_adapter(model).kept_heads(model)
-    kept_n = kept_neurons(model, sites)
-    L, H = done.num_layers, done.num_heads
-    head_cost = neuron_cost = 0
     priced: list[tuple] = []
-    if head_scores is not None and any(kept_h):
-        layer = next(l for l, heads in enumerate(kept_h) if heads)
-        one = PruningPlan(L, H, {layer: (kept_h[layer][0],)})
-        head_cost = now - count_macs(prune_(copy.deepcopy(model), one), inputs)["total"]
-        priced += _priced([(l, h) for l, heads in enumerate(kept_h) for h in heads], head_scores, "head", head_cost)
-    if ffn_scores is not None and any(kept_n):
-        layer = next(l for l, neurons in enumerate(kept_n) if neurons)
-        one = PruningPlan(L, H, pruned_ffn={layer: (kept_n[layer][0],)}, intermediate_size=sites[0].intermediate_size)
-        neuron_cost = now - count_macs(prune_ffn_(copy.deepcopy(model), one), inputs)["total"]
-        priced += _priced([(l, n) for l, neurons in enumerate(kept_n) for n in neurons], ffn_scores, "ffn",
-                          neuron_cost)
-    left = {"head": [len(h) for h in kept_h], "ffn": [len(n) for n in kept_n]}
-    floor = {"head": min_heads_per_layer, "ffn": min_neurons_per_layer}
+    unit_macs, widths, left, floor = {}, {}, {}, {}
+    for name, unit in KINDS.items():
+        kept, widths[name] = unit.kept(model), unit.grid(model)[1]
+        left[unit.tag], floor[unit.tag] = [len(ids) for ids in kept], floors.get(name, 0)
+        if name not in scores or scores[name] is None or not any(kept):
+            continue
+        layer = next(l for l, ids in enumerate(kept) if ids)  # every unit of a kind saves the same MACs
+        one = unit.with_removed(PruningPlan(done.num_layers, done.num_heads), {layer: (kept[layer][0],)}, widths[name])
+        pruned = copy.deepcopy(model)
+        unit.remove_(pruned, one)
+        unit_macs[name] = now - count_macs(pruned, inputs)["total"]
+        priced += _priced([(l, u) for l, ids in enumerate(kept) for u in ids], scores[name], unit.tag,
+                          unit_macs[name])
     units = []
-    for _, kind, layer, unit, cost in sorted(priced):
-        if left[kind][layer] > floor[kind]:
-            left[kind][layer] -= 1
-            units.append((kind, layer, unit, cost))
-    return RemovalOrder(units, dense, now, head_macs=head_cost, neuron_macs=neuron_cost, plan=done,
-                        intermediate_size=sites[0].intermediate_size)
+    for _, tag, layer, unit_id, cost in sorted(priced):
+        if left[tag][layer] > floor[tag]:
+            left[tag][layer] -= 1
+            units.append((tag, layer, unit_id, cost))
+    return RemovalOrder(units, dense, now, unit_macs=unit_macs, plan=done, widths=widths)
 
 
-def target_macs_plan(model: nn.Module, head_scores: torch.Tensor, ffn_scores: torch.Tensor, target: float, *,
-                     min_heads_per_layer: int = 0, min_neurons_per_layer: int = 1,
+def target_macs_plan(model: nn.Module, scores: Mapping[str, torch.Tensor], target: float, *,
+                     min_per_layer: Mapping[str, int] | None = None,
                      seconds: float = 1.0) -> tuple[PruningPlan, dict[str, Any]]:
-    """Heads and FFN neurons to remove so that the model's MACs are at most `target` x the dense model's:
-    the shortest prefix of `removal_order` that meets the budget. Cost: three MAC counts."""
+    """Units of the kinds in `scores` to remove so that the model's MACs are at most `target` x the dense
+    model's: the shortest prefix of `removal_order` that meets the budget. Cost: `removal_order`'s."""
     if not math.isfinite(target) or not 0 < target <= 1:
         raise InputError(f"--target-macs must be within (0, 1], got {target}")
-    order = removal_order(model, head_scores, ffn_scores, min_heads_per_layer=min_heads_per_layer,
-                          min_neurons_per_layer=min_neurons_per_layer, seconds=seconds)
+    order = removal_order(model, scores, min_per_layer=min_per_layer, seconds=seconds)
     count, macs = 0, order.macs
     while macs > target * order.dense_macs and count < len(order.units):
         macs -= order.units[count][3]
         count += 1
     if macs > target * order.dense_macs:
-        raise InputError(f"--target-macs {target} is out of reach: removing every head and all but "
-                         f"{min_neurons_per_layer} neuron(s) per layer leaves {macs / order.dense_macs:.3f} of the "
+        raise InputError(f"--target-macs {target} is out of reach: removing every unit down to the per-layer "
+                         f"floors ({_floors_text(min_per_layer)}) leaves {macs / order.dense_macs:.3f} of the "
                          "dense MACs (the front end and the rest stay); ask for at least that")
     return order.plan_at(count), {"target": target, **order.info(count)}
 
@@ -313,6 +321,11 @@ def max_drop_units_plan(model: nn.Module, order: RemovalOrder, evaluate: Evaluat
     search.extra = {"neurons_removed": search.plan.num_pruned_ffn,
                     "mac_fraction": order.macs_at(search.count) / order.dense_macs, **order.info(search.count)}
     return search
+
+
+def _floors_text(min_per_layer: Mapping[str, int] | None) -> str:
+    floors = {"heads": 0, "ffn": 1, **(min_per_layer or {})}
+    return ", ".join(f"{kind} {floor}" for kind, floor in floors.items())
 
 
 def _priced(units: list[tuple[int, int]], scores: torch.Tensor, kind: str, cost: int) -> list[tuple]:
