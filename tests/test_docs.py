@@ -141,9 +141,10 @@ def test_documented_commands_parse_as_written(doc: DocCommand):
 
 
 def test_the_readme_library_example_runs_as_written(tmp_path, monkeypatch):
-    """The README's Python block, run on a tiny saved model and tone data in its paths (no training, no
-    latency timing: those two calls are the commands' own tests; a MAC budget the tiny model can reach, its
-    conv front end being most of its MACs); every `prunehead.X` it names exists and takes what it is given."""
+    """The README's Python block, run on a tiny saved model and tone data in its paths; every `prunehead.X`
+    it names exists and takes what it is given. Changed for speed: no training and no latency timing (the
+    commands' own tests run those), one timed run per export, and a MAC budget the tiny model can reach
+    (its conv front end is most of its MACs)."""
     from tests.conftest import dead_head_workspace
 
     readme = (ROOT / "README.md").read_text()
@@ -154,9 +155,13 @@ def test_the_readme_library_example_runs_as_written(tmp_path, monkeypatch):
         shutil.copytree(label, tmp_path / "data" / "validation" / label.name)
     monkeypatch.chdir(tmp_path)
     code = (block.replace("path/or/hub-id", "model/").replace("kws/", "data/").replace("samples=64", "samples=4")
-            .replace("latency=True", "latency=False").replace("MacBudget(0.7)", "MacBudget(0.95)"))
+            .replace("latency=True", "latency=False").replace("MacBudget(0.7)", "MacBudget(0.95)")
+            .replace('"onnx/", data=data)', '"onnx/", ExportOptions(repeats=1), data=data)'))
     code = "\n".join(line for line in code.splitlines() if "prunehead.finetune(" not in line)
-    namespace: dict[str, Any] = {}
+    from prunehead.export import ExportOptions
+
+    namespace: dict[str, Any] = {"ExportOptions": ExportOptions}
     exec(compile(code.replace("    ...", "    pass"), "README.md", "exec"), namespace)
     assert namespace["pruned"].plan.num_pruned == 3  # 40 % of 8 heads, rounded down
     assert (tmp_path / "pruned" / "plan.json").exists() and namespace["frontier"]["points"]
+    assert namespace["summary"]["checks"]["data"]["metrics"] and (tmp_path / "onnx" / "model.onnx").exists()

@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from .. import surgery
+from ..specs import Data
 from ..training.config import TrainConfig
 from ..workspace import ModelLike
 
@@ -40,15 +41,14 @@ def finetune(model: ModelLike, data: str, out: str | Path, config: TrainConfig |
 
 # -------------------------------------------------------------------------------------------------- export
 
-def export_onnx(model: ModelLike, out: str | Path, options: Any = None, *, data: str | None = None,
-                split: str = "test", baseline: ModelLike | None = None, overwrite: bool = False,
-                progress: bool = False) -> dict[str, Any]:
+def export_onnx(model: ModelLike, out: str | Path, options: Any = None, *, data: Data | str | None = None,
+                baseline: ModelLike | None = None, overwrite: bool = False, progress: bool = False) -> dict[str, Any]:
     """Export `model` to the ONNX folder `out` (model.onnx [+ optimized / int8], config.json, the
     preprocessing files, export.json), checked against PyTorch and timed beside the unpruned model.
 
     Args:
         options: a `prunehead.export.ExportOptions` (opset, optimize, quantize, check, atol, repeats, ...).
-        data, split: also report the metric of PyTorch and of every graph on this split.
+        data: also report the metric of PyTorch and of every graph on `data.split` (default test).
         baseline: the unpruned model to time against (default: rebuilt from the model's config).
 
     Returns the export summary (export.json). Cost: two exports, a few checking forwards, and
@@ -62,5 +62,7 @@ def export_onnx(model: ModelLike, out: str | Path, options: Any = None, *, data:
     loaded = surgery.load(spec) if spec is not None else model
     base_spec = str(baseline) if isinstance(baseline, (str, Path)) else None
     reference = surgery.load(base_spec) if base_spec is not None else baseline
-    return export_model(loaded, out, options, baseline=reference, data=data, split=split, source=spec,
-                        baseline_source=base_spec, overwrite=overwrite, progress=progress)
+    data = Data.of(data)
+    return export_model(loaded, out, options, baseline=reference, data=data.spec if data else None,
+                        split=(data.split or "test") if data else "test", source=spec, baseline_source=base_spec,
+                        overwrite=overwrite, progress=progress)

@@ -50,8 +50,10 @@ def onnx(
 
     options = ExportOptions(opset=opset, optimize=optimize, quantize=quantize.value if quantize else None,
                             check=check, atol=atol, repeats=repeats)
-    summary = export_onnx(model, out, options, data=data, split=split, baseline=baseline, overwrite=overwrite,
-                          progress=True)
+    from ..specs import Data
+
+    summary = export_onnx(model, out, options, data=Data(data, split=split) if data else None, baseline=baseline,
+                          overwrite=overwrite, progress=True)
     _print(summary, out)
 
 
