@@ -104,17 +104,18 @@ def _auto_cut(ctx: Context, target: Target, plan: PruningPlan, report: dict[str,
 
 
 def _choose(ctx: Context, selection: Any, report: dict[str, Any], budget: dict[str, Any]) -> torch.Tensor:
-    """Score with every candidate of the auto ranking and keep the one that holds the metric best."""
-    ranking = ctx.ranking("heads")
+    """Score with every candidate of the auto ranking (one draw of samples for all) and keep the one that
+    holds the metric best."""
+    ranking, tell = ctx.ranking("heads"), _say(ctx)
     rankings = {}
     for name in ranking.candidates:
-        if ctx.progress:
-            from ..progress import say
-
-            say(f"auto: scoring with {name} on {ranking.samples} samples of {ctx.scoring.split}")
+        if tell:
+            tell(f"auto: scoring with {name} on {ranking.samples} samples of {ctx.scoring.split}")
         rankings[name] = ctx.matrix_by("heads", Ranking(name, samples=ranking.samples, seed=ranking.seed))
     choice = choose_scorer(ctx.model, rankings, selection.evaluate, **budget)
     report.update(auto={"chosen": choice.best, "candidates": choice.candidates}, scorer=choice.best)
+    if tell:
+        tell(f"auto: {choice.best} keeps the metric best on the {selection.split} split")
     return rankings[choice.best]
 
 

@@ -80,13 +80,13 @@ class Context:
         self.scoring = ScoreSplit(data.spec if data else None, data.score_split if data else "train",
                                   data.task if data else None, device, data.clip_seconds if data else None, spec)
         self.report: dict[str, Any] = {}
+        self._draws: dict[tuple[int, int], Any] = {}  # (samples, seed) -> the score split's drawn batches
 
     def workspace(self, split: str) -> Workspace:
         """`split` of the data, on the model (InputError without data)."""
-        if self.data is None:
-            raise InputError("this target measures the metric on data: give --data")
-        ws = open_workspace(self.model, self.data.spec, split, task=self.data.task, device=self.device,
-                            batch_size=self.data.batch_size, clip_seconds=self.data.clip_seconds, source=self.spec)
+        data = self._data()
+        ws = open_workspace(self.model, data.spec, split, task=data.task, device=self.device,
+                            batch_size=data.batch_size, clip_seconds=data.clip_seconds, source=self.spec)
         self.model = ws.model
         return ws
 
@@ -108,7 +108,10 @@ class Context:
             return unit.score(self.model, [], None, ranking, progress=self.progress)
         ws = self.scoring(self.model)
         self.model = ws.model
-        drawn = ws.draw(ranking.samples, ranking.seed, 8)
+        key = (ranking.samples, ranking.seed)
+        if key not in self._draws:  # one draw (feature extraction) for every kind and candidate scored alike
+            self._draws[key] = ws.draw(ranking.samples, ranking.seed, 8)
+        drawn = self._draws[key]
         if kind == "heads":
             self.report["score_samples"] = drawn.paths
         return unit.score(self.model, drawn.batches, ws.task.objective, ranking, task=ws.task.name,
