@@ -23,11 +23,23 @@ AUTO_SCORERS = ("gradient", "attention", "occlusion", "attattr")  # the cheap on
 VERSION = 1
 
 
-def _positive(flag: str, value: Any, whole: bool = True) -> None:
-    bad = isinstance(value, bool) or not isinstance(value, int if whole else (int, float))
-    if bad or not (value >= 1 if whole else (math.isfinite(value) and value > 0)):
-        raise InputError(f"{flag} must be {'a whole number of at least 1' if whole else 'a positive number'}, "
-                         f"got {value!r}")
+def check_whole(flag: str, value: Any, least: int = 0) -> None:
+    """InputError naming `flag` unless `value` is a whole number (not a bool) of at least `least`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise InputError(f"{flag} must be a whole number of at least {least}, got {value!r}")
+
+
+def check_positive(flag: str, value: Any) -> None:
+    """InputError naming `flag` unless `value` is a finite number above 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise InputError(f"{flag} must be a positive number, got {value!r}")
+
+
+def check_fraction(flag: str, value: Any, low_open: bool = False) -> None:
+    """InputError naming `flag` unless `value` is a finite number within [0, 1] ((0, 1] with `low_open`)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not (0 < value <= 1 if low_open else 0 <= value <= 1):
+        raise InputError(f"{flag} must be within {'(0, 1]' if low_open else '[0, 1]'}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -47,7 +59,7 @@ class Ranking:
     def __post_init__(self) -> None:
         if self.scorer is None and self.scores is None:
             raise InputError("give --scores FILE, --scorer NAME with --data to score the heads here, or --plan FILE")
-        _positive("--samples", self.samples)
+        check_whole("--samples", self.samples, 1)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise InputError(f"--seed must be a whole number of at least 0, got {self.seed!r}")
         if self.scorer == AUTO and self.scores is not None:
@@ -94,9 +106,9 @@ class Data:
     def __post_init__(self) -> None:
         if not isinstance(self.spec, str) or not self.spec.strip():
             raise InputError(f"data must be a data spec such as a folder, a manifest or fsdd-ks, got {self.spec!r}")
-        _positive("--batch-size", self.batch_size)
+        check_whole("--batch-size", self.batch_size, 1)
         if self.clip_seconds is not None:
-            _positive("--clip-seconds", self.clip_seconds, whole=False)
+            check_positive("--clip-seconds", self.clip_seconds)
         if self.on_error not in ("stop", "skip"):
             raise InputError(f"--on-error must be stop or skip, got {self.on_error!r}")
 
@@ -127,10 +139,8 @@ class Recovery:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _positive("--recover-epochs", self.epochs)
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (math.isfinite(self.lr)
-                                                                                       and self.lr > 0):
-            raise InputError(f"--recover-lr must be a positive number, got {self.lr!r}")
+        check_whole("--recover-epochs", self.epochs, 1)
+        check_positive("--recover-lr", self.lr)
 
     def to_json(self) -> dict[str, Any]:
         return {"version": VERSION, **asdict(self)}
@@ -166,8 +176,8 @@ class Frontier:
         sizes = self.batch_sizes or (1, 8)
         if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in sizes):
             raise InputError(f"--batch-sizes must be whole numbers of at least 1, e.g. 1,8; got {list(sizes)}")
-        _positive("--seconds", self.seconds, whole=False)
-        _positive("--repeats", self.repeats)
+        check_positive("--seconds", self.seconds)
+        check_whole("--repeats", self.repeats, 1)
         if self.ffn.scorer is not None and self.ffn.scorer not in ("taylor", "magnitude"):
             raise InputError(f"--ffn-scorer must be one of taylor, magnitude, got {self.ffn.scorer!r}")
 

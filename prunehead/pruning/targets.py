@@ -14,13 +14,13 @@ kind in `TARGETS`, and a decider registered with `prunehead.api.pruner.decider`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import InputError
+from ..specs import check_fraction, check_whole
 from ..units.base import Amount
 from .plan import PruningPlan
 
@@ -32,37 +32,26 @@ FLAGS = {"heads": ("--ratio", "--heads", "--min-heads-per-layer"),
          "ffn": ("--ffn-ratio", "--ffn-count", "--min-neurons-per-layer")}
 
 
-def _fraction(flag: str, value: float, low_open: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not (0 < value <= 1 if low_open else 0 <= value <= 1):
-        raise InputError(f"{flag} must be within {'(0, 1]' if low_open else '[0, 1]'}, got {value!r}")
-
-
-def _whole(flag: str, value: int, least: int = 0) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise InputError(f"{flag} must be a whole number of at least {least}, got {value!r}")
-
-
 def check_amount(kind: str, amount: Amount) -> None:
     """InputError naming the flag for an amount of `kind` that cannot work."""
     ratio_flag, count_flag, floor_flag = FLAGS.get(kind, (f"{kind} ratio", f"{kind} count", f"{kind} floor"))
     if (amount.ratio is None) == (amount.count is None):
         raise InputError(f"give exactly one of {ratio_flag} or {count_flag}")
     if amount.ratio is not None:
-        _fraction(ratio_flag, amount.ratio)
+        check_fraction(ratio_flag, amount.ratio)
     if amount.count is not None:
-        _whole(count_flag, amount.count)
+        check_whole(count_flag, amount.count)
         if amount.scope != "per_layer":
             raise InputError(f"{count_flag} removes K units in every layer; use it with --per-layer, or use {ratio_flag}")
     if amount.scope not in SCOPES:
         raise InputError(f"scope must be 'global' or 'per_layer', not {amount.scope!r}")
-    _whole(floor_flag, amount.min_per_layer)
+    check_whole(floor_flag, amount.min_per_layer)
 
 
 def _floors(floors: Mapping[str, int]) -> dict[str, int]:
     out = {**FLOORS, **floors}
     for kind, floor in out.items():
-        _whole(FLAGS.get(kind, ("", "", f"the {kind} floor"))[2], floor)
+        check_whole(FLAGS.get(kind, ("", "", f"the {kind} floor"))[2], floor)
     return out
 
 
@@ -79,7 +68,7 @@ class Cut:
             raise InputError("give exactly one of --ratio, --heads, --max-drop, --target-macs or --plan")
         for kind, amount in self.amounts.items():
             check_amount(kind, amount)
-        _whole("--rounds", self.rounds, 1)
+        check_whole("--rounds", self.rounds, 1)
         if self.rounds > 1 and "heads" not in self.amounts:
             raise InputError("--rounds re-scores the heads between rounds: give --ratio or --heads")
 
@@ -109,7 +98,7 @@ class AccuracyBudget:
     kind: ClassVar[str] = "accuracy_budget"
 
     def __post_init__(self) -> None:
-        _fraction("--max-drop", self.max_drop)
+        check_fraction("--max-drop", self.max_drop)
         if not self.units or len(set(self.units)) != len(self.units):
             raise InputError(f"--units needs distinct unit kinds, got {self.units!r}")
         if self.scope not in SCOPES:
@@ -139,7 +128,7 @@ class MacBudget:
     kind: ClassVar[str] = "mac_budget"
 
     def __post_init__(self) -> None:
-        _fraction("--target-macs", self.fraction, low_open=True)
+        check_fraction("--target-macs", self.fraction, low_open=True)
         object.__setattr__(self, "min_per_layer", _floors(self.min_per_layer))
 
     def to_json(self) -> dict[str, Any]:
