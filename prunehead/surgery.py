@@ -24,6 +24,7 @@ from transformers.utils import cached_file
 from .checks import check_model
 from .errors import InputError
 from .families.base import BiasOnly, EmptyAttention  # noqa: F401 - re-exported for old imports
+from .units.conv import PRUNED_CONV_KEY, conv_plan_of, dense_config, prune_conv_
 from .units.ffn import PRUNED_FFN_KEY, ffn_plan_of, ffn_sites, prune_ffn_
 from .heads import PRUNED_HEADS_KEY, head_adapter, pruned_heads_of
 from .pruning.plan import PruningPlan
@@ -62,10 +63,11 @@ def prune_(model: nn.Module, plan: PruningPlan) -> nn.Module:
 
 
 def plan_of(model: nn.Module) -> PruningPlan:
-    """The plan of every head (and FFN neuron) removed from `model` so far."""
+    """The plan of every head (and FFN neuron, conv channel) removed from `model` so far."""
     adapter = head_adapter(model)
-    return ffn_plan_of(model, PruningPlan(adapter.num_layers, adapter.num_heads,
+    plan = ffn_plan_of(model, PruningPlan(adapter.num_layers, adapter.num_heads,
                                           {l: tuple(h) for l, h in pruned_heads_of(model).items() if h}))
+    return conv_plan_of(model, plan)
 
 
 def save_pretrained(model: nn.Module, out_dir: str | Path, source: str | Path | None = None,
@@ -90,7 +92,7 @@ def save_pretrained(model: nn.Module, out_dir: str | Path, source: str | Path | 
     saved.save_pretrained(out_dir)
     plan = plan_of(model)
     plan.save(out_dir / "plan.json")
-    if plan.num_pruned or plan.num_pruned_ffn:
+    if _needs_remote_code(model, plan):
         if plan.num_pruned:
             _add_placeholders(model, out_dir, target)
         write_remote_code(model, out_dir)
@@ -98,8 +100,16 @@ def save_pretrained(model: nn.Module, out_dir: str | Path, source: str | Path | 
         processor.save_pretrained(out_dir)
     if source is not None:
         copy_preprocessing(str(source), out_dir)
-    if plan.num_pruned or plan.num_pruned_ffn:
+    if plan.num_pruned or plan.num_pruned_ffn or plan.num_pruned_conv:
         write_model_card(model, out_dir, plan, report, str(source) if source is not None else None)
+
+
+def _needs_remote_code(model: nn.Module, plan: PruningPlan) -> bool:
+    """Whether plain transformers needs the folder's modeling code to build the pruned layout (conv channels
+    only where the config cannot state the widths)."""
+    if plan.num_pruned or plan.num_pruned_ffn:
+        return True
+    return bool(plan.num_pruned_conv) and not head_adapter(model).family.conv_widths_in_config
 
 
 def _add_placeholders(model: nn.Module, out_dir: Path, dtype: torch.dtype) -> None:
@@ -195,15 +205,17 @@ def load(path: str | Path, model_class: type | None = None, dtype: torch.dtype =
     files = weight_files(path_str)
     pruned = getattr(config, PRUNED_HEADS_KEY, None)
     pruned_ffn = getattr(config, PRUNED_FFN_KEY, None)
+    pruned_conv = getattr(config, PRUNED_CONV_KEY, None)
     try:
-        if not pruned and not pruned_ffn:
+        if not pruned and not pruned_ffn and not pruned_conv:
             model = _load_plain(cls, path_str, config, dtype)
         else:
+            config = dense_config(config)  # the full conv front end: the channels are removed again below
             for key in (PRUNED_HEADS_KEY, PRUNED_FFN_KEY):
                 if hasattr(config, key):
                     delattr(config, key)
             model = _load_pruned(cls, path_str, config, pruned=pruned or {}, files=files, dtype=dtype,
-                                     pruned_ffn=pruned_ffn or {})
+                                 pruned_ffn=pruned_ffn or {}, pruned_conv=pruned_conv or {})
     except pickle.UnpicklingError:
         raise InputError(f"{path_str}: {Path(files[0]).name} is not a file of tensors only: prunehead never "
                          "unpickles other objects, which could run code; convert it to model.safetensors where you "
@@ -230,7 +242,7 @@ def _load_plain(cls: type, path: str, config: transformers.PretrainedConfig, dty
 
 
 def _load_pruned(cls: type, path: str, config: transformers.PretrainedConfig, pruned: dict, files: list[str],
-                 dtype: torch.dtype, pruned_ffn: dict | None = None) -> nn.Module:
+                 dtype: torch.dtype, pruned_ffn: dict | None = None, pruned_conv: dict | None = None) -> nn.Module:
     model = cls(config).to(dtype)
     adapter = head_adapter(model)
     prune_(model, PruningPlan.from_json({"format": "prunehead.plan", "num_layers": adapter.num_layers,
@@ -239,6 +251,12 @@ def _load_pruned(cls: type, path: str, config: transformers.PretrainedConfig, pr
         prune_ffn_(model, PruningPlan.from_json({"format": "prunehead.plan", "num_layers": adapter.num_layers,
                                                  "num_heads": adapter.num_heads, "pruned_ffn": pruned_ffn,
                                                  "intermediate_size": ffn_sites(model)[0].intermediate_size}, path))
+    if pruned_conv:  # the front end's channels (torch-pruning traces the fresh model once)
+        width = max(head_adapter(model).family.conv_widths(model.config))
+        plan = PruningPlan.from_json({"format": "prunehead.plan", "num_layers": adapter.num_layers,
+                                      "num_heads": adapter.num_heads, "pruned_conv": pruned_conv,
+                                      "conv_width": width}, path)
+        prune_conv_(model, plan.pruned_conv)
     state = {k: v for k, v in read_state_dict(files).items() if v.numel() or k in model.state_dict()}
     missing, unexpected = model.load_state_dict(state, strict=False)  # (transformers 4 kept 0-size q/k/v)
     model.tie_weights()

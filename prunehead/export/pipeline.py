@@ -23,6 +23,7 @@ from torch import nn
 
 from ..cost import count_macs, count_params
 from ..errors import InputError
+from ..units.conv import dense_config, pruned_conv_of
 from ..units.ffn import PRUNED_FFN_KEY, pruned_ffn_of
 from ..heads import PRUNED_HEADS_KEY, head_adapter, pruned_heads_of
 from ..output_guard import atomic_dir, check_output
@@ -99,9 +100,9 @@ def unpruned_reference(model: nn.Module) -> nn.Module | None:
     neither latency nor MACs; they are drawn by `randomize_weights_` so that the file size is a trained
     model's too.
     """
-    if not pruned_heads_of(model) and not pruned_ffn_of(model):
+    if not pruned_heads_of(model) and not pruned_ffn_of(model) and not pruned_conv_of(model):
         return None
-    config = copy.deepcopy(model.config)
+    config = dense_config(model.config)
     for key in (PRUNED_HEADS_KEY, PRUNED_FFN_KEY):
         if hasattr(config, key):
             delattr(config, key)
@@ -130,7 +131,7 @@ def check_baseline(model: nn.Module, baseline: nn.Module) -> None:
         raise InputError(f"--baseline is a {type(baseline).__name__} with {b.num_layers} x {b.num_heads} heads but "
                          f"the model is a {type(model).__name__} with {a.num_layers} x {a.num_heads}; "
                          "pass the unpruned version of the same model")
-    if pruned_heads_of(baseline) or pruned_ffn_of(baseline):
+    if pruned_heads_of(baseline) or pruned_ffn_of(baseline) or pruned_conv_of(baseline):
         raise InputError("--baseline is pruned; pass the model before pruning")
 
 

@@ -184,6 +184,30 @@ class Family:
             sites.append(FFNSite(i, pair[0], pair[1], size))
         return sites
 
+    # -- convolution channels (prunehead.units.conv) --------------------------------------------------------
+
+    conv_widths_in_config: ClassVar[bool] = False  # the config states every conv layer's width (conv_dim)
+
+    def conv_layers(self, model: nn.Module) -> list[nn.Module]:
+        """The convolutions whose output channels are units, in order (torch-pruning finds what they feed)."""
+        raise UnsupportedModelError(f"{type(model).__name__} has no convolutional front end to prune")
+
+    def conv_root(self, model: nn.Module) -> nn.Module:
+        """The module whose forward on `conv_inputs` traces the conv channels' dependencies."""
+        raise UnsupportedModelError(f"{type(model).__name__} has no convolutional front end to prune")
+
+    def conv_inputs(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """An example input of `conv_root` (on the model's device)."""
+        raise UnsupportedModelError(f"{type(model).__name__} has no convolutional front end to prune")
+
+    def conv_widths(self, config: Any) -> list[int]:
+        """Every conv layer's width as the config builds it."""
+        raise UnsupportedModelError(f"model type {config.model_type!r} has no convolutional front end to prune")
+
+    def set_conv_widths_(self, config: Any, widths: list[int]) -> None:
+        """Write the conv widths into `config` (families with `conv_widths_in_config`)."""
+        raise NotImplementedError
+
     # -- surgery -----------------------------------------------------------------------------------------
 
     def slice_heads_(self, site: AttentionSite, positions: list[int], head_dim: int) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
@@ -39,6 +40,24 @@ class SpeechFamily(Family):
 
     def encoder(self, model: nn.Module) -> nn.Module:
         return base_model(model).encoder
+
+    conv_widths_in_config = True  # conv_dim: a model pruned only in its front end is a plain checkpoint
+
+    def conv_layers(self, model: nn.Module) -> list[nn.Module]:
+        return [layer.conv for layer in base_model(model).feature_extractor.conv_layers]
+
+    def conv_root(self, model: nn.Module) -> nn.Module:
+        return base_model(model)
+
+    def conv_inputs(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        device = next(model.parameters()).device
+        return {"input_values": torch.zeros(1, 16000, device=device)}  # 1 s of 16 kHz audio (B, T)
+
+    def conv_widths(self, config: Any) -> list[int]:
+        return [int(w) for w in config.conv_dim]
+
+    def set_conv_widths_(self, config: Any, widths: list[int]) -> None:
+        config.conv_dim = list(widths)
 
     def sites(self, model: nn.Module) -> list[AttentionSite]:
         return [make_site(i, layer, "attention", self.projections, layer.attention, "out_proj")

@@ -54,6 +54,19 @@ class WhisperFamily(Family):
             raise InputError(f"{type(model).__name__} has no Whisper encoder")
         return encoder
 
+    def conv_layers(self, model: nn.Module) -> list[nn.Module]:
+        return [self.encoder(model).conv1]  # its channels feed conv2; conv2's own are the model width
+
+    def conv_root(self, model: nn.Module) -> nn.Module:
+        return self.encoder(model)
+
+    def conv_inputs(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        config, device = model.config, next(model.parameters()).device
+        return {"input_features": torch.zeros(1, config.num_mel_bins, 2 * config.max_source_positions, device=device)}
+
+    def conv_widths(self, config: Any) -> list[int]:
+        return [int(config.d_model)]
+
     def audio_classifier(self) -> type:
         from transformers import WhisperForAudioClassification
 

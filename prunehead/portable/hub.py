@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from transformers.utils import cached_file
 
 from ..errors import InputError
-from .template import PRUNED_FFN_KEY, PRUNED_HEADS_KEY, TYPE_PREFIX
+from .template import PRUNED_CONV_KEY, PRUNED_FFN_KEY, PRUNED_HEADS_KEY, TYPE_PREFIX
 from .trust import check_custom_code
 
 LEGACY_PRUNED_KEY = "pruned_heads"  # transformers 4's config attribute
@@ -65,7 +65,7 @@ def read_config(spec: str, **hub: Any) -> transformers.PretrainedConfig:
                          f"transformers {transformers.__version__}; upgrade transformers")
     check_custom_code(spec)
     _check_sizes(spec, config_dict)
-    for key in (PRUNED_HEADS_KEY, PRUNED_FFN_KEY, LEGACY_PRUNED_KEY):
+    for key in (PRUNED_HEADS_KEY, PRUNED_FFN_KEY, PRUNED_CONV_KEY, LEGACY_PRUNED_KEY):
         _check_ids(spec, key, config_dict.get(key) or {})
     legacy = _legacy_pruned(config_dict.get(LEGACY_PRUNED_KEY) or {})
     config_dict = {k: v for k, v in config_dict.items() if k not in ("auto_map", LEGACY_PRUNED_KEY)}

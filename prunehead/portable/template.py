@@ -1,4 +1,4 @@
-"""Modeling code for a model whose attention heads and/or feed-forward neurons were removed by prunehead.
+"""Modeling code for a model whose attention heads, feed-forward neurons or conv channels were removed by prunehead.
 
 This file travels with the checkpoint (Hugging Face remote code, `auto_map` in config.json) and imports
 only torch and transformers. Each class below subclasses the transformers class of the same
@@ -7,7 +7,8 @@ architecture and, in `__init__` (before the weights load), removes the heads lis
 columns of a removed head go; a layer without heads returns its output-projection bias at every position,
 exactly what gating all its heads to 0 gives. It then removes the feed-forward (FFN) neurons listed in
 `config.prunehead_pruned_ffn` ({"<layer>": [original neuron ids]}): the intermediate projection's rows and
-the output projection's columns of each. Load it with
+the output projection's columns of each; then Whisper's conv1 channels listed in `config.prunehead_pruned_conv`
+(wav2vec2-family configs state their pruned conv widths in `conv_dim`). Load it with
 `AutoModelFor<Task>.from_pretrained(folder, trust_remote_code=True)`.
 
 config.json says `model_type: "prunehead-<type>"` so that transformers refuses to load the folder
@@ -27,6 +28,7 @@ from transformers.pytorch_utils import prune_linear_layer
 
 PRUNED_HEADS_KEY = "prunehead_pruned_heads"
 PRUNED_FFN_KEY = "prunehead_pruned_ffn"
+PRUNED_CONV_KEY = "prunehead_pruned_conv"
 TYPE_PREFIX = "prunehead-"
 
 _SPEECH = ("encoder.layers", "attention", ("q_proj", "k_proj", "v_proj"), "attention.out_proj")
@@ -209,6 +211,30 @@ def _keep_(linear: nn.Linear, index: torch.Tensor, dim: int) -> None:
         linear.in_features = len(index)
 
 
+# model_type -> (convolution whose output channels were removed, the convolution reading them), from the
+# encoder. wav2vec2-family configs state their conv widths (conv_dim), so they need nothing here.
+CONV_SITES: dict[str, tuple[str, str]] = {"whisper": ("conv1", "conv2")}
+
+
+def remove_conv_channels_(model: nn.Module, model_type: str, pruned: dict[str, list[int]]) -> None:
+    """Remove the conv channels `pruned` ({"0": [original ids]}) of families whose config does not state the
+    widths: the producer's rows (and bias), the consumer's input columns."""
+    if model_type not in CONV_SITES or not pruned.get("0"):
+        return
+    backbone = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    encoder = getattr(backbone, "encoder", None) or model.encoder
+    producer, consumer = (getattr(encoder, name) for name in CONV_SITES[model_type])
+    gone = set(int(i) for i in pruned["0"])
+    keep = torch.tensor([c for c in range(producer.out_channels) if c not in gone], dtype=torch.long,
+                        device=producer.weight.device)  # (C_kept,)
+    with torch.no_grad():
+        producer.weight = nn.Parameter(producer.weight.index_select(0, keep))  # (C_kept, C_in, K)
+        if producer.bias is not None:
+            producer.bias = nn.Parameter(producer.bias.index_select(0, keep))
+        consumer.weight = nn.Parameter(consumer.weight.index_select(1, keep))  # (C_out, C_kept, K)
+    producer.out_channels = consumer.in_channels = len(keep)
+
+
 class PrunedConfigMixin:
     """A config read from and written as `model_type: "prunehead-<type>"`, `<type>` in memory."""
 
@@ -233,6 +259,7 @@ class PrunedModelMixin:
         model_type = type(config).model_type
         emptied = remove_heads_(self, model_type, getattr(config, PRUNED_HEADS_KEY, None) or {})
         remove_neurons_(self, model_type, getattr(config, PRUNED_FFN_KEY, None) or {})
+        remove_conv_channels_(self, model_type, getattr(config, PRUNED_CONV_KEY, None) or {})
         self._keys_to_ignore_on_load_unexpected = set(self._keys_to_ignore_on_load_unexpected or ()) | set(emptied)
 
 

@@ -31,6 +31,7 @@ from ..experiments.curves import LOWER_IS_BETTER, evaluate_plan
 from ..errors import InputError
 from ..heads import head_adapter
 from .plan import PruningPlan, select
+from .targets import FLOORS
 from ..surgery import plan_of
 
 METRIC = "accuracy"  # ASR tasks report accuracy = 1 - WER, so one key serves every task
@@ -235,8 +236,9 @@ class RemovalOrder:
         return plan
 
     def macs_at(self, count: int) -> int:
-        """The model's MACs once the first `count` units are gone (the per-unit costs are exact: each kind's
-        cost is the same in every layer)."""
+        """The model's MACs once the first `count` units are gone: exact for heads and neurons (independent
+        units); two adjacent conv layers that both lose a channel share one weight, so conv channels are
+        counted within kernel x frames MACs per such pair."""
         return self.macs - sum(cost for *_, cost in self.units[:count])
 
     def info(self, count: int) -> dict[str, Any]:
@@ -247,17 +249,16 @@ class RemovalOrder:
 def removal_order(model: nn.Module, scores: Mapping[str, torch.Tensor | None], *,
                   min_per_layer: Mapping[str, int] | None = None, seconds: float = 1.0) -> RemovalOrder:
     """The units of every kind in `scores` ({kind: (L, W) importances}, e.g. {"heads": ..., "ffn": ...}) in
-    removal order; a kind without scores stays. `min_per_layer`: {kind: floor} (default: heads 0, neurons 1).
-    Cost: one MAC count per kind plus one for the model (and one for the dense architecture when pruned)."""
-    import copy
-
+    removal order; a kind without scores stays. `min_per_layer`: {kind: floor} (default `FLOORS`).
+    Cost: one MAC count per kind (per layer for conv channels) plus one for the model (and one for the dense
+    architecture when pruned)."""
     from ..cost import count_macs, example_inputs
     from ..units.kinds import KINDS
 
     unknown = set(scores) - set(KINDS)
     if unknown:
         raise InputError(f"scores for unknown unit kinds {sorted(unknown)}; kinds: {', '.join(KINDS)}")
-    floors = {"heads": 0, "ffn": 1, **(min_per_layer or {})}
+    floors = {**FLOORS, **(min_per_layer or {})}
     inputs = example_inputs(model, seconds, device=next(model.parameters()).device)
     now = count_macs(model, inputs)["total"]
     dense_model = _dense(model)
@@ -266,17 +267,15 @@ def removal_order(model: nn.Module, scores: Mapping[str, torch.Tensor | None], *
     priced: list[tuple] = []
     unit_macs, widths, left, floor = {}, {}, {}, {}
     for name, unit in KINDS.items():
+        if name not in scores or scores[name] is None:
+            continue
         kept, widths[name] = unit.kept(model), unit.grid(model)[1]
         left[unit.tag], floor[unit.tag] = [len(ids) for ids in kept], floors.get(name, 0)
-        if name not in scores or scores[name] is None or not any(kept):
+        if not any(kept):
             continue
-        layer = next(l for l, ids in enumerate(kept) if ids)  # every unit of a kind saves the same MACs
-        one = unit.with_removed(PruningPlan(done.num_layers, done.num_heads), {layer: (kept[layer][0],)}, widths[name])
-        pruned = copy.deepcopy(model)
-        unit.remove_(pruned, one)
-        unit_macs[name] = now - count_macs(pruned, inputs)["total"]
-        priced += _priced([(l, u) for l, ids in enumerate(kept) for u in ids], scores[name], unit.tag,
-                          unit_macs[name])
+        costs = _unit_costs(model, unit, kept, widths[name], done, inputs, now)  # {layer: MACs one unit saves}
+        unit_macs[name] = max(costs.values())
+        priced += _priced([(l, u) for l, ids in enumerate(kept) for u in ids], scores[name], unit.tag, costs)
     units = []
     for _, tag, layer, unit_id, cost in sorted(priced):
         if left[tag][layer] > floor[tag]:
@@ -324,19 +323,38 @@ def max_drop_units_plan(model: nn.Module, order: RemovalOrder, evaluate: Evaluat
 
 
 def _floors_text(min_per_layer: Mapping[str, int] | None) -> str:
-    floors = {"heads": 0, "ffn": 1, **(min_per_layer or {})}
+    floors = {**FLOORS, **(min_per_layer or {})}
     return ", ".join(f"{kind} {floor}" for kind, floor in floors.items())
 
 
-def _priced(units: list[tuple[int, int]], scores: torch.Tensor, kind: str, cost: int) -> list[tuple]:
+def _unit_costs(model: nn.Module, unit: Any, kept: list[list[int]], width: int, done: PruningPlan,
+                inputs: dict[str, torch.Tensor], now: int) -> dict[int, int]:
+    """{layer: MACs that removing one unit of `unit` there saves}: one count for kinds whose units cost the
+    same in every layer (heads, neurons), one per layer otherwise (conv channels: each layer runs at its own
+    frame rate and kernel)."""
+    import copy
+
+    from ..cost import count_macs
+
+    layers = [l for l, ids in enumerate(kept) if ids]
+    costs = {}
+    for layer in layers if not unit.uniform_cost else layers[:1]:
+        pruned = copy.deepcopy(model)
+        unit.remove_(pruned, unit.with_removed(PruningPlan(done.num_layers, done.num_heads), {layer: (kept[layer][0],)},
+                                               width))
+        costs[layer] = now - count_macs(pruned, inputs)["total"]
+    return {l: costs.get(l, costs[layers[0]]) for l in layers}
+
+
+def _priced(units: list[tuple[int, int]], scores: torch.Tensor, kind: str, costs: Mapping[int, int]) -> list[tuple]:
     """(price, kind, layer, unit, cost) for `units`: the rank quantile of its score among them, in [0, 1],
-    per MAC that all of them hold (len(units) x cost). Two kinds holding equal MACs are cut to equal quantiles;
-    dividing by one unit's cost instead would price a neuron (I = 6144 of them) like a head (24) and empty
-    the attention before the first percent of the neurons went."""
+    per MAC that all of them hold (the sum of their costs, `costs` per layer). Two kinds holding equal MACs
+    are cut to equal quantiles; dividing by one unit's cost instead would price a neuron (I = 6144 of them)
+    like a head (24) and empty the attention before the first percent of the neurons went."""
     order = sorted(units, key=lambda lu: (float(scores[lu]), lu))
     span = max(len(order) - 1, 1)
-    held = max(len(order) * cost, 1)
-    return [(rank / span / held, kind, l, u, cost) for rank, (l, u) in enumerate(order)]
+    held = max(sum(costs[l] for l, _ in order), 1)
+    return [(rank / span / held, kind, l, u, costs[l]) for rank, (l, u) in enumerate(order)]
 
 
 def _dense(model: nn.Module) -> nn.Module | None:

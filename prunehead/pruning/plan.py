@@ -25,10 +25,11 @@ VERSION = 1
 
 @dataclass(frozen=True)
 class PruningPlan:
-    """Heads (and feed-forward neurons) to remove, by original ids.
+    """Heads (and feed-forward neurons, conv channels) to remove, by original ids.
 
     `pruned_heads` maps layer -> sorted head ids; `pruned_ffn` maps layer -> sorted intermediate-neuron ids
-    of that layer's feed-forward block, out of `intermediate_size` (0 when the plan removes no neurons).
+    of that layer's feed-forward block, out of `intermediate_size` (0 when the plan removes no neurons);
+    `pruned_conv` maps conv layer -> sorted output-channel ids of the front end, out of `conv_width`.
     """
 
     num_layers: int
@@ -36,6 +37,12 @@ class PruningPlan:
     pruned_heads: dict[int, tuple[int, ...]] = field(default_factory=dict)
     pruned_ffn: dict[int, tuple[int, ...]] = field(default_factory=dict)
     intermediate_size: int = 0
+    pruned_conv: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    conv_width: int = 0
+
+    @property
+    def num_pruned_conv(self) -> int:
+        return sum(len(c) for c in self.pruned_conv.values())
 
     @property
     def num_pruned(self) -> int:
@@ -61,10 +68,11 @@ class PruningPlan:
         return mask
 
     def union(self, other: PruningPlan) -> PruningPlan:
-        """The plan that removes the heads and neurons of both plans (for pruning an already pruned model)."""
+        """The plan that removes the units of both plans (for pruning an already pruned model)."""
         size = self.intermediate_size or other.intermediate_size
         return PruningPlan(self.num_layers, self.num_heads, _merge(self.pruned_heads, other.pruned_heads),
-                           _merge(self.pruned_ffn, other.pruned_ffn), size)
+                           _merge(self.pruned_ffn, other.pruned_ffn), size,
+                           _merge(self.pruned_conv, other.pruned_conv), self.conv_width or other.conv_width)
 
     def to_json(self) -> dict:
         data = {"format": PLAN_FORMAT, "version": VERSION, "num_layers": self.num_layers,
@@ -73,6 +81,9 @@ class PruningPlan:
         if self.pruned_ffn:  # head-only plans keep their old shape
             data["intermediate_size"] = self.intermediate_size
             data["pruned_ffn"] = {str(l): list(n) for l, n in sorted(self.pruned_ffn.items()) if n}
+        if self.pruned_conv:
+            data["conv_width"] = self.conv_width
+            data["pruned_conv"] = {str(l): list(c) for l, c in sorted(self.pruned_conv.items()) if c}
         return data
 
     @classmethod
@@ -87,7 +98,12 @@ class PruningPlan:
         ffn = data.get("pruned_ffn", {})
         if ffn and size <= 0:
             raise InputError(f"{source}: \"pruned_ffn\" needs a positive \"intermediate_size\"")
-        return cls(L, H, pruned, _read_ids(ffn, L, size, "neuron", source), size)
+        width = _whole(data.get("conv_width", 0), "\"conv_width\"", source, 0)
+        conv = data.get("pruned_conv", {})
+        if conv and width <= 0:
+            raise InputError(f"{source}: \"pruned_conv\" needs a positive \"conv_width\"")
+        return cls(L, H, pruned, _read_ids(ffn, L, size, "neuron", source), size,
+                   _read_ids(conv, 64, width, "channel", source), width)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
@@ -268,6 +284,38 @@ def select_ffn(scores: torch.Tensor, plan: PruningPlan, *, ratio: float, scope: 
     return replace(plan, pruned_ffn={l: tuple(sorted(r)) for l, r in removed.items() if r}, intermediate_size=I)
 
 
+def select_conv(scores: torch.Tensor, plan: PruningPlan, *, ratio: float, scope: str = "per_layer",
+                min_channels_per_layer: int = 1) -> PruningPlan:
+    """`plan` plus the lowest-scoring conv channels (its own channels count and stay removed).
+
+    Args:
+        scores: (C, W) channel importances of the C conv layers, higher = more important
+            (`prunehead.scorers.conv.score_conv`).
+        ratio: per-layer: floor(ratio * W) channels in every layer; global: floor(ratio * C * W) ranked
+            across the conv layers.
+        min_channels_per_layer: never leave a layer with fewer channels than this (at least 1).
+    """
+    C, W = validate_scores(scores)
+    check_number("--conv-ratio", ratio, 0.0, 1.0)
+    check_int("--min-channels-per-layer", min_channels_per_layer)
+    if scope not in ("global", "per_layer"):
+        raise InputError(f"scope must be 'global' or 'per_layer', got {scope!r}")
+    if plan.conv_width not in (0, W) or any(l >= C for l in plan.pruned_conv):
+        raise InputError(f"conv scores are {C} x {W} but the plan's conv layers are {plan.conv_width} wide; "
+                         "score this model's conv channels first")
+    floor = max(1, min_channels_per_layer)  # a conv layer keeps a channel: its consumers need an input
+    removed = {l: set(plan.pruned_conv.get(l, ())) for l in range(C)}
+    if scope == "global":
+        _select_global(scores, removed, math.floor(ratio * C * W + 1e-9), floor)
+    else:
+        for l in range(C):
+            target = min(math.floor(ratio * W + 1e-9), W - floor)
+            free = [(l, c) for c in range(W) if c not in removed[l]]
+            for _, c in _order(scores, free)[: max(0, target - len(removed[l]))]:
+                removed[l].add(c)
+    return replace(plan, pruned_conv={l: tuple(sorted(r)) for l, r in removed.items() if r}, conv_width=W)
+
+
 def validate_scores(scores: torch.Tensor) -> tuple[int, int]:
     """(L, H) of a finite 2-D score matrix; InputError otherwise."""
     if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or 0 in scores.shape:
@@ -278,7 +326,12 @@ def validate_scores(scores: torch.Tensor) -> tuple[int, int]:
     return scores.shape[0], scores.shape[1]
 
 
-UNITS = ("heads", "ffn")  # what a score file scores: attention heads (L x H) or FFN neurons (L x I)
+UNITS = ("heads", "ffn", "conv")  # what a score file scores: heads (L x H), FFN neurons (L x I), conv channels (C x W)
+
+
+WIDTH_KEYS = {"heads": "num_heads", "ffn": "intermediate_size", "conv": "conv_width"}  # a score file's width field
+NOUNS = {"heads": ("heads", "H"), "ffn": ("FFN neurons", "I"), "conv": ("conv channels", "W")}
+SCORE_FLAGS = {"heads": "--scores", "ffn": "--ffn-scores", "conv": "--conv-scores"}
 
 
 def save_scores(path: str | Path, scores: torch.Tensor, scorer: str, model: str, *, units: str = "heads",
@@ -289,7 +342,7 @@ def save_scores(path: str | Path, scores: torch.Tensor, scorer: str, model: str,
     `load_scores` warn when the scores are applied to another model.
     """
     L, W = validate_scores(scores)
-    width = {"heads": "num_heads", "ffn": "intermediate_size"}[_check_units(units)]
+    width = WIDTH_KEYS[_check_units(units)]
     data = {"format": SCORES_FORMAT, "version": VERSION, "units": units, "scorer": scorer, "model": model,
             "num_layers": L, width: W, "scores": scores.double().tolist(), **extra}
     if model_fingerprint is not None:
@@ -319,9 +372,9 @@ def load_scores(path: str | Path, expect: tuple[int, int] | None = None,
                          f"write \"version\": {VERSION} or re-run `prunehead score`")
     found = data.get("units", "heads")
     if found != _check_units(units):
-        flag = "--ffn-scores" if found == "ffn" else "--scores"
+        flag = SCORE_FLAGS.get(found, "--scores")
         raise InputError(f"{path} scores {found}, not {units}; pass it to {flag} or score with --units {units}")
-    noun, width, letter = ("heads", "num_heads", "H") if units == "heads" else ("FFN neurons", "intermediate_size", "I")
+    (noun, letter), width = NOUNS[units], WIDTH_KEYS[units]
     if _has_bool(data["scores"]):
         raise InputError(f"{path}: \"scores\" holds true/false; scores must be numbers")
     try:

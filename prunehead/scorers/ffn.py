@@ -46,7 +46,7 @@ def score_ffn(model: nn.Module, batches: Iterable[Batch] = (), objective: Object
             raise InputError("the taylor FFN scorer needs an objective (per-sample loss); or use magnitude")
     with prepared(model):
         raw = _taylor(model, batches, objective) if scorer == "taylor" else _magnitude(model)
-    return _finish(raw, model, normalize_layers)
+    return finish_scores(raw, kept_neurons(model), normalize_layers)
 
 
 def _taylor(model: nn.Module, batches: list[Batch], objective: Objective) -> torch.Tensor:
@@ -76,10 +76,11 @@ def _magnitude(model: nn.Module) -> torch.Tensor:
     return grid
 
 
-def _finish(raw: torch.Tensor, model: nn.Module, normalize_layers: bool) -> torch.Tensor:
-    """Layer-normalize the kept neurons' scores and put the removed ones just below the lowest kept one."""
+def finish_scores(raw: torch.Tensor, kept_ids: list[list[int]], normalize_layers: bool) -> torch.Tensor:
+    """Layer-normalize the kept units' scores (`kept_ids` per layer) and put the removed ones just below the
+    lowest kept one."""
     kept = torch.zeros_like(raw, dtype=torch.bool)
-    for layer, ids in enumerate(kept_neurons(model)):
+    for layer, ids in enumerate(kept_ids):
         kept[layer, ids] = True
     scores = raw.clone()
     if normalize_layers:
@@ -87,5 +88,5 @@ def _finish(raw: torch.Tensor, model: nn.Module, normalize_layers: bool) -> torc
     if (~kept).any():
         scores[~kept] = (scores[kept].min() if kept.any() else scores.new_zeros(())) - 1.0
     if not torch.isfinite(scores).all():
-        raise RuntimeError("FFN scoring produced NaN or inf; check the objective on these batches")
+        raise RuntimeError("scoring produced NaN or inf; check the objective on these batches")
     return scores

@@ -1,4 +1,5 @@
-"""The contract of a unit kind: one kind of thing a plan removes (attention heads, feed-forward neurons).
+"""The contract of a unit kind: one kind of thing a plan removes (attention heads, feed-forward neurons,
+conv channels).
 
 A kind knows its grid on a model (L layers x W units per layer, original ids), which units a model still
 has, how a `PruningPlan` records it, how to choose the lowest-scoring units (`select`), how to gate them
@@ -40,6 +41,7 @@ class UnitKind:
     plan_key: ClassVar[str]  # where plan.json records it: "pruned_heads", "pruned_ffn"
     scorers: ClassVar[tuple[str, ...]] = ()  # the built-in scorers that rank it (empty: the scorer registry)
     data_free: ClassVar[tuple[str, ...]] = ()  # of those, the ones that read the weights only
+    uniform_cost: ClassVar[bool] = True  # removing one unit saves the same MACs in every layer
 
     def grid(self, model: nn.Module) -> tuple[int, int]:
         """(L, W): layers and units per layer as configured (original ids 0..W-1)."""

@@ -1,4 +1,4 @@
-"""The registry of unit kinds, in the order surgery removes them (heads, then feed-forward neurons)."""
+"""The registry of unit kinds, in the order surgery removes them (heads, feed-forward neurons, conv channels)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from torch import nn
 from ..errors import InputError
 from ..pruning.plan import PruningPlan
 from .base import UnitKind
+from .channels import CHANNELS
 from .neurons import NEURONS
 from .heads import HEADS
 
-KINDS: dict[str, UnitKind] = {HEADS.name: HEADS, NEURONS.name: NEURONS}
+KINDS: dict[str, UnitKind] = {HEADS.name: HEADS, NEURONS.name: NEURONS, CHANNELS.name: CHANNELS}
 
 
 def kind(name: str) -> UnitKind:

@@ -1,0 +1,77 @@
+"""Conv channel importance: a (C, W) matrix over the output channels of the front end's C convolutions.
+
+* `taylor`: first-order Taylor (Molchanov et al. 2017), as for FFN neurons: each sample gets an all-ones
+  gate g (B, C, W) where the channels are read (`prunehead.units.conv.channel_gating`), and a channel's
+  importance is |dL_b/dg_b,c| averaged over samples. Cost: 1 forward + 1 backward per sample.
+* `magnitude`: data-free, the L2 norm of the weights a channel owns: its filter (the conv's output row)
+  and the consumers' input columns (Li et al. 2017, "Pruning filters for efficient ConvNets", rank filters by
+  weight norm). Cost: no forward pass.
+
+Each layer's row is divided by its L2 norm (as `prunehead.scorers.ffn`), so a global ranking compares conv
+layers on one scale; channels a pruned model lacks score just below its lowest remaining one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..families import family_of
+from ..units.conv import channel_gating, conv_layers, conv_wiring, kept_channels, original_widths
+from .base import (Batch, Objective, batch_size, check_batches, check_loss, forward, model_device, prepared,
+                   sample_batches, to_device)
+from .ffn import finish_scores
+
+SCORERS = ("taylor", "magnitude")
+
+__all__ = ["SCORERS", "score_conv"]
+
+
+def score_conv(model: nn.Module, batches: Iterable[Batch] = (), objective: Objective | None = None,
+               scorer: str = "taylor", normalize_layers: bool = True) -> torch.Tensor:
+    """(C, W) float64 importance of every conv channel of `model` (`batches`, `objective`: taylor only)."""
+    if scorer not in SCORERS:
+        raise InputError(f"unknown conv channel scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
+    if scorer == "taylor":
+        batches = check_batches(batches, True)
+        if objective is None:
+            raise InputError("the taylor conv scorer needs an objective (per-sample loss); or use magnitude")
+    with prepared(model):
+        raw = _taylor(model, batches, objective) if scorer == "taylor" else _magnitude(model)
+    return finish_scores(raw, kept_channels(model), normalize_layers)
+
+
+def _grid(model: nn.Module) -> tuple[int, int]:
+    widths = original_widths(model)
+    return len(widths), max(widths)
+
+
+def _taylor(model: nn.Module, batches: list[Batch], objective: Objective) -> torch.Tensor:
+    """(C, W) mean over samples of |dL_b/dg_b| (channels a pruned model lacks get exactly 0 here)."""
+    C, W = _grid(model)
+    total, count = torch.zeros(C, W, dtype=torch.float64), 0
+    for batch, _ in sample_batches(model, [to_device(b, model_device(model)) for b in batches]):
+        B = batch_size(batch)
+        gate = torch.ones(B, C, W, device=model_device(model), requires_grad=True)
+        with torch.enable_grad(), channel_gating(model, gate):
+            loss = check_loss(objective(forward(model, batch), batch), B)
+            (grad,) = torch.autograd.grad(loss.sum(), gate)  # (B, C, W)
+        total += grad.abs().double().sum(0).cpu()
+        count += B
+    return total / count
+
+
+def _magnitude(model: nn.Module) -> torch.Tensor:
+    """(C, W) sqrt(||filter c||^2 + sum over consumers ||input column c||^2) (0 where removed)."""
+    root = family_of(model).conv_root(model)
+    grid = torch.zeros(*_grid(model), dtype=torch.float64)
+    for layer, (conv, wired, ids) in enumerate(zip(conv_layers(model), conv_wiring(model), kept_channels(model))):
+        norm = conv.weight.detach().double().pow(2).flatten(1).sum(1)  # (C_l,)
+        for name in wired.consumers:
+            weight = root.get_submodule(name).weight.detach().double()  # (D, C_l) or (C_out, C_l, K)
+            norm = norm + weight.pow(2).transpose(0, 1).flatten(1).sum(1)
+        grid[layer, ids] = norm.sqrt().cpu()
+    return grid
