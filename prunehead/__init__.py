@@ -25,7 +25,7 @@ _EXPORTS: dict[str, str] = {
     "max_drop_plan": "pruning.budget", "choose_scorer": "pruning.budget", "target_macs_plan": "pruning.budget",
     "removal_order": "pruning.budget", "max_drop_units_plan": "pruning.budget",
     # core: plan (pure), surgery (the only mutator), control (gating / recording)
-    "PruningPlan": "pruning.plan", "load_scores": "pruning.plan", "save_scores": "pruning.plan", "select": "pruning.plan",
+    "PruningPlan": "pruning.plan", "load_scores": "pruning.score_files", "save_scores": "pruning.score_files", "select": "pruning.plan",
     "load": "surgery", "plan_of": "surgery", "prune_": "surgery", "save_pretrained": "surgery",
     "controlled": "control",
     "HeadAdapter": "heads", "head_adapter": "heads",

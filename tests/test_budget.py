@@ -211,7 +211,7 @@ def test_max_drop_over_heads_and_neurons_removes_the_free_prefix_and_stops_at_th
 
 
 def test_units_options_fail_in_one_line_before_loading():
-    for kwargs, message in [({"units": "neurons", "max_drop": 0.1}, "--units must be one of"),
+    for kwargs, message in [({"units": "neurons", "max_drop": 0.1}, "--units must be heads, ffn, conv"),
                             ({"units": "both", "ratio": 0.2, "scores": "s.json"}, "give --max-drop"),
                             ({"units": "both", "max_drop": 0.1, "scope": "per_layer", "scores": "s.json",
                               "data": "d"}, "drop --per-layer"),

@@ -24,7 +24,8 @@ from prunehead.families import family_of
 from prunehead.families.base import head_index
 from prunehead.units.ffn import PRUNED_FFN_KEY, ffn_sites, kept_neurons, neuron_gating, prune_ffn_
 from prunehead.heads import head_adapter
-from prunehead.pruning.plan import load_scores, save_scores, select_ffn
+from prunehead.pruning.plan import select_ffn
+from prunehead.pruning.score_files import load_scores, save_scores
 from prunehead.scorers.ffn import score_ffn
 from tests.conftest import FAMILIES, ce, inputs_for, logits, tiny
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from prunehead.errors import InputError
-from prunehead.pruning.plan import PruningPlan, load_scores, save_scores, select
+from prunehead.pruning.plan import PruningPlan, select
+from prunehead.pruning.score_files import load_scores, save_scores
 
 
 def test_global_ratio_removes_floor_of_lowest_scores():

@@ -419,7 +419,7 @@ def _score_file(tmp_path, **changes):
     ({"num_layers": True, "num_heads": 2, "scores": [[0.1, 0.2]]}, "file says True x 2"),
 ], ids=["v2", "v0", "missing", "bool-version", "str-version", "bool-scores", "bool-size"])
 def test_score_files_with_unknown_versions_or_booleans_are_refused(tmp_path, changes, message):
-    from prunehead.pruning.plan import load_scores
+    from prunehead.pruning.score_files import load_scores
 
     with pytest.raises(InputError, match=message):
         load_scores(_score_file(tmp_path, **changes))
@@ -430,7 +430,7 @@ def test_score_files_record_the_model_and_warn_on_another(tmp_path, recwarn):
 
     import torch
 
-    from prunehead.pruning.plan import load_scores, save_scores
+    from prunehead.pruning.score_files import load_scores, save_scores
     from prunehead.scorers.parallel import model_fingerprint
     from tests.conftest import tiny
 

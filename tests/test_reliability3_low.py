@@ -162,7 +162,7 @@ def test_plan_files_with_non_whole_numbers_are_refused_naming_the_file(tmp_path,
     ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
 ], ids=["1e400", "huge-int", "deep"])
 def test_score_files_with_huge_numbers_or_deep_nesting_name_the_file(tmp_path, text, message):
-    from prunehead.pruning.plan import load_scores
+    from prunehead.pruning.score_files import load_scores
 
     (tmp_path / "s.json").write_text(text)
     with pytest.raises(InputError, match=rf"s\.json.*{message}"):

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import InputError, MissingSplitError
 from ..heads import head_adapter
-from ..pruning.plan import load_scores
+from ..pruning.score_files import load_scores
 from ..scorers.parallel import model_fingerprint
 from ..progress import say  # noqa: F401 - the api's progress lines
 from ..workspace import ModelLike, Workspace, open_workspace

@@ -40,15 +40,16 @@ def decide_saved(ctx: Context, target: SavedPlan) -> Decision:
 
 @decider(Cut)
 def decide_cut(ctx: Context, cut: Cut) -> Decision:
-    """A share of each kind: neurons scored once on the model as given, heads at once or in rounds."""
+    """A share of each kind: neurons and channels scored once on the model as given, heads at once or in
+    rounds."""
     plan, report = surgery.plan_of(ctx.model), {}
-    if "ffn" in cut.amounts:
-        amount = cut.amounts["ffn"]
-        with_ffn = KINDS["ffn"].select(ctx.matrix("ffn"), plan, amount)
-        report["ffn"] = {"ratio": amount.ratio, "scope": amount.scope, **source(ctx.ranking("ffn")),
-                         "neurons_removed": with_ffn.num_pruned_ffn - plan.num_pruned_ffn,
-                         "pruned_ffn": with_ffn.to_json()["pruned_ffn"]}
-        plan = with_ffn
+    for kind in ("ffn", "conv"):
+        if kind in cut.amounts:
+            amount = cut.amounts[kind]
+            chosen = KINDS[kind].select(ctx.matrix(kind), plan, amount)
+            report[kind] = {"ratio": amount.ratio, "scope": amount.scope, **source(ctx.ranking(kind)),
+                            **_removed(kind, plan, chosen)}
+            plan = chosen
     if "heads" not in cut.amounts:
         return Decision(plan, report)
     amount = cut.amounts["heads"]
@@ -62,6 +63,16 @@ def decide_cut(ctx: Context, cut: Cut) -> Decision:
         return _rounds(ctx, target, cut.rounds, plan, report)
     scores = ctx.read("heads", ranking.scores) if ranking.scores is not None else ctx.matrix("heads")
     return Decision(target.plan(scores, surgery.plan_of(ctx.model)).union(plan), report, ranking=scores)
+
+
+REMOVED = {"ffn": ("neurons_removed", "num_pruned_ffn"), "conv": ("channels_removed", "num_pruned_conv")}
+
+
+def _removed(kind: str, before: PruningPlan, after: PruningPlan) -> dict[str, Any]:
+    """The report's count and ids of `kind`'s units that `after` adds to `before`."""
+    key, count = REMOVED[kind]
+    return {key: getattr(after, count) - getattr(before, count),
+            KINDS[kind].plan_key: after.to_json().get(KINDS[kind].plan_key, {})}
 
 
 def _rounds(ctx: Context, target: Target, rounds: int, plan: PruningPlan, report: dict[str, Any]) -> Decision:
@@ -132,7 +143,7 @@ def decide_accuracy(ctx: Context, budget: AccuracyBudget) -> Decision:
         heads = _choose(ctx, selection, report, dict(max_drop=budget.max_drop, scope=budget.scope,
                                                      min_heads_per_layer=floors["heads"])) \
             if ranking.scorer == AUTO else ctx.matrix("heads")
-    units = "heads" if budget.units == ("heads",) else "ffn" if budget.units == ("ffn",) else "both"
+    units = "both" if budget.units == ("heads", "ffn") else ",".join(budget.units)
     if units == "heads":
         search = max_drop_plan(ctx.model, heads, selection.evaluate, budget.max_drop, scope=budget.scope,
                                min_heads_per_layer=floors["heads"], progress=_say(ctx))
@@ -140,8 +151,11 @@ def decide_accuracy(ctx: Context, budget: AccuracyBudget) -> Decision:
         scores = {kind: heads if kind == "heads" else ctx.matrix(kind) for kind in budget.units}
         order = removal_order(ctx.model, scores, min_per_layer=floors)
         search = max_drop_units_plan(ctx.model, order, selection.evaluate, budget.max_drop, progress=_say(ctx))
-        report["ffn"] = {**source(ctx.ranking("ffn")),
-                         "neurons_removed": search.plan.num_pruned_ffn - surgery.plan_of(ctx.model).num_pruned_ffn}
+        for kind in budget.units:
+            if kind != "heads":
+                key, count = REMOVED[kind]
+                report[kind] = {**source(ctx.ranking(kind)),
+                                key: getattr(search.plan, count) - getattr(surgery.plan_of(ctx.model), count)}
     report["max_drop"] = {"budget": budget.max_drop, "units": units, **search.to_json()}
     return Decision(search.plan, report, ranking=heads, evaluation=ctx.apart(selection))
 
@@ -150,7 +164,7 @@ def decide_accuracy(ctx: Context, budget: AccuracyBudget) -> Decision:
 def decide_macs(ctx: Context, budget: MacBudget) -> Decision:
     """The cheapest units of every ranked kind (importance rank within its kind per MAC the kind holds) until
     the model has at most `budget.fraction` of the dense model's MACs; the heads must be ranked."""
-    scores = {kind: ctx.matrix(kind) for kind in KINDS if kind == "heads" or kind in ctx.rankings}
+    scores = {kind: ctx.matrix(kind) for kind in budget.units}
     plan, info = target_macs_plan(ctx.model, scores, budget.fraction, min_per_layer=budget.min_per_layer)
     return Decision(plan, {"target_macs": info}, ranking=scores["heads"])
 

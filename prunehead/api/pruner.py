@@ -121,7 +121,7 @@ class Context:
         """A score file or matrix of `kind`, checked against the model's grid (and weights)."""
         if kind == "heads":
             return scores_for(scores, self.model)
-        from ..pruning.plan import load_scores
+        from ..pruning.score_files import load_scores
 
         expect = KINDS[kind].grid(self.model)
         if isinstance(scores, torch.Tensor):
@@ -230,7 +230,8 @@ def _apply(ctx: Context, decision: Decision, report: dict[str, Any], recovery: R
     report.update(change_report(net, pruned), rounds=rounds, recovered=recovery is not None)
     if ws is not None:  # rounds were evaluated as they went (heads only); with neurons gone too, again
         last = rounds[-1].get("metrics") if decision.rounds else None
-        after = last if last is not None and not decision.plan.pruned_ffn else ws.evaluate(pruned, progress=ctx.progress)
+        heads_only = not decision.plan.pruned_ffn and not decision.plan.pruned_conv
+        after = last if last is not None and heads_only else ws.evaluate(pruned, progress=ctx.progress)
         report["metrics_after"] = after
         if decision.rounds is None:
             rounds[0]["metrics"] = after

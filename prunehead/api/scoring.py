@@ -11,7 +11,7 @@ import torch
 
 from ..errors import InputError
 from ..heads import head_adapter
-from ..pruning.plan import save_scores
+from ..pruning.score_files import save_scores
 from ..scorers.base import model_device, to_device
 from ..scorers.hib import value_statistics
 from ..scorers.parallel import model_fingerprint, run, run_key
@@ -69,8 +69,9 @@ def score(model: ModelLike | Workspace, data: Data | str | None = None, ranking:
         data: the data (`Data`, or a spec string); samples are drawn from its `score_split` in batches of
             its `batch_size`.
         ranking: a registered scorer's name, or a `Ranking` with its options, samples and seed.
-        units: "heads", or "ffn" to score every FFN neuron instead (scorer taylor or magnitude; an (L, I)
-            matrix, `prunehead.scorers.ffn`).
+        units: "heads"; "ffn" to score every FFN neuron instead (an (L, I) matrix, `prunehead.scorers.ffn`),
+            "conv" every front-end conv channel (a (C, W) matrix, `prunehead.scorers.conv`); scorer taylor or
+            magnitude.
         reference_samples: HIB only: estimate V's std from this many samples (0 = the scored ones).
         checkpoint, resume, key: per-batch checkpoint file, continue from it, and the run's identity.
 
@@ -78,10 +79,12 @@ def score(model: ModelLike | Workspace, data: Data | str | None = None, ranking:
     """
     ranking = Ranking(ranking) if isinstance(ranking, str) else ranking
     data = Data.of(data)
-    if units == "ffn":
-        return _score_ffn(model, data, ranking, device, reference_samples, checkpoint)
+    if units in ("ffn", "conv"):
+        if reference_samples or checkpoint is not None:
+            raise InputError(f"--units {units} takes no --reference-samples or checkpoints")
+        return _score_parts(units, model, data, ranking, device)
     if units != "heads":
-        raise InputError(f"--units must be heads or ffn, got {units!r}")
+        raise InputError(f"--units must be heads, ffn or conv, got {units!r}")
     if ranking.scorer is None:
         raise InputError("give the scorer to run (a Ranking with a scorer name)")
     if reference_samples and ranking.scorer != "hib":
@@ -122,21 +125,23 @@ def _workspace(model: ModelLike | Workspace, data: Data | None, device: Any) -> 
                           clip_seconds=data.clip_seconds, workers=data.workers)
 
 
-def _score_ffn(model: ModelLike | Workspace, data: Data | None, ranking: Ranking, device: Any,
-               reference_samples: int, checkpoint: Any) -> ScoreResult:
-    """`score(..., units="ffn")`: the (L, I) FFN neuron scores (taylor on the drawn samples, or magnitude)."""
-    from ..scorers.ffn import SCORERS, score_ffn
+def _score_parts(units: str, model: ModelLike | Workspace, data: Data | None, ranking: Ranking,
+                 device: Any) -> ScoreResult:
+    """`score(..., units="ffn" | "conv")`: the FFN neuron (L, I) or conv channel (C, W) scores (taylor on the
+    drawn samples, or magnitude), by the unit kind's own scorer."""
+    from ..units.kinds import KINDS
 
-    if ranking.scorer not in SCORERS:
-        raise InputError(f"--units ffn scores with --scorer {' or '.join(SCORERS)}, got {ranking.scorer!r}")
-    if ranking.options or reference_samples or checkpoint is not None:
-        raise InputError("--units ffn takes no scorer options, --reference-samples or checkpoints")
+    kind = KINDS[units]
+    if ranking.scorer not in kind.scorers:
+        raise InputError(f"--units {units} scores with --scorer {' or '.join(kind.scorers)}, got {ranking.scorer!r}")
+    if ranking.options:
+        raise InputError(f"--units {units} takes no scorer options")
     ws = _workspace(model, data, device)
     batch = data.batch_size if data is not None else 8
-    drawn = ws.draw(ranking.samples, ranking.seed, batch) if ranking.scorer == "taylor" else None
-    matrix = score_ffn(ws.model, drawn.batches if drawn else (), ws.task.objective, scorer=ranking.scorer)
+    drawn = None if ranking.scorer in kind.data_free else ws.draw(ranking.samples, ranking.seed, batch)
+    matrix = kind.score(ws.model, drawn.batches if drawn else [], ws.task.objective, ranking)
     settings = {"model": ws.source or type(ws.model).__name__, "data": data.spec if data else None, "split": ws.split,
                 "seed": ranking.seed, "batch_size": batch}
     return ScoreResult(matrix, ranking.scorer, {"normalize_layers": True}, ws.task.name, drawn.paths if drawn else [],
                        device=model_device(ws.model).type, settings=settings,
-                       model_fingerprint=model_fingerprint(ws.model), units="ffn")
+                       model_fingerprint=model_fingerprint(ws.model), units=units)

@@ -15,6 +15,7 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Export a pr
 
 class Quantize(str, Enum):
     int8 = "int8"
+    int8_conv = "int8-conv"
 
 
 @app.command("onnx")
@@ -25,8 +26,9 @@ def onnx(
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the exporter's).")] = None,
     optimize: Annotated[bool, typer.Option(help="Apply ONNX Runtime's extended graph optimizations (fusions; "
                                                 "the graph then needs ONNX Runtime's CPU provider).")] = False,
-    quantize: Annotated[Quantize | None, typer.Option(help="Dynamic quantization of the MatMul weights "
-                                                          "(checked by argmax agreement, not --atol).")] = None,
+    quantize: Annotated[Quantize | None, typer.Option(help="Dynamic quantization of the MatMul weights, the "
+                                                          "convolutions left fp32 (int8-conv: them too; often "
+                                                          "slower); checked by argmax agreement, not --atol.")] = None,
     check: Annotated[bool, typer.Option(help="Compare ONNX Runtime with PyTorch on inputs of other lengths; "
                                              "fail above --atol.")] = True,
     atol: Annotated[float, typer.Option(callback=Positive, help="Largest accepted absolute output difference.")] = 1e-4,
@@ -75,8 +77,11 @@ def _print(summary: dict, out: Path) -> None:
     for row in summary["latency"]["rows"]:
         macs = model["macs_batch1"][str(row["length"])], unpruned["macs_batch1"][str(row["length"])]
         slower = row["model_ms"] > row["unpruned_ms"] * 1.005
-        typer.echo(f"batch {row['batch']:>2} length {row['length']:>6}: {row['model_ms']:.2f} ms vs unpruned "
-                   f"{row['unpruned_ms']:.2f} ms: {format_speedup(row['unpruned_ms'], row['model_ms'])}; MACs "
+        same = " (same stages)" if "dense_fp32_ms" in row else ""
+        fp32 = f"; vs dense fp32 {row['dense_fp32_ms']:.2f} ms: {format_speedup(row['dense_fp32_ms'], row['model_ms'])}" \
+            if "dense_fp32_ms" in row else ""
+        typer.echo(f"batch {row['batch']:>2} length {row['length']:>6}: {row['model_ms']:.2f} ms vs unpruned{same} "
+                   f"{row['unpruned_ms']:.2f} ms: {format_speedup(row['unpruned_ms'], row['model_ms'])}{fp32}; MACs "
                    f"{format_ratio(macs[1], macs[0])}" + ("  <- SLOWER than unpruned" if slower else ""))
     files = [*summary["graphs"].values(), "config.json", *summary["preprocessing"], "export.json"]
     typer.echo(f"wrote {out}/ ({', '.join(files)})")

@@ -85,6 +85,11 @@ FfnScores = Annotated[Path | None, typer.Option(show_default=False, help="FFN ne
 FfnScorer = Annotated[str, typer.Option(help="Score the FFN neurons here when no --ffn-scores: taylor (gradient x "
                                              "activation on --data's train split; prune: --score-split) or "
                                              "magnitude (data-free).")]
+ConvScores = Annotated[Path | None, typer.Option(show_default=False, help="Conv channel score file (`prunehead "
+                                                                         "score --units conv`).")]
+ConvScorer = Annotated[str, typer.Option(help="Score the conv channels here when no --conv-scores: taylor (gradient "
+                                              "x gate on --data's train split; prune: --score-split) or magnitude "
+                                              "(data-free).")]
 OptionalData = Annotated[str | None, typer.Option("--data", "-d", help="Data spec (as for `prunehead eval`).")]
 Split = Annotated[str, typer.Option(help="Data split to use.")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Utterances per batch.")]

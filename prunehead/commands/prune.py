@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .options import (FfnScorer, FfnScores, BatchSize, ClipSeconds, Device, DryRun, Global, Heads, MinHeads, Model, Out,
+from .options import (ConvScorer, ConvScores, FfnScorer, FfnScores, BatchSize, ClipSeconds, Device, DryRun, Global, Heads, MinHeads, Model, Out,
                       Fraction, Overwrite, Positive, Ratio, Samples, ScorerOptions, Seed, Task, inputs_of,
                       parse_options)
 
@@ -62,9 +62,17 @@ FfnRatio = Annotated[float | None, Opt(callback=Fraction, show_default=False,
                                       help="Also remove this fraction of each layer's feed-forward neurons "
                                            "(with --global: of all L*I, keeping --min-neurons-per-layer); "
                                            "without --ratio / --heads, only neurons.")]
-Units = Annotated[str, Opt(help="What --max-drop removes: heads, ffn (feed-forward neurons) or both (one "
-                                "order: least important per MAC first; neuron scores from --ffn-scores "
-                                "or --ffn-scorer).")]
+Units = Annotated[str | None, Opt(show_default=False,
+                                 help="What --max-drop or --target-macs removes: heads, ffn (feed-forward neurons), "
+                                      "conv (front-end channels), both (heads and ffn), all, or a comma list (one "
+                                      "order: least important per MAC first; scores from --ffn-scores / "
+                                      "--ffn-scorer, --conv-scores / --conv-scorer). [default: heads; "
+                                      "--target-macs: both]")]
+ConvRatio = Annotated[float | None, Opt(callback=Fraction, show_default=False,
+                                       help="Also remove this fraction of each conv layer's output channels in the "
+                                            "front end (with --global: of all, keeping --min-channels-per-layer); "
+                                            "without --ratio / --heads, only channels.")]
+MinChannels = Annotated[int, Opt(min=1, help="Never leave a conv layer with fewer channels than this.")]
 MinNeurons = Annotated[int, Opt(min=0, help="Never leave a layer with fewer FFN neurons than this.")]
 RecipeFile = Annotated[Path | None, Opt(show_default=False,
                                        help="A recipe (recipes/*.toml): its data, its [score] scorer and its [prune] "
@@ -84,9 +92,12 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
           auto_scorers: AutoScorers = "gradient,attention,occlusion,attattr",
           save_dtype: SaveDtypeOption = None, ffn_ratio: FfnRatio = None, ffn_scores: FfnScores = None,
           ffn_scorer: FfnScorer = "taylor", min_neurons_per_layer: MinNeurons = 1,
-          target_macs: TargetMacs = None, units: Units = "heads", recipe: RecipeFile = None) -> None:
+          target_macs: TargetMacs = None, units: Units = None, recipe: RecipeFile = None,
+          conv_ratio: ConvRatio = None, conv_scores: ConvScores = None, conv_scorer: ConvScorer = "taylor",
+          min_channels_per_layer: MinChannels = 1) -> None:
     """Remove the lowest-scoring heads (globally or per layer, at once or in --rounds, or as many as
-    --max-drop allows), and with --ffn-ratio feed-forward neurons, and save to --out."""
+    --max-drop allows), with --ffn-ratio feed-forward neurons, with --conv-ratio front-end channels, and save
+    to --out."""
     import json
 
     import torch
@@ -106,7 +117,7 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
         if scores is None and scorer is None and plan is None:
             scorer, ranking = r.score.scorer, r.ranking()
             option = [*(f"{k}={v}" for k, v in ranking.options.items()), *(option or [])]
-    inputs = inputs_of(model, data, scores, plan, ffn_scores)
+    inputs = inputs_of(model, data, scores, plan, ffn_scores, conv_scores)
     check_output(out, overwrite, inputs=inputs)
     scope = None if global_ is None else "global" if global_ else "per_layer"
     request = request_from_flags(dict(
@@ -116,7 +127,9 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
         recover_lr=recover_lr, dry_run=dry_run, options=parse_options(option), max_drop=max_drop,
         auto_scorers=[n.strip() for n in auto_scorers.split(",") if n.strip()], ffn_ratio=ffn_ratio,
         ffn_scores=ffn_scores, ffn_scorer=ffn_scorer, ffn_scope="global" if global_ else "per_layer",
-        min_neurons_per_layer=min_neurons_per_layer, target_macs=target_macs, units=units, target=preset))
+        min_neurons_per_layer=min_neurons_per_layer, target_macs=target_macs, units=units, target=preset,
+        conv_ratio=conv_ratio, conv_scores=conv_scores, conv_scorer=conv_scorer,
+        conv_scope="global" if global_ else "per_layer", min_channels_per_layer=min_channels_per_layer))
     result = api.prune(model, request.target, ranking=request.ranking, data=request.data, recover=request.recover,
                        device=device, dry_run=dry_run, progress=True)
     from ..training.engine import is_main_process
@@ -131,6 +144,10 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
         widths = [chosen.intermediate_size - len(chosen.pruned_ffn.get(l, ())) for l in range(chosen.num_layers)]
         typer.echo(f"plan: remove {chosen.num_pruned_ffn} of {chosen.num_layers * chosen.intermediate_size} FFN "
                    f"neurons (widths per layer: {widths})")
+    if chosen.pruned_conv:
+        widths = {l: chosen.conv_width - len(ids) for l, ids in sorted(chosen.pruned_conv.items())}
+        typer.echo(f"plan: remove {chosen.num_pruned_conv} conv channels of {chosen.conv_width} per layer "
+                   f"(widths of the conv layers that lose some: {widths})")
     if dry_run:
         with atomic_dir(out, overwrite, inputs=inputs) as tmp:
             result.plan.save(tmp / "plan.json")

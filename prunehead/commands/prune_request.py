@@ -1,5 +1,6 @@
 """`prunehead prune`'s flags -> the library's values: exactly one target (`--ratio` / `--heads` /
-`--ffn-ratio`, `--max-drop`, `--target-macs` or `--plan`), the rankings, the data and the recovery.
+`--ffn-ratio` / `--conv-ratio`, `--max-drop`, `--target-macs` or `--plan`), the rankings, the data and the
+recovery.
 
 The one place that knows which flags go together; every message names the flags to add or drop. Nothing is
 loaded here, so a bad combination fails at once.
@@ -22,10 +23,22 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 16, "task": None, "clip_seconds": None, "recover_epochs": 0, "recover_lr": 5e-5,
     "dry_run": False, "options": None, "max_drop": None, "auto_scorers": AUTO_SCORERS, "ffn_ratio": None,
     "ffn_scores": None, "ffn_scorer": "taylor", "ffn_scope": "per_layer", "min_neurons_per_layer": 1,
-    "target_macs": None, "units": "heads", "target": None,
+    "target_macs": None, "units": None, "target": None, "conv_ratio": None, "conv_scores": None,
+    "conv_scorer": "taylor", "conv_scope": "per_layer", "min_channels_per_layer": 1,
 }
-TARGET_FLAGS = ("ratio", "heads", "max_drop", "target_macs", "plan", "ffn_ratio")
-UNITS = {"heads": ("heads",), "ffn": ("ffn",), "both": ("heads", "ffn")}
+TARGET_FLAGS = ("ratio", "heads", "max_drop", "target_macs", "plan", "ffn_ratio", "conv_ratio")
+KIND_NAMES = ("heads", "ffn", "conv")
+UNITS = {"both": ("heads", "ffn"), "all": KIND_NAMES}  # --units shorthands; else a kind or a comma list
+PART_SCORERS = ("taylor", "magnitude")  # --ffn-scorer / --conv-scorer
+
+
+def parse_units(text: str) -> tuple[str, ...]:
+    """The kinds `--units` names: heads, ffn, conv, both (heads and ffn), all, or a comma list."""
+    kinds = UNITS.get(text) or tuple(k.strip() for k in text.split(",") if k.strip())
+    if not kinds or any(k not in KIND_NAMES for k in kinds) or len(set(kinds)) != len(kinds):
+        raise InputError(f"--units must be heads, ffn, conv, both (heads and ffn), all, or a comma list of "
+                         f"distinct kinds, got {text!r}")
+    return tuple(k for k in KIND_NAMES if k in kinds)
 
 
 @dataclass(frozen=True)
@@ -75,75 +88,94 @@ def _check_scorers(ranking: Ranking | None) -> None:
 
 
 def _check_common(f: dict[str, Any]) -> None:
-    if f["units"] not in UNITS:
-        raise InputError(f"--units must be one of {', '.join(UNITS)}, got {f['units']!r}")
-    if f["ffn_scorer"] not in ("taylor", "magnitude"):
-        raise InputError(f"--ffn-scorer must be one of taylor, magnitude, got {f['ffn_scorer']!r}")
+    if f["units"] is not None:
+        parse_units(f["units"])
+    for flag in ("ffn_scorer", "conv_scorer"):
+        if f[flag] not in PART_SCORERS:
+            raise InputError(f"--{flag.replace('_', '-')} must be one of taylor, magnitude, got {f[flag]!r}")
     if f["recover_epochs"] < 0 or not f["recover_lr"] > 0:
         raise InputError("--recover-epochs must be >= 0 and --recover-lr > 0")
     if f["recover_epochs"] and f["data"] is None:
         raise InputError("--recover-epochs fine-tunes on the train split of --data: give --data")
     if f["dry_run"] and (f["recover_epochs"] or f["rounds"] > 1):
         raise InputError("--dry-run only decides the plan (no surgery): drop --recover-epochs and --rounds")
-    if f["scorer"] is not None and f["data"] is None and f["units"] != "ffn":
+    if f["scorer"] is not None and f["data"] is None:
         raise InputError(f"--scorer {f['scorer']} scores the heads on data: give --data")
     if f["scorer"] == AUTO and (f["scores"] is not None or f["rounds"] > 1):
         raise InputError("--scorer auto scores and compares rankings on --data: give --data, drop --scores "
                          "and --rounds")
     if f["scorer"] == AUTO and f["options"]:
         raise InputError("--scorer auto runs each candidate with its defaults: drop --option")
-    if f["ffn_scores"] is not None and f["ffn_ratio"] is None and f["units"] == "heads" and f["target_macs"] is None:
-        raise InputError("--ffn-scores ranks FFN neurons for --ffn-ratio: give --ffn-ratio (or --max-drop with "
-                         "--units both)")
+    for kind, noun in (("ffn", "FFN neurons"), ("conv", "conv channels")):
+        asked = f[f"{kind}_ratio"] is not None or f["target_macs"] is not None or \
+            (f["units"] is not None and kind in parse_units(f["units"]))
+        if f[f"{kind}_scores"] is not None and not asked:
+            raise InputError(f"--{kind}-scores ranks {noun} for --{kind}-ratio: give --{kind}-ratio (or --max-drop "
+                             f"with --units {kind if kind == 'conv' else 'both'})")
+
+
+def _floors(f: dict[str, Any]) -> dict[str, int]:
+    return {"heads": f["min_heads_per_layer"], "ffn": f["min_neurons_per_layer"], "conv": f["min_channels_per_layer"]}
+
+
+def _on_data(f: dict[str, Any], kind: str) -> bool:
+    """Whether `kind`'s ranking is computed on data here (no score file, a scorer that reads data)."""
+    return f[f"{kind}_scores"] is None and f[f"{kind}_scorer"] != "magnitude"
 
 
 def _macs(f: dict[str, Any]) -> MacBudget:
-    if any(f[k] is not None for k in ("plan", "ratio", "heads", "ffn_ratio", "max_drop")) or f["rounds"] > 1:
-        raise InputError("--target-macs chooses the heads and neurons itself: drop --plan, --ratio, --heads, "
-                         "--ffn-ratio, --max-drop and --rounds")
+    if any(f[k] is not None for k in ("plan", "ratio", "heads", "ffn_ratio", "conv_ratio", "max_drop")) \
+            or f["rounds"] > 1:
+        raise InputError("--target-macs chooses the units itself: drop --plan, --ratio, --heads, --ffn-ratio, "
+                         "--conv-ratio, --max-drop and --rounds")
+    units = parse_units(f["units"]) if f["units"] is not None else ("heads", "ffn")
+    if "heads" not in units:
+        raise InputError("--target-macs ranks heads too: give --units with heads in it (heads,conv, both, all)")
     if f["scores"] is None and f["scorer"] is None:
         raise InputError("--target-macs ranks heads too: give --scores FILE or --scorer NAME with --data")
-    if (f["scorer"] is not None or f["ffn_scores"] is None and f["ffn_scorer"] != "magnitude") and f["data"] is None:
-        raise InputError("--target-macs scores on data here: give --data (or --scores and --ffn-scorer magnitude)")
-    return MacBudget(f["target_macs"], {"heads": f["min_heads_per_layer"], "ffn": f["min_neurons_per_layer"]})
+    if (f["scorer"] is not None or any(_on_data(f, k) for k in units if k != "heads")) and f["data"] is None:
+        raise InputError("--target-macs scores on data here: give --data (or --scores and --ffn-scorer / "
+                         "--conv-scorer magnitude)")
+    return MacBudget(f["target_macs"], _floors(f), units)
 
 
 def _budget(f: dict[str, Any]) -> AccuracyBudget:
-    units = UNITS[f["units"]]
-    if f["ffn_ratio"] is not None:
-        raise InputError("--max-drop and --scorer auto choose how much goes: drop --ffn-ratio (--max-drop with "
-                         "--units both removes FFN neurons too)")
+    units = parse_units(f["units"] or "heads")
+    if f["ffn_ratio"] is not None or f["conv_ratio"] is not None:
+        raise InputError("--max-drop and --scorer auto choose how much goes: drop --ffn-ratio and --conv-ratio "
+                         "(--max-drop with --units both / all removes those units too)")
     if f["ratio"] is not None or f["heads"] is not None or f["plan"] is not None:
         raise InputError("--max-drop chooses how many heads to remove: drop --ratio, --heads and --plan")
     if f["rounds"] > 1:
         raise InputError("--max-drop searches one ranking: drop --rounds")
     if f["data"] is None:
         raise InputError("--max-drop measures the metric on data: give --data")
-    if f["units"] == "ffn" and (f["scores"] is not None or f["scorer"] is not None):
-        raise InputError("--units ffn removes FFN neurons only: drop --scores and --scorer (use --ffn-scores or "
-                         "--ffn-scorer)")
+    if "heads" not in units and (f["scores"] is not None or f["scorer"] is not None):
+        raise InputError(f"--units {f['units']} removes no heads: drop --scores and --scorer (use --ffn-scores / "
+                         "--ffn-scorer, --conv-scores / --conv-scorer)")
     if "heads" in units and f["scores"] is None and f["scorer"] is None:
-        raise InputError("--units both ranks heads too: give --scores FILE or --scorer NAME" if f["units"] == "both"
-                         else "give --scores FILE, --scorer NAME with --data to score the heads here, or --plan FILE")
+        raise InputError(f"--units {f['units']} ranks heads too: give --scores FILE or --scorer NAME"
+                         if len(units) > 1 else
+                         "give --scores FILE, --scorer NAME with --data to score the heads here, or --plan FILE")
     scope = f["scope"] or "global"
-    return AccuracyBudget(f["max_drop"], units, scope,
-                          {"heads": f["min_heads_per_layer"], "ffn": f["min_neurons_per_layer"]})
+    return AccuracyBudget(f["max_drop"], units, scope, _floors(f))
 
 
 def _plan(f: dict[str, Any]) -> SavedPlan:
     if any(f[k] is not None for k in ("scores", "scorer", "ratio", "heads")):
         raise InputError("--plan applies a saved plan as it is: drop --scores, --scorer, --ratio and --heads")
-    if f["ffn_ratio"] is not None:
-        raise InputError("--plan applies a saved plan as it is (its pruned_ffn too): drop --ffn-ratio")
+    if f["ffn_ratio"] is not None or f["conv_ratio"] is not None:
+        raise InputError("--plan applies a saved plan as it is (its pruned_ffn and pruned_conv too): drop "
+                         "--ffn-ratio and --conv-ratio")
     if f["rounds"] > 1:
         raise InputError("--plan applies a saved plan in one go: drop --rounds")
     return SavedPlan.load(f["plan"]) if isinstance(f["plan"], (str, Path)) else SavedPlan(f["plan"])
 
 
 def _cut(f: dict[str, Any]) -> Cut:
-    if f["units"] != "heads":
-        raise InputError(f"--units {f['units']} says what --max-drop removes: give --max-drop (--ffn-ratio and "
-                         "--target-macs remove neurons without it)")
+    if f["units"] is not None:
+        raise InputError(f"--units {f['units']} says what a budget removes: give --max-drop or --target-macs "
+                         "(--ffn-ratio and --conv-ratio remove neurons and channels without it)")
     amounts = {}
     if f["ratio"] is not None or f["heads"] is not None:
         if f["scores"] is None and f["scorer"] is None:
@@ -156,30 +188,33 @@ def _cut(f: dict[str, Any]) -> Cut:
                              "(with --rounds > 1, --scores is used for the first round)")
         scope = f["scope"] or ("per_layer" if f["heads"] is not None else "global")
         amounts["heads"] = Amount(f["ratio"], f["heads"], scope, f["min_heads_per_layer"])
-    elif f["ffn_ratio"] is None:
+    elif f["ffn_ratio"] is None and f["conv_ratio"] is None:
         raise InputError("give exactly one of --ratio, --heads, --max-drop or --plan")
     elif f["scores"] is not None or f["scorer"] is not None or f["rounds"] > 1:
-        raise InputError("without --ratio or --heads only FFN neurons are removed: drop --scores, --scorer and "
-                         "--rounds (or give --ratio)")
-    if f["ffn_ratio"] is not None:
-        if f["ffn_scores"] is None and f["ffn_scorer"] == "taylor" and f["data"] is None:
-            raise InputError("--ffn-ratio needs FFN scores: give --ffn-scores FILE, --data to score the neurons "
-                             "(taylor), or --ffn-scorer magnitude")
-        amounts["ffn"] = Amount(ratio=f["ffn_ratio"], scope=f["ffn_scope"], min_per_layer=f["min_neurons_per_layer"])
+        raise InputError("without --ratio or --heads only FFN neurons / conv channels are removed: drop --scores, "
+                         "--scorer and --rounds (or give --ratio)")
+    for kind, noun, floor in (("ffn", "FFN", "min_neurons_per_layer"), ("conv", "conv channel", "min_channels_per_layer")):
+        if f[f"{kind}_ratio"] is None:
+            continue
+        if _on_data(f, kind) and f["data"] is None:
+            raise InputError(f"--{kind}-ratio needs {noun} scores: give --{kind}-scores FILE, --data to score them "
+                             f"(taylor), or --{kind}-scorer magnitude")
+        amounts[kind] = Amount(ratio=f[f"{kind}_ratio"], scope=f[f"{kind}_scope"], min_per_layer=f[floor])
     return Cut(amounts, f["rounds"])
 
 
 def _rankings(f: dict[str, Any], target: Any) -> dict[str, Ranking]:
-    """The heads' ranking (a score file and / or a scorer) and the neurons' (a file, else a scorer)."""
+    """The heads' ranking (a score file and / or a scorer), the neurons' and the channels' (a file, else a
+    scorer), for the kinds `target` removes."""
     common = dict(samples=f["samples"], seed=f["seed"])
     rankings = {}
     if f["scores"] is not None or f["scorer"] is not None:
         options = dict(f["options"] or {})
         candidates = tuple(f["auto_scorers"]) if f["scorer"] == AUTO else AUTO_SCORERS
         rankings["heads"] = Ranking(f["scorer"], f["scores"], options, candidates=candidates, **common)
-    neurons = isinstance(target, MacBudget) or (isinstance(target, Cut) and "ffn" in target.amounts) or \
-        (isinstance(target, AccuracyBudget) and "ffn" in target.units)
-    if neurons:
-        rankings["ffn"] = Ranking(scores=f["ffn_scores"], **common) if f["ffn_scores"] is not None \
-            else Ranking(f["ffn_scorer"], **common)
+    kinds = target.amounts if isinstance(target, Cut) else getattr(target, "units", ())
+    for kind in ("ffn", "conv"):
+        if kind in kinds:
+            rankings[kind] = Ranking(scores=f[f"{kind}_scores"], **common) if f[f"{kind}_scores"] is not None \
+                else Ranking(f[f"{kind}_scorer"], **common)
     return rankings

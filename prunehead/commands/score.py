@@ -55,26 +55,27 @@ def score(model: Annotated[str | None, Opt("--model", "-m", show_default=False,
                                                       "scorers (HIB stays float32). [default: float32]")] = None,
           resume: Annotated[bool, Opt(help="Continue an interrupted run from its checkpoint.")] = False,
           overwrite: Overwrite = False,
-          units: Annotated[str, Opt(help="heads, or ffn: score every feed-forward neuron instead (--scorer taylor "
-                                         "or magnitude), for `prune --ffn-scores`.")] = "heads") -> None:
+          units: Annotated[str, Opt(help="heads; ffn: score every feed-forward neuron instead, for `prune "
+                                         "--ffn-scores`; conv: every front-end conv channel, for `prune "
+                                         "--conv-scores` (--scorer taylor or magnitude).")] = "heads") -> None:
     """Score every attention head (higher = more important) and write a score file plus heat map."""
     from ..errors import InputError
 
     if out is None:
         raise InputError("missing --out: the score file to write, e.g. --out scores.json")
     out = out.expanduser()
-    if units not in ("heads", "ffn"):
-        raise InputError(f"--units must be heads or ffn, got {units!r}")
-    if units == "ffn":
+    if units not in ("heads", "ffn", "conv"):
+        raise InputError(f"--units must be heads, ffn or conv, got {units!r}")
+    if units != "heads":
         given = {"model": model, "data": data, "scorer": scorer, "split": split or "train", "samples": samples or 200,
                  "seed": seed or 0, "task": task and task.value}
         ignored = {"--steps": steps, "--beta": beta, "--lr": lr, "--noise": noise, "--option": option or None,
                    "--dtype": dtype, "--reference-samples": reference_samples or None, "--workers": workers or None}
         if any(value is not None for value in ignored.values()):
-            raise InputError(f"--units ffn takes none of {', '.join(k for k, v in ignored.items() if v is not None)}: "
-                             "drop them (the neuron scorers taylor and magnitude have no options)")
-        return _run_ffn(out, given, batch_size, clip_seconds=clip_seconds, device=device, overwrite=overwrite,
-                        recipe=recipe, resume=resume)
+            raise InputError(f"--units {units} takes none of {', '.join(k for k, v in ignored.items() if v is not None)}"
+                             ": drop them (the scorers taylor and magnitude have no options)")
+        return _run_parts(units, out, given, batch_size, clip_seconds=clip_seconds, device=device,
+                          overwrite=overwrite, recipe=recipe, resume=resume)
     flags = {"steps": steps, "beta": beta, "lr": lr, "noise": noise}
     options = {**{k: v for k, v in flags.items() if v is not None}, **parse_options(option)}
     given = {"model": model, "data": data, "scorer": scorer, "split": split, "samples": samples, "seed": seed,
@@ -192,16 +193,16 @@ def _run(out: Path, settings: dict[str, Any], options: dict[str, Any], flags: di
                            f"the odd-numbered samples ({len(result.sample_paths) // 2} each; 1 = the same ranking)")
 
 
-def _run_ffn(out: Path, given: dict[str, Any], batch_size: int, clip_seconds: float | None, device: str | None,
-             overwrite: bool, recipe: Path | None, resume: bool) -> None:
-    """`score --units ffn`: one process, no checkpoint; writes the (L, I) score file."""
+def _run_parts(units: str, out: Path, given: dict[str, Any], batch_size: int, clip_seconds: float | None,
+               device: str | None, overwrite: bool, recipe: Path | None, resume: bool) -> None:
+    """`score --units ffn|conv`: one process, no checkpoint; writes the (L, I) or (C, W) score file."""
     from ..api import score
     from ..errors import InputError
     from ..output_guard import atomic_file, check_output
 
     missing = [f"--{k}" for k in ("model", "data", "scorer") if not given[k]]
     if missing or recipe is not None or resume:
-        raise InputError(f"--units ffn needs --model, --data and --scorer (taylor or magnitude), and takes no "
+        raise InputError(f"--units {units} needs --model, --data and --scorer (taylor or magnitude), and takes no "
                          f"--recipe or --resume{'; missing ' + ', '.join(missing) if missing else ''}")
     inputs = inputs_of(given["model"], given["data"])
     check_output(out, overwrite, inputs=inputs)
@@ -210,13 +211,14 @@ def _run_ffn(out: Path, given: dict[str, Any], batch_size: int, clip_seconds: fl
     data = Data(given["data"], score_split=given["split"], batch_size=batch_size, task=given["task"],
                 clip_seconds=clip_seconds)
     result = score(given["model"], data, Ranking(given["scorer"], samples=given["samples"], seed=given["seed"]),
-                   device=device, units="ffn")
+                   device=device, units=units)
     result.settings.update(model=given["model"], data=given["data"])
     with atomic_file(out, overwrite, inputs=inputs) as tmp:
         result.save(tmp)
-    L, I = result.scores.shape
-    typer.echo(f"scored {L} x {I} FFN neurons with {given['scorer']} on {len(result.sample_paths)} samples; "
-               f"wrote {out}")
+    L, W = result.scores.shape
+    noun = "FFN neurons" if units == "ffn" else "conv channels"
+    on = f"on {len(result.sample_paths)} samples" if result.sample_paths else "(data-free)"
+    typer.echo(f"scored {L} x {W} {noun} with {given['scorer']} {on}; wrote {out}")
 
 
 def resume_hint() -> str:

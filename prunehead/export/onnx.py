@@ -287,12 +287,15 @@ def optimize_onnx(src: str | Path, dst: str | Path) -> None:
     onnx.save(optimized, str(dst))
 
 
-def quantize_int8(src: str | Path, dst: str | Path) -> None:
-    """Dynamic int8 quantization of the MatMul/Gemm weights (activations quantized at run time)."""
+def quantize_int8(src: str | Path, dst: str | Path, convolutions: bool = False) -> None:
+    """Dynamic int8 quantization of the MatMul/Gemm weights (activations quantized at run time); the
+    convolutions (the waveform front end) stay fp32 unless `convolutions`: ONNX Runtime's dynamic int8 Conv
+    is often slower than fp32 (docs/benchmarks.md)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    ops = ["MatMul", "Gemm", *(["Conv"] if convolutions else [])]
     with _quiet("root", "onnxruntime"):  # root: "consider pre-processing" (shape inference we do not need)
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=ops,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 

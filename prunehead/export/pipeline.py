@@ -9,7 +9,6 @@ side (one folder each).
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import tempfile
@@ -48,7 +47,7 @@ from .onnx import (
 
 SUMMARY_NAME = "export.json"
 SUMMARY_FORMAT = "prunehead.export"
-QUANTIZATIONS = ("int8",)
+QUANTIZATIONS = ("int8", "int8-conv")  # int8: MatMul / Gemm weights; int8-conv: the convolutions too
 WRITTEN = (*GRAPH_NAMES.values(), "config.json", SUMMARY_NAME, *PREPROCESSING_FILES)  # every name an export may write
 
 
@@ -59,7 +58,8 @@ class ExportOptions:
     Attributes:
         opset: ONNX opset (None = the exporter's default).
         optimize: also apply ONNX Runtime's extended graph optimizations (re-checked at `atol`).
-        quantize: "int8" = dynamic int8 quantization of MatMul/Gemm weights (re-checked: argmax agreement).
+        quantize: "int8" = dynamic int8 quantization of MatMul/Gemm weights (re-checked: argmax agreement),
+            the convolutions left fp32; "int8-conv" quantizes them too.
         check: compare ONNX Runtime with PyTorch at lengths other than the export example's.
         atol: largest accepted absolute difference of the outputs.
         repeats: timed runs per model and input (median reported).
@@ -150,9 +150,9 @@ def _build(model: nn.Module, workdir: Path, options: ExportOptions,
         if check:
             checks["optimize"] = {"atol": options.atol,
                                   **check_onnx(model, files["optimize"], sig, options.atol).to_json()}
-    if options.quantize == "int8":
+    if options.quantize is not None:
         files["quantize"] = workdir / "int8.onnx"
-        quantize_int8(files.get("optimize", files["export"]), files["quantize"])
+        quantize_int8(files.get("optimize", files["export"]), files["quantize"], options.quantize == "int8-conv")
         if check:  # int8 cannot meet atol: report how often the prediction stays the same instead
             checks["quantize"] = compare(model, files["quantize"], sig).to_json()
     files["final"] = list(files.values())[-1]
@@ -166,18 +166,28 @@ def _describe(model: nn.Module, path: Path, sig: Signature, lengths: list[int]) 
 
 
 def _latency(model_file: Path, unpruned_file: Path, sig: Signature, lengths: list[int],
-             options: ExportOptions) -> list[dict[str, Any]]:
-    """Side-by-side median latency per (length, batch); the unpruned file may be the model's own."""
-    files = {"model": model_file} if unpruned_file == model_file else {"model": model_file, "unpruned": unpruned_file}
+             options: ExportOptions, dense_fp32: Path) -> list[dict[str, Any]]:
+    """Side-by-side median latency per (length, batch) of the final graph, the unpruned graph of the same
+    stages (`unpruned_ms`, `speedup`) and, when those stages optimize or quantize, the unpruned model's
+    plain fp32 export (`dense_fp32_ms`, `speedup_vs_dense_fp32`). Files may coincide (an unpruned model)."""
+    named = {"model": model_file, "unpruned": unpruned_file, "dense_fp32": dense_fp32}
+    files: dict[str, Path] = {}
+    for name, path in named.items():
+        if path not in files.values():
+            files[name] = path
     rows = []
     for n in lengths:
         for batch in options.batches:
             feeds = {k: v.numpy() for k, v in sig.inputs(batch, n, seed=batch).items()}
             ms = side_by_side(files, feeds, options.repeats, threads=options.threads)
-            unpruned = ms.get("unpruned", ms["model"])
+            timed = {name: ms[next(k for k, p in files.items() if p == path)] for name, path in named.items()}
             seconds = {"seconds": n / SAMPLE_RATE} if sig.kind == "speech" else {}
-            rows.append({"batch": batch, "length": n, **seconds, "model_ms": round(ms["model"], 4),
-                         "unpruned_ms": round(unpruned, 4), "speedup": round(unpruned / ms["model"], 4)})
+            row = {"batch": batch, "length": n, **seconds, "model_ms": round(timed["model"], 4),
+                   "unpruned_ms": round(timed["unpruned"], 4), "speedup": round(timed["unpruned"] / timed["model"], 4)}
+            if dense_fp32 != unpruned_file:
+                row |= {"dense_fp32_ms": round(timed["dense_fp32"], 4),
+                        "speedup_vs_dense_fp32": round(timed["dense_fp32"] / timed["model"], 4)}
+            rows.append(row)
     return rows
 
 
@@ -239,8 +249,8 @@ def export_model(model: nn.Module, out: str | Path, options: ExportOptions = Exp
             raise ExportCheckError(f"{err} (nothing was written)") from None
         if reference is not None:
             say("export: tracing the unpruned reference (for the size and latency comparison)")
-        unpruned_file = files["final"] if reference is None else \
-            _build(reference, Path(tmp) / "unpruned", options, check=False)[0]["final"]
+        dense = files if reference is None else _build(reference, Path(tmp) / "unpruned", options, check=False)[0]
+        unpruned_file = dense["final"]
         stages = {k: v for k, v in files.items() if k != "final"}
         if eval_data is not None:
             say(f"export: evaluating PyTorch and every graph on {data} ({split})")
@@ -252,7 +262,8 @@ def export_model(model: nn.Module, out: str | Path, options: ExportOptions = Exp
                    **_interface(files["final"], sig), "optimize": options.optimize, "quantize": options.quantize,
                    "checks": checks,
                    **_comparison(model, files["final"], reference, unpruned_file=unpruned_file,
-                                 reference_source=reference_source, sig=sig, options=options)}
+                                 reference_source=reference_source, sig=sig, options=options,
+                                 dense_fp32=dense["export"])}
         with atomic_dir(out, overwrite) as folder:
             for stage, path in stages.items():
                 shutil.copyfile(path, folder / GRAPH_NAMES[stage])
@@ -267,7 +278,7 @@ def _interface(path: Path, sig: Signature) -> dict[str, Any]:
 
 
 def _comparison(model: nn.Module, model_file: Path, reference: nn.Module | None, unpruned_file: Path,
-                reference_source: str, sig: Signature, options: ExportOptions) -> dict[str, Any]:
+                reference_source: str, sig: Signature, options: ExportOptions, dense_fp32: Path) -> dict[str, Any]:
     """Sizes, parameters, MACs and latency of the model and its unpruned reference, with ratios."""
     lengths = sorted({sig.length(n) for n in options.lengths})
     mine = _describe(model, model_file, sig, lengths)
@@ -275,5 +286,8 @@ def _comparison(model: nn.Module, model_file: Path, reference: nn.Module | None,
     ratios = {key: round(dense[key] / mine[key], 4) for key in ("params", "onnx_params", "file_bytes")}
     ratios |= {f"macs_{n}": round(dense["macs_batch1"][str(n)] / mine["macs_batch1"][str(n)], 4) for n in lengths}
     latency = {"threads": options.threads, "repeats": options.repeats, "statistic": "median",
-               "rows": _latency(model_file, unpruned_file, sig, lengths, options)}
+               "unpruned_graph": "the unpruned model through the same stages (optimize / quantize) as the final graph",
+               **({"dense_fp32_graph": "the unpruned model's plain fp32 export (no optimization, no quantization)"}
+                  if dense_fp32 != unpruned_file else {}),
+               "rows": _latency(model_file, unpruned_file, sig, lengths, options, dense_fp32)}
     return {"model": mine, "unpruned": {"from": reference_source, **dense}, "ratios": ratios, "latency": latency}

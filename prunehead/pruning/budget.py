@@ -211,6 +211,7 @@ class RemovalOrder:
     unit_macs: dict[str, int]  # {kind: MACs one removal of a unit of that kind saves} (0: not ranked)
     plan: PruningPlan  # what the model had already lost
     widths: dict[str, int]  # {kind: units per layer as configured}
+    exact: dict[str, Any] = field(default_factory=dict)  # {tag: the kind's `macs_model`} where removals interact
     rule: str = "rank quantile within kind / MACs the kind holds, cheapest first"
 
     @property
@@ -236,14 +237,25 @@ class RemovalOrder:
         return plan
 
     def macs_at(self, count: int) -> int:
-        """The model's MACs once the first `count` units are gone: exact for heads and neurons (independent
-        units); two adjacent conv layers that both lose a channel share one weight, so conv channels are
-        counted within kernel x frames MACs per such pair."""
-        return self.macs - sum(cost for *_, cost in self.units[:count])
+        """The model's MACs once the first `count` units are gone, exactly: independent units (heads, neurons)
+        by their costs, interacting ones (conv channels) by their kind's MAC model."""
+        return self.macs - ([0] + self.savings(count))[-1]
+
+    def savings(self, count: int) -> list[int]:
+        """MACs saved by the prefixes of 1..`count` units, exact; one pass."""
+        uniform, removed, out = 0, {tag: {} for tag in self.exact}, []
+        for tag, layer, _, cost in self.units[:count]:
+            if tag in self.exact:
+                removed[tag][layer] = removed[tag].get(layer, 0) + 1
+            else:
+                uniform += cost
+            out.append(uniform + sum(m.saved(removed[t]) for t, m in self.exact.items()))
+        return out
 
     def info(self, count: int) -> dict[str, Any]:
+        extra = {"channel_macs": self.unit_macs["conv"]} if "conv" in self.unit_macs else {}
         return {"dense_macs": self.dense_macs, "macs_before": self.macs, "planned_macs": self.macs_at(count),
-                "head_macs": self.head_macs, "neuron_macs": self.neuron_macs, "rule": self.rule}
+                "head_macs": self.head_macs, "neuron_macs": self.neuron_macs, **extra, "rule": self.rule}
 
 
 def removal_order(model: nn.Module, scores: Mapping[str, torch.Tensor | None], *,
@@ -265,7 +277,7 @@ def removal_order(model: nn.Module, scores: Mapping[str, torch.Tensor | None], *
     dense = count_macs(dense_model, inputs)["total"] if dense_model is not None else now
     done = plan_of(model)
     priced: list[tuple] = []
-    unit_macs, widths, left, floor = {}, {}, {}, {}
+    unit_macs, widths, left, floor, order_exact = {}, {}, {}, {}, {}
     for name, unit in KINDS.items():
         if name not in scores or scores[name] is None:
             continue
@@ -273,7 +285,10 @@ def removal_order(model: nn.Module, scores: Mapping[str, torch.Tensor | None], *
         left[unit.tag], floor[unit.tag] = [len(ids) for ids in kept], floors.get(name, 0)
         if not any(kept):
             continue
-        costs = _unit_costs(model, unit, kept, widths[name], done, inputs, now)  # {layer: MACs one unit saves}
+        exact = unit.macs_model(model, inputs)
+        if exact is not None:
+            order_exact[unit.tag] = exact
+        costs = _unit_costs(model, unit, kept, widths[name], done, inputs, now=now, exact=exact)  # {layer: MACs}
         unit_macs[name] = max(costs.values())
         priced += _priced([(l, u) for l, ids in enumerate(kept) for u in ids], scores[name], unit.tag, costs)
     units = []
@@ -281,7 +296,7 @@ def removal_order(model: nn.Module, scores: Mapping[str, torch.Tensor | None], *
         if left[tag][layer] > floor[tag]:
             left[tag][layer] -= 1
             units.append((tag, layer, unit_id, cost))
-    return RemovalOrder(units, dense, now, unit_macs=unit_macs, plan=done, widths=widths)
+    return RemovalOrder(units, dense, now, unit_macs=unit_macs, plan=done, widths=widths, exact=order_exact)
 
 
 def target_macs_plan(model: nn.Module, scores: Mapping[str, torch.Tensor], target: float, *,
@@ -292,10 +307,9 @@ def target_macs_plan(model: nn.Module, scores: Mapping[str, torch.Tensor], targe
     if not math.isfinite(target) or not 0 < target <= 1:
         raise InputError(f"--target-macs must be within (0, 1], got {target}")
     order = removal_order(model, scores, min_per_layer=min_per_layer, seconds=seconds)
-    count, macs = 0, order.macs
-    while macs > target * order.dense_macs and count < len(order.units):
-        macs -= order.units[count][3]
-        count += 1
+    macs_after = [order.macs - saved for saved in [0, *order.savings(len(order.units))]]  # by prefix length
+    count = next((n for n, macs in enumerate(macs_after) if macs <= target * order.dense_macs), len(order.units))
+    macs = macs_after[count]
     if macs > target * order.dense_macs:
         raise InputError(f"--target-macs {target} is out of reach: removing every unit down to the per-layer "
                          f"floors ({_floors_text(min_per_layer)}) leaves {macs / order.dense_macs:.3f} of the "
@@ -312,12 +326,15 @@ def max_drop_units_plan(model: nn.Module, order: RemovalOrder, evaluate: Evaluat
     def plan_at(count: int) -> tuple[PruningPlan, dict[str, Any], str]:
         plan = order.plan_at(count)
         fields = {"heads_removed": plan.num_pruned, "neurons_removed": plan.num_pruned_ffn,
+                  **({"channels_removed": plan.num_pruned_conv} if "conv" in order.unit_macs else {}),
                   "mac_fraction": order.macs_at(count) / order.dense_macs}
-        return plan, fields, (f"{plan.num_pruned} heads + {plan.num_pruned_ffn} neurons removed "
+        channels = f" + {plan.num_pruned_conv} conv channels" if "conv" in order.unit_macs else ""
+        return plan, fields, (f"{plan.num_pruned} heads + {plan.num_pruned_ffn} neurons{channels} removed "
                               f"({fields['mac_fraction']:.3f} of the MACs)")
 
     search = _search(model, plan_at, evaluate, max_drop, len(order.units), progress)
     search.extra = {"neurons_removed": search.plan.num_pruned_ffn,
+                    **({"channels_removed": search.plan.num_pruned_conv} if "conv" in order.unit_macs else {}),
                     "mac_fraction": order.macs_at(search.count) / order.dense_macs, **order.info(search.count)}
     return search
 
@@ -328,17 +345,19 @@ def _floors_text(min_per_layer: Mapping[str, int] | None) -> str:
 
 
 def _unit_costs(model: nn.Module, unit: Any, kept: list[list[int]], width: int, done: PruningPlan,
-                inputs: dict[str, torch.Tensor], now: int) -> dict[int, int]:
+                inputs: dict[str, torch.Tensor], *, now: int, exact: Any = None) -> dict[int, int]:
     """{layer: MACs that removing one unit of `unit` there saves}: one count for kinds whose units cost the
-    same in every layer (heads, neurons), one per layer otherwise (conv channels: each layer runs at its own
-    frame rate and kernel)."""
+    same in every layer (heads, neurons); the marginal cost per layer from the kind's MAC model otherwise
+    (conv channels: each layer runs at its own frame rate and kernel)."""
     import copy
 
     from ..cost import count_macs
 
     layers = [l for l, ids in enumerate(kept) if ids]
+    if exact is not None:
+        return {l: exact.saved({l: 1}) for l in layers}
     costs = {}
-    for layer in layers if not unit.uniform_cost else layers[:1]:
+    for layer in layers[:1]:
         pruned = copy.deepcopy(model)
         unit.remove_(pruned, unit.with_removed(PruningPlan(done.num_layers, done.num_heads), {layer: (kept[layer][0],)},
                                                width))

@@ -19,6 +19,7 @@ import torch
 from ..errors import InputError, check_int, check_number
 
 PLAN_FORMAT = "prunehead.plan"
+MAX_CONV_LAYERS = 64  # plan.json does not state the conv layer count; ids beyond this are refused
 SCORES_FORMAT = "prunehead.scores"
 VERSION = 1
 
@@ -72,7 +73,8 @@ class PruningPlan:
         size = self.intermediate_size or other.intermediate_size
         return PruningPlan(self.num_layers, self.num_heads, _merge(self.pruned_heads, other.pruned_heads),
                            _merge(self.pruned_ffn, other.pruned_ffn), size,
-                           _merge(self.pruned_conv, other.pruned_conv), self.conv_width or other.conv_width)
+                           pruned_conv=_merge(self.pruned_conv, other.pruned_conv),
+                           conv_width=self.conv_width or other.conv_width)
 
     def to_json(self) -> dict:
         data = {"format": PLAN_FORMAT, "version": VERSION, "num_layers": self.num_layers,
@@ -103,7 +105,7 @@ class PruningPlan:
         if conv and width <= 0:
             raise InputError(f"{source}: \"pruned_conv\" needs a positive \"conv_width\"")
         return cls(L, H, pruned, _read_ids(ffn, L, size, "neuron", source), size,
-                   _read_ids(conv, 64, width, "channel", source), width)
+                   pruned_conv=_read_ids(conv, MAX_CONV_LAYERS, width, "channel", source), conv_width=width)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
@@ -324,82 +326,3 @@ def validate_scores(scores: torch.Tensor) -> tuple[int, int]:
     if not torch.isfinite(scores).all():
         raise InputError("scores contain NaN or inf; re-run the scorer or fix the score file")
     return scores.shape[0], scores.shape[1]
-
-
-UNITS = ("heads", "ffn", "conv")  # what a score file scores: heads (L x H), FFN neurons (L x I), conv channels (C x W)
-
-
-WIDTH_KEYS = {"heads": "num_heads", "ffn": "intermediate_size", "conv": "conv_width"}  # a score file's width field
-NOUNS = {"heads": ("heads", "H"), "ffn": ("FFN neurons", "I"), "conv": ("conv channels", "W")}
-SCORE_FLAGS = {"heads": "--scores", "ffn": "--ffn-scores", "conv": "--conv-scores"}
-
-
-def save_scores(path: str | Path, scores: torch.Tensor, scorer: str, model: str, *, units: str = "heads",
-                model_fingerprint: str | None = None, **extra) -> None:
-    """Write a prunehead.scores JSON file (higher = more important) of heads (L x H) or FFN neurons (L x I).
-
-    `model_fingerprint` (`prunehead.scorers.parallel.model_fingerprint` of the scored model) lets
-    `load_scores` warn when the scores are applied to another model.
-    """
-    L, W = validate_scores(scores)
-    width = WIDTH_KEYS[_check_units(units)]
-    data = {"format": SCORES_FORMAT, "version": VERSION, "units": units, "scorer": scorer, "model": model,
-            "num_layers": L, width: W, "scores": scores.double().tolist(), **extra}
-    if model_fingerprint is not None:
-        data["model_fingerprint"] = model_fingerprint
-    Path(path).write_text(json.dumps(data, indent=2) + "\n")
-
-
-def _has_bool(value: object) -> bool:
-    return isinstance(value, bool) or (isinstance(value, list) and any(_has_bool(v) for v in value))
-
-
-def load_scores(path: str | Path, expect: tuple[int, int] | None = None,
-                model_fingerprint: str | None = None, units: str = "heads") -> torch.Tensor:
-    """Read the (L, H) head or (L, I) neuron matrix of a prunehead.scores file, checking format, version,
-    units, shape and values. Files without a `units` field (written before it existed) score heads.
-
-    With `model_fingerprint` (of the model the scores are about to prune), a file that records a different
-    one gives a one-line warning; files without a fingerprint (hand-written) are accepted.
-    """
-    data = read_json(path)
-    if not isinstance(data, dict) or data.get("format") != SCORES_FORMAT or "scores" not in data:
-        raise InputError(f"{path} is not a prunehead score file (expected \"format\": \"{SCORES_FORMAT}\"); "
-                         "write one with `prunehead score`")
-    version = data.get("version")
-    if type(version) is not int or version != VERSION:
-        raise InputError(f"{path} has score-file version {version!r}, but this prunehead reads version {VERSION}; "
-                         f"write \"version\": {VERSION} or re-run `prunehead score`")
-    found = data.get("units", "heads")
-    if found != _check_units(units):
-        flag = SCORE_FLAGS.get(found, "--scores")
-        raise InputError(f"{path} scores {found}, not {units}; pass it to {flag} or score with --units {units}")
-    (noun, letter), width = NOUNS[units], WIDTH_KEYS[units]
-    if _has_bool(data["scores"]):
-        raise InputError(f"{path}: \"scores\" holds true/false; scores must be numbers")
-    try:
-        scores = torch.tensor(data["scores"], dtype=torch.float64)
-    except (TypeError, ValueError, OverflowError, RuntimeError):
-        raise InputError(f"{path}: \"scores\" must be a list of L lists of {letter} numbers, each within float "
-                         "range") from None
-    if scores.dim() == 2 and not torch.isfinite(scores).all():
-        raise InputError(f"{path}: scores contain NaN or inf (or a number beyond float range, such as 1e400); "
-                         "re-run the scorer or fix the file")
-    L, W = validate_scores(scores)
-    size = (data.get("num_layers"), data.get(width))
-    if any(type(n) is not int for n in size) or (L, W) != size:
-        raise InputError(f"{path}: scores are {L} x {W} but the file says {size[0]!r} x {size[1]!r}")
-    if expect is not None and (L, W) != tuple(expect):
-        raise InputError(f"{path} scores a {L} x {W} model but this model has {expect[0]} x {expect[1]} {noun}; "
-                         "score this model first")
-    recorded = data.get("model_fingerprint")
-    if model_fingerprint is not None and recorded is not None and recorded != model_fingerprint:
-        warnings.warn(f"{path} was computed on another model ({data.get('model', 'unknown')!s}, other weights); "
-                      "its ranking may not fit this one: score this model to be sure", stacklevel=2)
-    return scores
-
-
-def _check_units(units: str) -> str:
-    if units not in UNITS:
-        raise InputError(f"units must be one of {', '.join(UNITS)}, got {units!r}")
-    return units

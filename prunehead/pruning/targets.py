@@ -105,8 +105,8 @@ class AccuracyBudget:
         if self.scope not in SCOPES:
             raise InputError(f"scope must be 'global' or 'per_layer', not {self.scope!r}")
         if self.units != ("heads",) and self.scope == "per_layer":
-            raise InputError(f"--units {'both' if len(self.units) > 1 else self.units[0]} ranks heads and neurons "
-                             "in one order across layers: drop --per-layer")
+            raise InputError(f"--units {','.join(self.units)} ranks its units in one order across layers: drop "
+                             "--per-layer")
         object.__setattr__(self, "min_per_layer", _floors(self.min_per_layer))
 
     def to_json(self) -> dict[str, Any]:
@@ -121,23 +121,27 @@ class AccuracyBudget:
 
 @dataclass(frozen=True)
 class MacBudget:
-    """Remove heads and FFN neurons, cheapest per MAC first, until the model has at most `fraction` of the
-    dense model's MACs (on 1 s of audio)."""
+    """Remove units of `units` (heads always among them), cheapest per MAC first, until the model has at most
+    `fraction` of the dense model's MACs (on 1 s of audio)."""
 
     fraction: float
     min_per_layer: Mapping[str, int] = field(default_factory=dict)
+    units: tuple[str, ...] = ("heads", "ffn")
     kind: ClassVar[str] = "mac_budget"
 
     def __post_init__(self) -> None:
         check_fraction("--target-macs", self.fraction, low_open=True)
+        if "heads" not in self.units or len(set(self.units)) != len(self.units):
+            raise InputError(f"--target-macs needs distinct unit kinds with heads among them, got {self.units!r}")
+        object.__setattr__(self, "units", tuple(self.units))
         object.__setattr__(self, "min_per_layer", _floors(self.min_per_layer))
 
     def to_json(self) -> dict[str, Any]:
-        return {"fraction": self.fraction, "min_per_layer": dict(self.min_per_layer)}
+        return {"fraction": self.fraction, "min_per_layer": dict(self.min_per_layer), "units": list(self.units)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MacBudget:
-        return cls(data["fraction"], data.get("min_per_layer", {}))
+        return cls(data["fraction"], data.get("min_per_layer", {}), tuple(data.get("units", ("heads", "ffn"))))
 
 
 @dataclass(frozen=True)

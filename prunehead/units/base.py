@@ -71,6 +71,11 @@ class UnitKind:
         """Remove this kind's units of `plan` from `model` in place (surgery)."""
         raise NotImplementedError
 
+    def macs_model(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
+        """For kinds whose removals interact (`uniform_cost` False): an object whose `saved({layer: n})` is the
+        exact MACs saved by removing n more units per layer; None for independent units."""
+        return None
+
     def score(self, model: nn.Module, batches: list[Any], objective: Any, ranking: Ranking, *,
               task: str | None = None, progress: bool = False) -> torch.Tensor:
         """(L, W) importances of every unit by `ranking.scorer` (its options, seed; the `task`'s defaults),

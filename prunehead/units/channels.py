@@ -13,7 +13,7 @@ from ..errors import InputError, UnsupportedModelError
 from ..pruning.plan import PruningPlan, select_conv
 from ..specs import Ranking
 from .base import Amount, UnitKind
-from .conv import channel_gating, kept_channels, original_widths, prune_conv_
+from .conv import channel_gating, channel_macs, kept_channels, original_widths, prune_conv_
 
 
 class Channels(UnitKind):
@@ -54,6 +54,9 @@ class Channels(UnitKind):
             for layer, ids in plan.pruned_conv.items():
                 keep[layer, list(ids)] = 0.0
             stack.enter_context(channel_gating(model, keep.to(next(model.parameters()).device)))
+
+    def macs_model(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
+        return channel_macs(model, inputs)  # a channel's cost depends on how many its neighbours keep
 
     def remove_(self, model: nn.Module, plan: PruningPlan) -> None:
         prune_conv_(model, plan.pruned_conv)

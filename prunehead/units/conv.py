@@ -30,7 +30,7 @@ from ..errors import InputError, UnsupportedModelError
 from ..families import family_of
 from ..portable.template import PRUNED_CONV_KEY  # config.json: {"<layer>": [original channel ids]}
 
-__all__ = ["PRUNED_CONV_KEY", "ConvWiring", "channel_gating", "conv_layers", "conv_plan_of", "conv_wiring",
+__all__ = ["PRUNED_CONV_KEY", "ChannelMacs", "ConvWiring", "channel_gating", "channel_macs", "conv_layers", "conv_plan_of", "conv_wiring",
            "dense_config", "kept_channels", "original_widths", "prune_conv_", "pruned_conv_of"]
 
 
@@ -123,6 +123,8 @@ def _graph(model: nn.Module) -> tuple[nn.Module, tp.DependencyGraph]:
     root, inputs = family.conv_root(model), family.conv_inputs(model)
     flags = {p: p.requires_grad for p in root.parameters()}
     try:
+        for p in flags:
+            p.requires_grad_(True)  # autograd records only ops on tensors that require grad
         with warnings.catch_warnings(), torch.enable_grad():  # the graph is traced through autograd
             warnings.simplefilter("ignore")  # torch-pruning warns about parameters it does not prune
             graph = tp.DependencyGraph().build_dependency(root, example_inputs=inputs)
@@ -231,6 +233,52 @@ def prune_conv_(model: nn.Module, removed: dict[int, tuple[int, ...]]) -> nn.Mod
     if family.conv_widths_in_config:
         family.set_conv_widths_(model.config, [w - len(record.get(l, ())) for l, w in enumerate(widths)])
     return model
+
+
+@dataclass(frozen=True)
+class ChannelMacs:
+    """The front end's channel-dependent MACs as a function of the kept channels per conv layer, exact:
+    conv l costs K_l x c_(l-1) x c_l x T_l, and the consumers outside the stack (feature projection,
+    Whisper's conv2) cost their per-channel MACs x c_last. Measured shapes, one forward."""
+
+    counts: tuple[int, ...]  # c_l now
+    first_in: int  # input channels of conv 0 (1 for a waveform, the mel bins for Whisper)
+    per_pair: tuple[int, ...]  # K_l x T_l: MACs per (input channel, output channel) of conv l
+    tail: int  # MACs of the outside consumers per channel of the last conv layer
+
+    def macs(self, counts: list[int] | tuple[int, ...]) -> int:
+        inputs = [self.first_in, *counts[:-1]]
+        return sum(p * i * c for p, i, c in zip(self.per_pair, inputs, counts)) + self.tail * counts[-1]
+
+    def saved(self, removed: dict[int, int]) -> int:
+        """MACs saved by removing `removed[l]` more channels of layer l."""
+        after = [c - removed.get(l, 0) for l, c in enumerate(self.counts)]
+        return self.macs(self.counts) - self.macs(after)
+
+
+def channel_macs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> ChannelMacs:
+    """The `ChannelMacs` of `model` on `inputs` (the model's example input). Cost: one forward."""
+    convs, wiring = conv_layers(model), conv_wiring(model)
+    root = family_of(model).conv_root(model)
+    tails = [root.get_submodule(n) for n in wiring[-1].consumers]
+    seen: dict[nn.Module, torch.Size] = {}
+
+    def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        seen.setdefault(module, output.shape)
+
+    handles = [m.register_forward_hook(record) for m in [*convs, *tails]]
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    per_pair = tuple(c.kernel_size[0] * seen[c][-1] // c.groups for c in convs)  # K x T_out (B = 1)
+    tail = 0
+    for module in tails:
+        shape = seen[module]  # Linear: (1, T, D); Conv1d: (1, C_out, T_out)
+        tail += shape[-1] * shape[-2] if isinstance(module, nn.Linear) else module.kernel_size[0] * shape[-1] * shape[-2]
+    return ChannelMacs(tuple(c.out_channels for c in convs), convs[0].in_channels, per_pair, tail)
 
 
 def conv_plan_of(model: nn.Module, plan: object) -> object:
