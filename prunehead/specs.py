@@ -132,22 +132,29 @@ class Data:
 
 @dataclass(frozen=True)
 class Recovery:
-    """A short fine-tune of the pruned model on the train split (label loss), keeping its plan."""
+    """What follows the cut, keeping the plan: a training-free `repair` ("bias" or "lsq",
+    `prunehead.pruning.repair`, on `repair_samples` seeded samples of the score split), then a short
+    fine-tune of `epochs` on the train split (label loss); `epochs` 0 with a repair: the repair alone."""
 
     epochs: int = 1
     lr: float = 5e-5
     seed: int = 0
+    repair: str | None = None
+    repair_samples: int = 64
 
     def __post_init__(self) -> None:
-        check_whole("--recover-epochs", self.epochs, 1)
+        check_whole("--recover-epochs", self.epochs, 0 if self.repair is not None else 1)
         check_positive("--recover-lr", self.lr)
+        if self.repair is not None and self.repair not in ("bias", "lsq"):
+            raise InputError(f"--repair must be bias or lsq, got {self.repair!r}")
+        check_whole("--repair-samples", self.repair_samples, 1)
 
     def to_json(self) -> dict[str, Any]:
         return {"version": VERSION, **asdict(self)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Recovery:
-        return cls(data["epochs"], data["lr"], data.get("seed", 0))
+        return cls(data["epochs"], data["lr"], data.get("seed", 0), data.get("repair"), data.get("repair_samples", 64))
 
 
 @dataclass(frozen=True)

@@ -235,13 +235,30 @@ def _apply(ctx: Context, decision: Decision, report: dict[str, Any], recovery: R
         report["metrics_after"] = after
         if decision.rounds is None:
             rounds[0]["metrics"] = after
-    if recovery is not None:
+    if recovery is not None and recovery.repair is not None:
+        report["repair"] = _repair_(ctx, net, pruned, recovery)
+        if ws is not None:
+            report["metrics_after_repair"] = ws.evaluate(pruned, progress=ctx.progress)
+    if recovery is not None and recovery.epochs:
         cfg = TrainConfig(epochs=recovery.epochs, lr=recovery.lr, head_lr=recovery.lr, batch_size=ctx.data.batch_size,
                           seed=recovery.seed, eval_split=None, clip_seconds=ctx.data.clip_seconds)
         pruned, report["recovery"] = recover(pruned, ctx.data.spec, cfg, source=ctx.spec, task=ws.task.name,
                                              device=ctx.device)
         report["metrics_after_recovery"] = ws.evaluate(pruned.to(pick_device(ctx.device)), progress=ctx.progress)
     return PruneResult(pruned, surgery.plan_of(pruned), report)
+
+
+def _repair_(ctx: Context, net: nn.Module, pruned: nn.Module, recovery: Recovery) -> dict[str, Any]:
+    """Refit `pruned`'s projections to `net`'s outputs on seeded samples of the score split (in place)."""
+    from ..pruning.repair import calibrate, repair_
+
+    drawn = ctx.scoring(net).draw(recovery.repair_samples, recovery.seed, ctx.data.batch_size)
+    if ctx.progress:
+        from ..progress import say
+
+        say(f"repair: calibrating on {len(drawn.paths)} samples of {ctx.scoring.split} ({recovery.repair})")
+    sites = calibrate(net, drawn.batches)
+    return {**repair_(pruned, net, sites, recovery.repair), "samples": len(drawn.paths), "split": ctx.scoring.split}
 
 
 def _one_round(net: nn.Module, decision: Decision) -> dict[str, Any]:

@@ -53,6 +53,13 @@ ScoreSplitOption = Annotated[str, Opt(help="Split the scorer draws its samples f
 RecoverEpochs = Annotated[int, Opt(min=0, help="After pruning, fine-tune this many epochs on --data's train split "
                                                "(reported separately; --out gets the recovered model).")]
 RecoverLr = Annotated[float, Opt(callback=Positive, help="Learning rate of the recovery fine-tune.")]
+RepairMethod = Annotated[str | None, Opt(show_default=False,
+                                        help="Training-free repair after the cut: bias (fold the removed heads' and "
+                                             "neurons' mean output into the bias, FLAP) or lsq (least-squares refit "
+                                             "of each pruned block's output projection, Kwon et al. 2022), "
+                                             "calibrated on --repair-samples of --score-split; before any "
+                                             "--recover-epochs.")]
+RepairSamples = Annotated[int, Opt(min=1, help="Calibration samples of --repair.")]
 TargetMacs = Annotated[float | None, Opt(callback=Fraction, show_default=False,
                                          help="Instead of every other target: remove heads and FFN neurons, "
                                               "least important per MAC first, until the model has at most "
@@ -94,7 +101,8 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
           ffn_scorer: FfnScorer = "taylor", min_neurons_per_layer: MinNeurons = 1,
           target_macs: TargetMacs = None, units: Units = None, recipe: RecipeFile = None,
           conv_ratio: ConvRatio = None, conv_scores: ConvScores = None, conv_scorer: ConvScorer = "taylor",
-          min_channels_per_layer: MinChannels = 1) -> None:
+          min_channels_per_layer: MinChannels = 1, repair: RepairMethod = None,
+          repair_samples: RepairSamples = 64) -> None:
     """Remove the lowest-scoring heads (globally or per layer, at once or in --rounds, or as many as
     --max-drop allows), with --ffn-ratio feed-forward neurons, with --conv-ratio front-end channels, and save
     to --out."""
@@ -129,7 +137,8 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
         ffn_scores=ffn_scores, ffn_scorer=ffn_scorer, ffn_scope="global" if global_ else "per_layer",
         min_neurons_per_layer=min_neurons_per_layer, target_macs=target_macs, units=units, target=preset,
         conv_ratio=conv_ratio, conv_scores=conv_scores, conv_scorer=conv_scorer,
-        conv_scope="global" if global_ else "per_layer", min_channels_per_layer=min_channels_per_layer))
+        conv_scope="global" if global_ else "per_layer", min_channels_per_layer=min_channels_per_layer,
+        repair=repair, repair_samples=repair_samples))
     result = api.prune(model, request.target, ranking=request.ranking, data=request.data, recover=request.recover,
                        device=device, dry_run=dry_run, progress=True)
     from ..training.engine import is_main_process
@@ -210,8 +219,10 @@ def _summary(report: dict) -> None:
     if "metrics_after" in report:
         for key, after in report["metrics_after"].items():
             if key != "samples" and isinstance(after, float):
-                recovered = report.get("metrics_after_recovery", {}).get(key)
-                tail = f" -> {recovered:.4f} after recovery" if isinstance(recovered, float) else ""
+                tail = ""
+                for stage in ("repair", "recovery"):
+                    value = report.get(f"metrics_after_{stage}", {}).get(key)
+                    tail += f" -> {value:.4f} after {stage}" if isinstance(value, float) else ""
                 typer.echo(f"{key} ({split}): {report['metrics_before'][key]:.4f} -> {after:.4f}{tail}")
 
 

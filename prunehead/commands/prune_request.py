@@ -24,7 +24,8 @@ DEFAULTS: dict[str, Any] = {
     "dry_run": False, "options": None, "max_drop": None, "auto_scorers": AUTO_SCORERS, "ffn_ratio": None,
     "ffn_scores": None, "ffn_scorer": "taylor", "ffn_scope": "per_layer", "min_neurons_per_layer": 1,
     "target_macs": None, "units": None, "target": None, "conv_ratio": None, "conv_scores": None,
-    "conv_scorer": "taylor", "conv_scope": "per_layer", "min_channels_per_layer": 1,
+    "conv_scorer": "taylor", "conv_scope": "per_layer", "min_channels_per_layer": 1, "repair": None,
+    "repair_samples": 64,
 }
 TARGET_FLAGS = ("ratio", "heads", "max_drop", "target_macs", "plan", "ffn_ratio", "conv_ratio")
 KIND_NAMES = ("heads", "ffn", "conv")
@@ -71,7 +72,8 @@ def request_from_flags(flags: dict[str, Any]) -> PruneRequest:
         target = _cut(f)
     data = Data(str(f["data"]), split=f["split"], score_split=f["score_split"], batch_size=f["batch_size"],
                 clip_seconds=f["clip_seconds"], task=f["task"]) if f["data"] is not None else None
-    recover = Recovery(f["recover_epochs"], f["recover_lr"], f["seed"]) if f["recover_epochs"] else None
+    recover = Recovery(f["recover_epochs"], f["recover_lr"], f["seed"], f["repair"], f["repair_samples"]) \
+        if f["recover_epochs"] or f["repair"] is not None else None
     rankings = _rankings(f, target)
     _check_scorers(rankings.get("heads"))
     return PruneRequest(target, rankings, data, recover)
@@ -97,8 +99,10 @@ def _check_common(f: dict[str, Any]) -> None:
         raise InputError("--recover-epochs must be >= 0 and --recover-lr > 0")
     if f["recover_epochs"] and f["data"] is None:
         raise InputError("--recover-epochs fine-tunes on the train split of --data: give --data")
-    if f["dry_run"] and (f["recover_epochs"] or f["rounds"] > 1):
-        raise InputError("--dry-run only decides the plan (no surgery): drop --recover-epochs and --rounds")
+    if f["repair"] is not None and f["data"] is None:
+        raise InputError(f"--repair {f['repair']} calibrates on samples of --data's --score-split: give --data")
+    if f["dry_run"] and (f["recover_epochs"] or f["rounds"] > 1 or f["repair"] is not None):
+        raise InputError("--dry-run only decides the plan (no surgery): drop --recover-epochs, --repair and --rounds")
     if f["scorer"] is not None and f["data"] is None:
         raise InputError(f"--scorer {f['scorer']} scores the heads on data: give --data")
     if f["scorer"] == AUTO and (f["scores"] is not None or f["rounds"] > 1):

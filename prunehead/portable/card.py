@@ -69,7 +69,7 @@ def _metrics(values: dict[str, Any] | None) -> dict[str, float]:
 def _eval_results(report: dict[str, Any], tag: str | None) -> list[EvalResult]:
     """The final model's metrics (after recovery, when there was one) on the report's data and split."""
     data = report.get("data") or {}
-    final = report.get("metrics_after_recovery") or report.get("metrics_after")
+    final = report.get("metrics_after_recovery") or report.get("metrics_after_repair") or report.get("metrics_after")
     if not data or not final or tag is None:
         return []
     return [EvalResult(task_type=tag, dataset_type=str(data["spec"]), dataset_name=str(data["spec"]),
@@ -108,7 +108,7 @@ def _metric_lines(report: dict[str, Any] | None) -> list[str]:
     if not data:
         return ["No metrics were measured when this folder was written (prune with --data to record them)."]
     columns = [("before pruning", "metrics_before"), ("after pruning", "metrics_after"),
-               ("after recovery", "metrics_after_recovery")]
+               ("after repair", "metrics_after_repair"), ("after recovery", "metrics_after_recovery")]
     columns = [(title, key) for title, key in columns if key in report]
     names = list(_metrics(report[columns[0][1]]))
     lines = [f"Measured on `{data['spec']}`, split `{data['split']}` ({data.get('samples', '?')} samples):", "",
