@@ -23,7 +23,7 @@ _EXPORTS: dict[str, str] = {
     "Ranking": "specs", "Data": "specs", "Recovery": "specs", "Frontier": "specs",
     "open_workspace": "workspace", "Workspace": "workspace",
     "max_drop_plan": "pruning.budget", "choose_scorer": "pruning.budget", "target_macs_plan": "pruning.budget",
-    "removal_order": "pruning.budget", "max_drop_units_plan": "pruning.budget",
+    "removal_order": "pruning.budget", "mac_floor": "pruning.budget", "max_drop_units_plan": "pruning.budget",
     # core: plan (pure), surgery (the only mutator), control (gating / recording)
     "PruningPlan": "pruning.plan", "load_scores": "pruning.score_files", "save_scores": "pruning.score_files", "select": "pruning.plan",
     "load": "surgery", "plan_of": "surgery", "prune_": "surgery", "save_pretrained": "surgery",

@@ -124,15 +124,17 @@ def plot_frontier(result: dict[str, Any], path: str | Path, title: str = "") -> 
     panels = [("mac_fraction", None, "fraction of the dense model's MACs")]
     panels += [("speedup", b, f"speedup over the dense model (ONNX Runtime, batch {b})") for b in sizes]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), dpi=120, squeeze=False)
-    ffn = sorted({p["ffn_ratio"] for p in points})
+    conv = any("conv_ratio" in p for p in points)  # colour by (FFN ratio, conv ratio) then
+    group = (lambda p: (p["ffn_ratio"], p.get("conv_ratio", 0.0))) if conv else (lambda p: p["ffn_ratio"])
+    ffn = sorted({group(p) for p in points})
     colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(ffn)))
     for ax, (key, batch, label) in zip(axes[0], panels):
         x = [p[key] if batch is None else p[key][batch] for p in points]
         y = [p[metric] for p in points]
         for ratio, colour in zip(ffn, colours):
-            mine = [i for i, p in enumerate(points) if p["ffn_ratio"] == ratio]
-            ax.scatter([x[i] for i in mine], [y[i] for i in mine], s=18, color=colour, label=f"FFN ratio {ratio:g}",
-                       zorder=2)
+            mine = [i for i, p in enumerate(points) if group(p) == ratio]
+            name = f"FFN {ratio[0]:g}, conv {ratio[1]:g}" if conv else f"FFN ratio {ratio:g}"
+            ax.scatter([x[i] for i in mine], [y[i] for i in mine], s=18, color=colour, label=name, zorder=2)
         best = sorted((x[i], y[i]) for i, p in enumerate(points)
                       if (p["pareto"] if batch is None else p["pareto_speedup"][batch]))
         ax.plot([b[0] for b in best], [b[1] for b in best], color="red", linewidth=1.2, marker="o", markersize=9,
@@ -153,11 +155,14 @@ def frontier_table(result: dict[str, Any]) -> str:
     """A markdown table of the frontier: one row per grid point; Pareto names the axes it is optimal on."""
     metric, points = result["metric"], result["points"]
     sizes = [str(b) for b in result["latency"]["batch_sizes"]] if result.get("latency") else []
-    header = ["head ratio", "FFN ratio", "heads removed", "neurons removed", metric, "MACs"]
+    conv = any("conv_ratio" in p for p in points)
+    header = ["head ratio", "FFN ratio", *(["conv ratio"] if conv else []), "heads removed", "neurons removed",
+              *(["channels removed"] if conv else []), metric, "MACs"]
     header += [f"ms @ batch {b} (speedup)" for b in sizes] + ["Pareto"]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for p in points:
-        cells = [f"{p['head_ratio']:.3g}", f"{p['ffn_ratio']:.3g}", str(p["heads_removed"]), str(p["neurons_removed"]),
+        cells = [f"{p['head_ratio']:.3g}", f"{p['ffn_ratio']:.3g}", *([f"{p['conv_ratio']:.3g}"] if conv else []),
+                 str(p["heads_removed"]), str(p["neurons_removed"]), *([str(p["channels_removed"])] if conv else []),
                  f"{p[metric]:.4f}", f"{_count(p['macs'])} ({p['mac_fraction']:.1%})"]
         cells += [f"{p['latency_ms'][b]:.2f} ({p['speedup'][b]:.2f}x)" for b in sizes]
         optimal = (["MACs"] if p["pareto"] else []) + [f"batch {b}" for b in sizes if p["pareto_speedup"][b]]

@@ -160,8 +160,10 @@ class Recovery:
 @dataclass(frozen=True)
 class Frontier:
     """`sweep`'s speed / accuracy frontier: every head ratio x each of `ffn_ratios` (neurons cut per layer,
-    keeping `min_neurons_per_layer`, ranked by `ffn`), MACs on `seconds` of input, and with `latency` ONNX
-    Runtime latency at `batch_sizes` (default 1, 8; median of `repeats`) timed in turns with the dense model."""
+    keeping `min_neurons_per_layer`, ranked by `ffn`) x each of `conv_ratios` (front-end channels cut per
+    conv layer, ranked by `conv`; none: the conv front end stays), MACs on `seconds` of input, and with
+    `latency` ONNX Runtime latency at `batch_sizes` (default 1, 8; median of `repeats`) timed in turns with
+    the dense model."""
 
     ffn_ratios: tuple[float, ...]
     ffn: Ranking = field(default_factory=lambda: Ranking("taylor"))
@@ -170,13 +172,15 @@ class Frontier:
     batch_sizes: tuple[int, ...] | None = None
     seconds: float = 1.0
     repeats: int = 20
+    conv_ratios: tuple[float, ...] = ()
+    conv: Ranking = field(default_factory=lambda: Ranking("taylor"))
 
     def __post_init__(self) -> None:
         if not self.ffn_ratios:
             raise InputError("--ffn-ratios is empty: give START:STOP:STEP or a comma list, e.g. 0:0.6:0.2")
-        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0
-               for v in self.ffn_ratios):
-            raise InputError(f"--ffn-ratios: every ratio must be within [0, 1], got {list(self.ffn_ratios)}")
+        for flag, values in (("--ffn-ratios", self.ffn_ratios), ("--conv-ratios", self.conv_ratios)):
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0 for v in values):
+                raise InputError(f"{flag}: every ratio must be within [0, 1], got {list(values)}")
         if self.batch_sizes is not None and not self.latency:
             raise InputError("--batch-sizes are the batch sizes timed with --latency: add --latency or drop "
                              "--batch-sizes")
@@ -185,8 +189,9 @@ class Frontier:
             raise InputError(f"--batch-sizes must be whole numbers of at least 1, e.g. 1,8; got {list(sizes)}")
         check_positive("--seconds", self.seconds)
         check_whole("--repeats", self.repeats, 1)
-        if self.ffn.scorer is not None and self.ffn.scorer not in ("taylor", "magnitude"):
-            raise InputError(f"--ffn-scorer must be one of taylor, magnitude, got {self.ffn.scorer!r}")
+        for flag, ranking in (("--ffn-scorer", self.ffn), ("--conv-scorer", self.conv)):
+            if ranking.scorer is not None and ranking.scorer not in ("taylor", "magnitude"):
+                raise InputError(f"{flag} must be one of taylor, magnitude, got {ranking.scorer!r}")
 
     @property
     def sizes(self) -> list[int]:

@@ -250,3 +250,31 @@ def test_export_times_against_the_dense_fp32_graph_and_int8_keeps_convolutions_f
     assert "ConvInteger" in ops
     plain = export_model(pruned, tmp_path / "fp32", ExportOptions(repeats=1, batches=(1,)))
     assert "dense_fp32_ms" not in plain["latency"]["rows"][0]  # the unpruned graph is the dense fp32 one
+
+
+def test_the_mac_floor_with_and_without_the_conv_front_end():
+    model = tiny("wav2vec2-tiny")
+    inputs = example_inputs(model, 1.0)
+    encoder = prunehead.mac_floor(model, ("heads", "ffn"))
+    everything = prunehead.mac_floor(model)
+    assert everything["floor_macs"] < encoder["floor_macs"] < encoder["dense_macs"]
+    for floor in (encoder, everything):  # the floor is what the physically pruned model costs
+        assert count_macs(remove_all_(copy.deepcopy(model), floor["plan"]), inputs)["total"] == floor["floor_macs"]
+    assert everything["plan"].num_pruned_conv == 7 * 31 and everything["plan"].num_pruned == 8
+
+
+def test_sweep_frontier_spans_conv_channels_and_matches_a_physical_prune(setup, tmp_path):
+    root = setup
+    _cli("score", "-m", root / "model", "-d", root / "data", "--units", "conv", "--scorer", "magnitude",
+         "--out", tmp_path / "conv.json")
+    _cli("sweep", "-m", root / "model", "-d", root / "data", "-s", root / "gradient.json", "--ratios", "0",
+         "--ffn-ratios", "0", "--conv-ratios", "0,0.25", "--conv-scores", tmp_path / "conv.json", "--batch-size", "8",
+         "--out", tmp_path / "frontier")
+    points = json.loads((tmp_path / "frontier" / "frontier.json").read_text())["points"]
+    assert [p["channels_removed"] for p in points] == [0, 56]
+    assert "channels removed" in (tmp_path / "frontier" / "frontier.md").read_text()
+    _cli("prune", "-m", root / "model", "-d", root / "data", "--conv-ratio", "0.25", "--conv-scores",
+         tmp_path / "conv.json", "--batch-size", "8", "--out", tmp_path / "pruned")
+    report = json.loads((tmp_path / "pruned" / "report.json").read_text())
+    assert points[1]["accuracy"] == report["metrics_after"]["accuracy"]  # gated in the sweep == removed here
+    assert points[1]["macs"] == report["after"]["macs"]

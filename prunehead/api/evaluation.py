@@ -86,7 +86,10 @@ def sweep(model: ModelLike, data: Data | str, scores: Mapping[str, ScoresLike] |
                             device=device, progress=progress), **given,
                 "score_file": files[0] if files else None,
                 "ffn_scorer": frontier.ffn.scorer if frontier.ffn.scores is None else None,
-                "ffn_score_file": str(frontier.ffn.scores) if isinstance(frontier.ffn.scores, (str, Path)) else None}
+                "ffn_score_file": str(frontier.ffn.scores) if isinstance(frontier.ffn.scores, (str, Path)) else None,
+                **({"conv_scorer": frontier.conv.scorer if frontier.conv.scores is None else None,
+                    "conv_score_file": str(frontier.conv.scores) if isinstance(frontier.conv.scores, (str, Path))
+                    else None} if frontier.conv_ratios else {})}
     H = head_adapter(ws.model).num_heads
     result = run_sweep(ws.model, ws.evaluate, sets, metric=metric, scope=scope,
                        ratios=points if points is not None else parse_ratios("0:0.9:0.1"),
@@ -101,14 +104,15 @@ def _frontier(ws: Workspace, data: Data, sets: dict[str, torch.Tensor], points: 
     if progress and frontier.ffn.scores is None:
         say(f"frontier: scoring the FFN neurons with {frontier.ffn.scorer}"
             + (f" on {frontier.ffn.samples} samples of {data.score_split}" if frontier.ffn.scorer != "magnitude" else ""))
-    ctx = Context(ws.model, ws.source, {"ffn": frontier.ffn}, data, device, progress)
+    rankings = {"ffn": frontier.ffn, **({"conv": frontier.conv} if frontier.conv_ratios else {})}
+    ctx = Context(ws.model, ws.source, rankings, data, device, progress)
     ctx.scoring.share_(ws)  # scoring on the evaluated split reads it once
-    neuron_scores = ctx.matrix("ffn")
+    scores = {"heads": head_scores, **{kind: ctx.matrix(kind) for kind in rankings}}
+    ratios = {"ffn": list(frontier.ffn_ratios), **({"conv": list(frontier.conv_ratios)} if frontier.conv_ratios else {})}
     if points is None:  # per layer without --ratios: K = 0..H-1 heads per layer
         H = head_adapter(ctx.model).num_heads
         points = [k / H for k in range(H)]
-    result = run_frontier(ctx.model, ws.evaluate, {"heads": head_scores, "ffn": neuron_scores},
-                          {"heads": points, "ffn": list(frontier.ffn_ratios)}, metric=metric, scope=scope,
+    result = run_frontier(ctx.model, ws.evaluate, scores, {"heads": points, **ratios}, metric=metric, scope=scope,
                           settings=frontier, progress=progress)
     return {**result, "scorer": name}
 

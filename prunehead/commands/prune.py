@@ -194,12 +194,19 @@ def _decision(report: dict) -> None:
                 numbers = f"mean accuracy up to the target {entry['area']:.4f}"
             mark = "  <- chosen" if name == report["auto"]["chosen"] else ""
             typer.echo(f"auto: {name:<10} {numbers}{mark}")
+    if "target_macs" in report:
+        info = report["target_macs"]
+        typer.echo(f"target-macs {info['target']}: planned {info['planned_macs'] / info['dense_macs']:.3f} of the "
+                   f"dense MACs; the floor of these kinds (every unit down to the per-layer floors) is "
+                   f"{info['floor_macs'] / info['dense_macs']:.3f}")
     if "max_drop" in report:
         search = report["max_drop"]
-        neurons = search["chosen"].get("neurons_removed")
+        neurons, channels = search["chosen"].get("neurons_removed"), search["chosen"].get("channels_removed")
         typer.echo(f"max-drop {search['budget']}: {search['chosen']['heads_removed']} heads "
-                   + (f"+ {neurons} FFN neurons ({search['chosen']['mac_fraction']:.3f} of the dense MACs) "
-                      if neurons is not None else "") + "removed, "
+                   + (f"+ {neurons} FFN neurons " if neurons is not None else "")
+                   + (f"+ {channels} conv channels " if channels is not None else "")
+                   + (f"({search['chosen']['mac_fraction']:.3f} of the dense MACs) " if neurons is not None else "")
+                   + "removed, "
                    f"{report['selection']['split']} accuracy {search['unpruned']['accuracy']:.4f} -> "
                    f"{search['chosen']['accuracy']:.4f} ({len(search['probes'])} probes)")
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .options import (FfnScorer, FfnScores, BatchSize, ClipSeconds, Data, Device, Dtype, DtypeName, Global, Model, Out,
+from .options import (ConvScorer, ConvScores, FfnScorer, FfnScores, BatchSize, ClipSeconds, Data, Device, Dtype, DtypeName, Global, Model, Out,
                       Overwrite, Positive, Split, Task, Workers, inputs_of)
 
 Opt = typer.Option
@@ -18,6 +18,9 @@ FfnRatios = Annotated[str | None, Opt(show_default=False,
                                       help="Draw the speed / accuracy frontier instead: every --ratios head ratio "
                                            "x each of these FFN ratios (START:STOP:STEP or a comma list; neurons "
                                            "cut per layer, as `prune --ffn-ratio`). Writes frontier.json/.md/.png.")]
+ConvRatios = Annotated[str | None, Opt(show_default=False,
+                                       help="With --ffn-ratios: also each of these conv channel ratios (front-end "
+                                            "channels cut per conv layer, as `prune --conv-ratio`).")]
 Latency = Annotated[bool, Opt("--latency", help="Also export every frontier point to ONNX and time it with ONNX "
                                                 "Runtime in turns with the dense model (median ms, speedup).")]
 BatchSizes = Annotated[str | None, Opt(show_default=False,
@@ -41,7 +44,8 @@ def sweep_cmd(model: Model, data: Data, out: Out, scores: ScoreFiles,
               clip_seconds: ClipSeconds = None, device: Device = None, dtype: Dtype = DtypeName.float32,
               workers: Workers = 0, ffn_ratios: FfnRatios = None, ffn_scores: FfnScores = None,
               ffn_scorer: FfnScorer = "taylor", latency: Latency = False, batch_sizes: BatchSizes = None,
-              seconds: Seconds = None, repeats: Repeats = None, overwrite: Overwrite = False) -> None:
+              seconds: Seconds = None, repeats: Repeats = None, overwrite: Overwrite = False,
+              conv_ratios: ConvRatios = None, conv_scores: ConvScores = None, conv_scorer: ConvScorer = "taylor") -> None:
     """Prune at every ratio (or K heads per layer) for every score file and random, and evaluate; with
     --ffn-ratios, the speed / accuracy frontier of heads x FFN neurons."""
     from ..errors import InputError
@@ -50,11 +54,11 @@ def sweep_cmd(model: Model, data: Data, out: Out, scores: ScoreFiles,
     from ..specs import Data, Frontier, Ranking
 
     files = [*scores, *(more_scores or [])]
-    inputs = inputs_of(model, data, *files, ffn_scores)
+    inputs = inputs_of(model, data, *files, ffn_scores, conv_scores)
     check_output(out, overwrite, inputs=inputs)
     if ratios is not None:
         parse_ratios(ratios)  # a bad spec fails before anything loads
-    extras = {"ffn_scores": ffn_scores, "latency": latency, "batch_sizes": batch_sizes, "seconds": seconds,
+    extras = {"ffn_scores": ffn_scores, "conv_ratios": conv_ratios, "conv_scores": conv_scores, "latency": latency, "batch_sizes": batch_sizes, "seconds": seconds,
               "repeats": repeats}
     given = [f"--{k.replace('_', '-')}" for k, v in extras.items() if v not in (None, False)]
     if ffn_ratios is None and given:
@@ -69,9 +73,12 @@ def sweep_cmd(model: Model, data: Data, out: Out, scores: ScoreFiles,
         if ffn_scorer not in ("taylor", "magnitude"):
             raise InputError(f"--ffn-scorer must be one of taylor, magnitude, got {ffn_scorer!r}")
         ranking = Ranking(scores=ffn_scores) if ffn_scores is not None else Ranking(ffn_scorer)
+        channels = Ranking(scores=conv_scores) if conv_scores is not None else Ranking(conv_scorer)
         frontier = Frontier(tuple(parse_ratios(ffn_ratios, "--ffn-ratios")), ranking, latency=latency,
                             batch_sizes=tuple(_sizes(batch_sizes)) if batch_sizes is not None else None,
-                            seconds=1.0 if seconds is None else seconds, repeats=20 if repeats is None else repeats)
+                            seconds=1.0 if seconds is None else seconds, repeats=20 if repeats is None else repeats,
+                            conv_ratios=tuple(parse_ratios(conv_ratios, "--conv-ratios")) if conv_ratios else (),
+                            conv=channels)
     spec = Data(data, split=split, batch_size=batch_size, clip_seconds=clip_seconds, task=task and task.value,
                 workers=workers)
     common = dict(ratios=ratios, scope="global" if global_ is not False else "per_layer", metric=metric,

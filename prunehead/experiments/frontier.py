@@ -33,22 +33,23 @@ FFN_SCOPE = "per_layer"  # FFN neurons are cut per layer, as `prunehead prune --
 
 
 def grid(model: nn.Module, scores: Mapping[str, torch.Tensor], ratios: Mapping[str, Sequence[float]],
-         scope: str = "global", min_neurons_per_layer: int = 1) -> list[tuple[dict[str, float], PruningPlan]]:
+         scope: str = "global", floors: Mapping[str, int] | None = None) -> list[tuple[dict[str, float], PruningPlan]]:
     """({kind: ratio}, plan) for every point of the product of the kinds' ratios (in `KINDS` order, the
-    first kind outermost); heads are cut by `scope`, every other kind per layer; removed units count."""
+    first kind outermost); heads are cut by `scope`, every other kind per layer keeping `floors[kind]`
+    (default 1) units; removed units count."""
     from ..units.kinds import KINDS
 
     kinds = [k for k in KINDS if k in ratios]
     if math.prod(len(ratios[k]) for k in kinds) > MAX_POINTS:
         raise InputError(f"the grid has {' x '.join(str(len(ratios[k])) for k in kinds)} points; use at most "
-                         f"{MAX_POINTS} (larger STEPs in --ratios / --ffn-ratios)")
+                         f"{MAX_POINTS} (larger STEPs in --ratios / --ffn-ratios / --conv-ratios)")
     done = plan_of(model)
     points = []
     for combo in itertools.product(*(ratios[k] for k in kinds)):
         plan = done
         for k, ratio in zip(kinds, combo):
             amount = Amount(ratio=ratio, scope=scope if k == "heads" else FFN_SCOPE,
-                            min_per_layer=0 if k == "heads" else min_neurons_per_layer)
+                            min_per_layer=0 if k == "heads" else (floors or {}).get(k, 1))
             plan = KINDS[k].select(scores[k], plan, amount)
         points.append((dict(zip(kinds, combo)), plan))
     return points
@@ -87,15 +88,15 @@ def run_frontier(model: nn.Module, evaluate: Evaluate, scores: Mapping[str, torc
 
     Args:
         evaluate: model -> metric dict (must contain `metric`); called with the units gated.
-        scores, ratios: per unit kind ("heads", "ffn"), the (L, W) importances (higher = keep) and the
-            ratios of the grid.
+        scores, ratios: per unit kind ("heads", "ffn", "conv"), the (L, W) importances (higher = keep) and
+            the ratios of the grid.
         scope: the heads' "global" or "per_layer"; FFN neurons are cut per layer.
         settings: a `prunehead.specs.Frontier` (floor of neurons per layer; `seconds`, the input length of the
             MAC count and of the timed inputs; `latency`, `batch_sizes`, `repeats` of the ONNX Runtime timing).
 
     Returns:
         {"format", "metric", "unpruned", "dense_macs", "latency", "points": [...]}; a point has head_ratio,
-        ffn_ratio, heads_removed, neurons_removed, `metric`, macs, mac_fraction, params, latency_ms and
+        ffn_ratio, heads_removed, neurons_removed (with conv: conv_ratio, channels_removed), `metric`, macs, mac_fraction, params, latency_ms and
         speedup ({str(batch): value}, None without `latency`), pareto (vs MACs) and pareto_speedup
         ({str(batch): bool} vs speedup). Cost: one evaluation of the split and one MAC count per distinct
         plan; with `latency` one ONNX export per distinct plan and (3 + repeats) runs per model and batch.
@@ -105,7 +106,7 @@ def run_frontier(model: nn.Module, evaluate: Evaluate, scores: Mapping[str, torc
     settings = settings or Frontier(ffn_ratios=tuple(ratios.get("ffn", (0.0,))))
     seconds, latency, min_neurons_per_layer = settings.seconds, settings.latency, settings.min_neurons_per_layer
     batch_sizes, repeats = settings.sizes, settings.repeats
-    plans = grid(model, scores, ratios, scope, min_neurons_per_layer)
+    plans = grid(model, scores, ratios, scope, {"ffn": min_neurons_per_layer})
     host = copy.deepcopy(model).cpu()  # physical copies and exports happen on the CPU
     dense = _dense(host)
     inputs = example_inputs(host, seconds)
@@ -125,7 +126,9 @@ def run_frontier(model: nn.Module, evaluate: Evaluate, scores: Mapping[str, torc
                 measured[key][metric] = value
             points.append({"head_ratio": point.get("heads", 0.0), "ffn_ratio": point.get("ffn", 0.0),
                            "heads_removed": plan.num_pruned,
-                           "neurons_removed": plan.num_pruned_ffn, metric: measured[key][metric],
+                           "neurons_removed": plan.num_pruned_ffn,
+                           **({"conv_ratio": point.get("conv", 0.0), "channels_removed": plan.num_pruned_conv}
+                              if "conv" in ratios else {}), metric: measured[key][metric],
                            "macs": measured[key]["macs"], "params": measured[key]["params"],
                            "mac_fraction": measured[key]["macs"] / dense_macs, "latency_ms": None, "speedup": None})
         timing = _time(bench, names, points, plans=plans, batch_sizes=batch_sizes, length=_length(inputs),
@@ -198,4 +201,5 @@ def _bench(dense: nn.Module) -> Any:
 
 
 def _key(plan: PruningPlan) -> tuple:
-    return tuple(sorted(plan.pruned_heads.items())), tuple(sorted(plan.pruned_ffn.items()))
+    return (tuple(sorted(plan.pruned_heads.items())), tuple(sorted(plan.pruned_ffn.items())),
+            tuple(sorted(plan.pruned_conv.items())))

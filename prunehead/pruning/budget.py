@@ -255,7 +255,8 @@ class RemovalOrder:
     def info(self, count: int) -> dict[str, Any]:
         extra = {"channel_macs": self.unit_macs["conv"]} if "conv" in self.unit_macs else {}
         return {"dense_macs": self.dense_macs, "macs_before": self.macs, "planned_macs": self.macs_at(count),
-                "head_macs": self.head_macs, "neuron_macs": self.neuron_macs, **extra, "rule": self.rule}
+                "head_macs": self.head_macs, "neuron_macs": self.neuron_macs, **extra,
+                "floor_macs": self.macs_at(len(self.units)), "rule": self.rule}
 
 
 def removal_order(model: nn.Module, scores: Mapping[str, torch.Tensor | None], *,
@@ -297,6 +298,20 @@ def removal_order(model: nn.Module, scores: Mapping[str, torch.Tensor | None], *
             left[tag][layer] -= 1
             units.append((tag, layer, unit_id, cost))
     return RemovalOrder(units, dense, now, unit_macs=unit_macs, plan=done, widths=widths, exact=order_exact)
+
+
+def mac_floor(model: nn.Module, units: tuple[str, ...] = ("heads", "ffn", "conv"), *,
+              min_per_layer: Mapping[str, int] | None = None, seconds: float = 1.0) -> dict[str, Any]:
+    """The fewest MACs removing `units` can reach: every unit of those kinds down to the per-layer floors
+    (heads 0, neurons 1, conv channels 1 by default). {"dense_macs", "macs", "floor_macs", "fraction", "units",
+    "plan"}; the plan is what reaches it. Cost: `removal_order`'s (the order does not matter here)."""
+    from ..units.kinds import KINDS
+
+    scores = {kind: torch.zeros(*KINDS[kind].grid(model)) for kind in units}
+    order = removal_order(model, scores, min_per_layer=min_per_layer, seconds=seconds)
+    floor = order.macs_at(len(order.units))
+    return {"dense_macs": order.dense_macs, "macs": order.macs, "floor_macs": floor,
+            "fraction": floor / order.dense_macs, "units": list(units), "plan": order.plan_at(len(order.units))}
 
 
 def target_macs_plan(model: nn.Module, scores: Mapping[str, torch.Tensor], target: float, *,
