@@ -21,9 +21,8 @@ from torch import nn
 from ..errors import InputError
 from ..families import family_of
 from ..units.conv import channel_gating, conv_layers, conv_wiring, kept_channels, original_widths
-from .base import (Batch, Objective, batch_size, check_batches, check_loss, forward, model_device, prepared,
-                   sample_batches, to_device)
-from .ffn import finish_scores
+from .base import Batch, Objective, check_batches, prepared
+from .ffn import finish_scores, gate_taylor
 
 SCORERS = ("taylor", "magnitude")
 
@@ -51,17 +50,7 @@ def _grid(model: nn.Module) -> tuple[int, int]:
 
 def _taylor(model: nn.Module, batches: list[Batch], objective: Objective) -> torch.Tensor:
     """(C, W) mean over samples of |dL_b/dg_b| (channels a pruned model lacks get exactly 0 here)."""
-    C, W = _grid(model)
-    total, count = torch.zeros(C, W, dtype=torch.float64), 0
-    for batch, _ in sample_batches(model, [to_device(b, model_device(model)) for b in batches]):
-        B = batch_size(batch)
-        gate = torch.ones(B, C, W, device=model_device(model), requires_grad=True)
-        with torch.enable_grad(), channel_gating(model, gate):
-            loss = check_loss(objective(forward(model, batch), batch), B)
-            (grad,) = torch.autograd.grad(loss.sum(), gate)  # (B, C, W)
-        total += grad.abs().double().sum(0).cpu()
-        count += B
-    return total / count
+    return gate_taylor(model, batches, objective, _grid(model), channel_gating)
 
 
 def _magnitude(model: nn.Module) -> torch.Tensor:

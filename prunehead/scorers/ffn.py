@@ -15,7 +15,8 @@ lowest remaining neuron, so cumulative ratios keep working.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,14 +53,20 @@ def score_ffn(model: nn.Module, batches: Iterable[Batch] = (), objective: Object
 def _taylor(model: nn.Module, batches: list[Batch], objective: Objective) -> torch.Tensor:
     """(L, I) mean over samples of |dL_b/dg_b| (neurons a pruned model lacks get exactly 0 here)."""
     sites = ffn_sites(model)
-    L, I = len(sites), sites[0].intermediate_size
-    total, count = torch.zeros(L, I, dtype=torch.float64), 0
+    return gate_taylor(model, batches, objective, (len(sites), sites[0].intermediate_size), neuron_gating)
+
+
+def gate_taylor(model: nn.Module, batches: list[Batch], objective: Objective, grid: tuple[int, int],
+                gating: Callable[[nn.Module, torch.Tensor], Any]) -> torch.Tensor:
+    """(L, W) mean over samples of |dL_b/dg_b| for an all-ones per-sample gate (B, L, W) applied by
+    `gating(model, gate)` (a context manager). One backward of the summed per-sample loss per batch."""
+    total, count = torch.zeros(*grid, dtype=torch.float64), 0
     for batch, _ in sample_batches(model, [to_device(b, model_device(model)) for b in batches]):
         B = batch_size(batch)
-        gate = torch.ones(B, L, I, device=model_device(model), requires_grad=True)
-        with torch.enable_grad(), neuron_gating(model, gate):
+        gate = torch.ones(B, *grid, device=model_device(model), requires_grad=True)
+        with torch.enable_grad(), gating(model, gate):
             loss = check_loss(objective(forward(model, batch), batch), B)
-            (grad,) = torch.autograd.grad(loss.sum(), gate)  # (B, L, I)
+            (grad,) = torch.autograd.grad(loss.sum(), gate)  # (B, L, W)
         total += grad.abs().double().sum(0).cpu()
         count += B
     return total / count
