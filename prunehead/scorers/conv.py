@@ -18,13 +18,10 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..errors import InputError
 from ..families import family_of
 from ..units.conv import channel_gating, conv_layers, conv_wiring, kept_channels, original_widths
-from .base import Batch, Objective, check_batches, prepared
-from .ffn import finish_scores, gate_taylor
-
-SCORERS = ("taylor", "magnitude")
+from .base import Batch, Objective
+from .ffn import SCORERS, gate_taylor, score_parts
 
 __all__ = ["SCORERS", "score_conv"]
 
@@ -32,15 +29,8 @@ __all__ = ["SCORERS", "score_conv"]
 def score_conv(model: nn.Module, batches: Iterable[Batch] = (), objective: Objective | None = None,
                scorer: str = "taylor", normalize_layers: bool = True) -> torch.Tensor:
     """(C, W) float64 importance of every conv channel of `model` (`batches`, `objective`: taylor only)."""
-    if scorer not in SCORERS:
-        raise InputError(f"unknown conv channel scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
-    if scorer == "taylor":
-        batches = check_batches(batches, True)
-        if objective is None:
-            raise InputError("the taylor conv scorer needs an objective (per-sample loss); or use magnitude")
-    with prepared(model):
-        raw = _taylor(model, batches, objective) if scorer == "taylor" else _magnitude(model)
-    return finish_scores(raw, kept_channels(model), normalize_layers)
+    return score_parts(model, batches, objective, scorer, noun="conv channel", taylor=_taylor, magnitude=_magnitude,
+                       kept=kept_channels, normalize_layers=normalize_layers)
 
 
 def _grid(model: nn.Module) -> tuple[int, int]:

@@ -39,15 +39,24 @@ def score_ffn(model: nn.Module, batches: Iterable[Batch] = (), objective: Object
     `batches` and `objective` are needed for `taylor` only. The model's mode and parameters' `requires_grad`
     are restored on return.
     """
+    return score_parts(model, batches, objective, scorer, noun="FFN", taylor=_taylor, magnitude=_magnitude,
+                       kept=kept_neurons, normalize_layers=normalize_layers)
+
+
+def score_parts(model: nn.Module, batches: Iterable[Batch], objective: Objective | None, scorer: str, *, noun: str,
+                taylor: Callable, magnitude: Callable, kept: Callable[[nn.Module], list[list[int]]],
+                normalize_layers: bool) -> torch.Tensor:
+    """The taylor / magnitude scoring of one kind of parts (FFN neurons, conv channels): checks, the model
+    prepared and restored, `taylor(model, batches, objective)` or `magnitude(model)`, then `finish_scores`."""
     if scorer not in SCORERS:
-        raise InputError(f"unknown FFN scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
+        raise InputError(f"unknown {noun} scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
     if scorer == "taylor":
         batches = check_batches(batches, True)
         if objective is None:
-            raise InputError("the taylor FFN scorer needs an objective (per-sample loss); or use magnitude")
+            raise InputError(f"the taylor {noun} scorer needs an objective (per-sample loss); or use magnitude")
     with prepared(model):
-        raw = _taylor(model, batches, objective) if scorer == "taylor" else _magnitude(model)
-    return finish_scores(raw, kept_neurons(model), normalize_layers)
+        raw = taylor(model, batches, objective) if scorer == "taylor" else magnitude(model)
+    return finish_scores(raw, kept(model), normalize_layers)
 
 
 def _taylor(model: nn.Module, batches: list[Batch], objective: Objective) -> torch.Tensor:
