@@ -22,8 +22,8 @@ _EXPORTS: dict[str, str] = {
     "SavedPlan": "pruning.targets", "Amount": "units.base",
     "Ranking": "specs", "Data": "specs", "Recovery": "specs", "Frontier": "specs",
     "open_workspace": "workspace", "Workspace": "workspace",
-    "max_drop_plan": "pruning.budget", "choose_scorer": "pruning.budget", "target_macs_plan": "pruning.budget",
-    "removal_order": "pruning.budget", "mac_floor": "pruning.budget", "max_drop_units_plan": "pruning.budget",
+    "max_drop_plan": "pruning.budget", "choose_scorer": "pruning.budget", "target_macs_plan": "pruning.order",
+    "removal_order": "pruning.order", "mac_floor": "pruning.order", "max_drop_units_plan": "pruning.order",
     # core: plan (pure), surgery (the only mutator), control (gating / recording)
     "PruningPlan": "pruning.plan", "load_scores": "pruning.score_files", "save_scores": "pruning.score_files", "select": "pruning.plan",
     "load": "surgery", "plan_of": "surgery", "prune_": "surgery", "save_pretrained": "surgery",

@@ -74,6 +74,37 @@ def count_macs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, i
     return {**counts, "total": sum(counts.values())}
 
 
+def count_macs_within(model: nn.Module, inputs: dict[str, torch.Tensor], modules: list[nn.Module]) -> list[int]:
+    """MACs that run inside each of `modules` (e.g. the encoder layers) in one forward on `inputs`, counted as
+    `count_macs` counts them (the counter's running total read before and after each module). Cost: one forward."""
+    family = head_adapter(model).family
+    counter = FlopCounterMode(display=False, custom_mapping=_CUSTOM)
+    totals = [0] * len(modules)
+
+    def running() -> int:
+        return sum(counter.get_flop_counts()["Global"].values()) // 2
+
+    def enter(i: int):
+        def hook(module: nn.Module, args: tuple) -> None:
+            totals[i] -= running()
+        return hook
+
+    def leave(i: int):
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            totals[i] += running()
+        return hook
+
+    handles = [h for i, m in enumerate(modules)
+               for h in (m.register_forward_pre_hook(enter(i)), m.register_forward_hook(leave(i)))]
+    try:
+        with torch.no_grad(), _frozen(model), family.routed(model), counter:
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return totals
+
+
 def example_inputs(model: nn.Module, seconds: float = 1.0, batch: int = 1,
                    device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """Model inputs for counting and timing: `seconds` of audio (Whisper: its window; text: 128 tokens)."""

@@ -22,8 +22,9 @@ def _pruned_cells(pruned: Any) -> list[tuple[int, int]]:
     """(layer, head) of every pruned head: `pruned` is a PruningPlan, {layer: heads} or a boolean keep mask."""
     if pruned is None:
         return []
-    if hasattr(pruned, "pruned_heads"):
-        pruned = pruned.pruned_heads
+    if hasattr(pruned, "pruned_heads"):  # a removed layer loses every head
+        gone = {l: range(pruned.num_heads) for l in getattr(pruned, "pruned_layers", ())}
+        pruned = {**pruned.pruned_heads, **gone}
     if isinstance(pruned, Mapping):
         return sorted((int(l), int(h)) for l, heads in pruned.items() for h in heads)
     keep = np.asarray(pruned, dtype=bool)  # (L, H), True = kept
@@ -124,8 +125,11 @@ def plot_frontier(result: dict[str, Any], path: str | Path, title: str = "") -> 
     panels = [("mac_fraction", None, "fraction of the dense model's MACs")]
     panels += [("speedup", b, f"speedup over the dense model (ONNX Runtime, batch {b})") for b in sizes]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), dpi=120, squeeze=False)
-    conv = any("conv_ratio" in p for p in points)  # colour by (FFN ratio, conv ratio) then
-    group = (lambda p: (p["ffn_ratio"], p.get("conv_ratio", 0.0))) if conv else (lambda p: p["ffn_ratio"])
+    axes_of = [k for k in ("conv", "layer") if any(f"{k}_ratio" in p for p in points)]  # colour by those too
+
+    def group(p: dict[str, Any]) -> tuple[float, ...]:
+        return (p["ffn_ratio"], *(p.get(f"{k}_ratio", 0.0) for k in axes_of))
+
     ffn = sorted({group(p) for p in points})
     colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(ffn)))
     for ax, (key, batch, label) in zip(axes[0], panels):
@@ -133,7 +137,8 @@ def plot_frontier(result: dict[str, Any], path: str | Path, title: str = "") -> 
         y = [p[metric] for p in points]
         for ratio, colour in zip(ffn, colours):
             mine = [i for i, p in enumerate(points) if group(p) == ratio]
-            name = f"FFN {ratio[0]:g}, conv {ratio[1]:g}" if conv else f"FFN ratio {ratio:g}"
+            name = ", ".join([f"FFN {ratio[0]:g}", *(f"{k} {r:g}" for k, r in zip(axes_of, ratio[1:]))]) \
+                if axes_of else f"FFN ratio {ratio[0]:g}"
             ax.scatter([x[i] for i in mine], [y[i] for i in mine], s=18, color=colour, label=name, zorder=2)
         best = sorted((x[i], y[i]) for i, p in enumerate(points)
                       if (p["pareto"] if batch is None else p["pareto_speedup"][batch]))
@@ -156,13 +161,16 @@ def frontier_table(result: dict[str, Any]) -> str:
     metric, points = result["metric"], result["points"]
     sizes = [str(b) for b in result["latency"]["batch_sizes"]] if result.get("latency") else []
     conv = any("conv_ratio" in p for p in points)
-    header = ["head ratio", "FFN ratio", *(["conv ratio"] if conv else []), "heads removed", "neurons removed",
-              *(["channels removed"] if conv else []), metric, "MACs"]
+    layers = any("layer_ratio" in p for p in points)
+    header = ["head ratio", "FFN ratio", *(["conv ratio"] if conv else []), *(["layer ratio"] if layers else []),
+              "heads removed", "neurons removed", *(["channels removed"] if conv else []),
+              *(["layers removed"] if layers else []), metric, "MACs"]
     header += [f"ms @ batch {b} (speedup)" for b in sizes] + ["Pareto"]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for p in points:
         cells = [f"{p['head_ratio']:.3g}", f"{p['ffn_ratio']:.3g}", *([f"{p['conv_ratio']:.3g}"] if conv else []),
-                 str(p["heads_removed"]), str(p["neurons_removed"]), *([str(p["channels_removed"])] if conv else []),
+                 *([f"{p['layer_ratio']:.3g}"] if layers else []), str(p["heads_removed"]), str(p["neurons_removed"]),
+                 *([str(p["channels_removed"])] if conv else []), *([str(p["layers_removed"])] if layers else []),
                  f"{p[metric]:.4f}", f"{_count(p['macs'])} ({p['mac_fraction']:.1%})"]
         cells += [f"{p['latency_ms'][b]:.2f} ({p['speedup'][b]:.2f}x)" for b in sizes]
         optimal = (["MACs"] if p["pareto"] else []) + [f"batch {b}" for b in sizes if p["pareto_speedup"][b]]

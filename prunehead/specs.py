@@ -161,7 +161,8 @@ class Recovery:
 class Frontier:
     """`sweep`'s speed / accuracy frontier: every head ratio x each of `ffn_ratios` (neurons cut per layer,
     keeping `min_neurons_per_layer`, ranked by `ffn`) x each of `conv_ratios` (front-end channels cut per
-    conv layer, ranked by `conv`; none: the conv front end stays), MACs on `seconds` of input, and with
+    conv layer, ranked by `conv`; none: the conv front end stays) x each of `layer_ratios` (whole layers,
+    ranked by `layers`), MACs on `seconds` of input, and with
     `latency` ONNX Runtime latency at `batch_sizes` (default 1, 8; median of `repeats`) timed in turns with
     the dense model."""
 
@@ -174,11 +175,14 @@ class Frontier:
     repeats: int = 20
     conv_ratios: tuple[float, ...] = ()
     conv: Ranking = field(default_factory=lambda: Ranking("taylor"))
+    layer_ratios: tuple[float, ...] = ()  # whole encoder layers (ranked over the encoder by `layers`)
+    layers: Ranking = field(default_factory=lambda: Ranking("taylor"))
 
     def __post_init__(self) -> None:
         if not self.ffn_ratios:
             raise InputError("--ffn-ratios is empty: give START:STOP:STEP or a comma list, e.g. 0:0.6:0.2")
-        for flag, values in (("--ffn-ratios", self.ffn_ratios), ("--conv-ratios", self.conv_ratios)):
+        for flag, values in (("--ffn-ratios", self.ffn_ratios), ("--conv-ratios", self.conv_ratios),
+                             ("--layer-ratios", self.layer_ratios)):
             if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0 for v in values):
                 raise InputError(f"{flag}: every ratio must be within [0, 1], got {list(values)}")
         if self.batch_sizes is not None and not self.latency:
@@ -192,6 +196,8 @@ class Frontier:
         for flag, ranking in (("--ffn-scorer", self.ffn), ("--conv-scorer", self.conv)):
             if ranking.scorer is not None and ranking.scorer not in ("taylor", "magnitude"):
                 raise InputError(f"{flag} must be one of taylor, magnitude, got {ranking.scorer!r}")
+        if self.layers.scorer is not None and self.layers.scorer not in ("taylor", "occlusion"):
+            raise InputError(f"--layer-scorer must be one of taylor, occlusion, got {self.layers.scorer!r}")
 
     @property
     def sizes(self) -> list[int]:

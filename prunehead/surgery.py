@@ -9,6 +9,7 @@ The removed heads are recorded in `config.prunehead_pruned_heads`, so `load()` c
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import pickle
 import re
@@ -25,6 +26,7 @@ from .checks import check_model
 from .errors import InputError
 from .families.base import BiasOnly, EmptyAttention  # noqa: F401 - re-exported for old imports
 from .units.conv import PRUNED_CONV_KEY, conv_plan_of, dense_config, prune_conv_
+from .units.depth import original_layer_ids, removed_layers_of
 from .units.ffn import PRUNED_FFN_KEY, ffn_plan_of, ffn_sites, prune_ffn_
 from .heads import PRUNED_HEADS_KEY, head_adapter, pruned_heads_of
 from .pruning.plan import PruningPlan
@@ -70,6 +72,19 @@ def plan_of(model: nn.Module) -> PruningPlan:
     return conv_plan_of(model, plan)
 
 
+def history_of(model: nn.Module) -> PruningPlan:
+    """Everything removed from `model` since it was dense, in the dense model's ids: `plan_of` mapped back
+    through the removed layers (`pruned_layers`); equal to `plan_of` for a model that lost no layer. plan.json
+    holds this plan, so `prune --plan` on the dense model repeats it."""
+    plan, gone = plan_of(model), removed_layers_of(model)
+    if not gone:
+        return plan
+    ids = original_layer_ids(model)
+    return dataclasses.replace(plan, num_layers=len(ids) + len(gone),
+                               pruned_heads={ids[l]: h for l, h in plan.pruned_heads.items()},
+                               pruned_ffn={ids[l]: n for l, n in plan.pruned_ffn.items()}, pruned_layers=tuple(gone))
+
+
 def save_pretrained(model: nn.Module, out_dir: str | Path, source: str | Path | None = None,
                     processor: object | None = None, dtype: torch.dtype | None = None,
                     report: dict | None = None) -> None:
@@ -90,8 +105,8 @@ def save_pretrained(model: nn.Module, out_dir: str | Path, source: str | Path | 
     target = dtype or checkpoint_dtype_of(model) or _source_dtype(source) or next(model.parameters()).dtype
     saved = model if next(model.parameters()).dtype == target else copy.deepcopy(model).to(target)
     saved.save_pretrained(out_dir)
-    plan = plan_of(model)
-    plan.save(out_dir / "plan.json")
+    plan, history = plan_of(model), history_of(model)
+    history.save(out_dir / "plan.json")
     if _needs_remote_code(model, plan):
         if plan.num_pruned:
             _add_placeholders(model, out_dir, target)
@@ -100,8 +115,8 @@ def save_pretrained(model: nn.Module, out_dir: str | Path, source: str | Path | 
         processor.save_pretrained(out_dir)
     if source is not None:
         copy_preprocessing(str(source), out_dir)
-    if plan.num_pruned or plan.num_pruned_ffn or plan.num_pruned_conv:
-        write_model_card(model, out_dir, plan, report, str(source) if source is not None else None)
+    if plan.num_pruned or plan.num_pruned_ffn or plan.num_pruned_conv or history.num_pruned_layers:
+        write_model_card(model, out_dir, history, report, str(source) if source is not None else None)
 
 
 def _needs_remote_code(model: nn.Module, plan: PruningPlan) -> bool:

@@ -112,7 +112,7 @@ def test_target_macs_meets_the_budget_with_the_least_units_and_the_cheapest_firs
     the budget is met, one unit fewer would miss it, and units go in score order within each kind."""
     import torch
 
-    from prunehead.pruning.budget import target_macs_plan
+    from prunehead.pruning.order import target_macs_plan
     from prunehead.cost import count_macs, example_inputs
     from prunehead.units.ffn import prune_ffn_
     from tests.conftest import tiny
@@ -175,7 +175,7 @@ def test_max_drop_over_heads_and_neurons_removes_the_free_prefix_and_stops_at_th
     budget, also measured on a physically pruned model."""
     import torch
 
-    from prunehead.pruning.budget import removal_order
+    from prunehead.pruning.order import removal_order
     from prunehead.units.ffn import ffn_sites, prune_ffn_
 
     root, _, scores = setup
@@ -242,7 +242,7 @@ def test_the_removal_order_cuts_each_kind_to_a_quantile_in_proportion_to_the_mac
     unit of each kind."""
     import torch
 
-    from prunehead.pruning.budget import removal_order
+    from prunehead.pruning.order import removal_order
     from tests.conftest import tiny
 
     model = tiny("wav2vec2-tiny")

@@ -221,12 +221,12 @@ def test_cli_budgets_span_conv_channels(setup, tmp_path):
 def test_conv_flags_fail_in_one_line_before_loading():
     from prunehead.commands.prune_request import request_from_flags
 
-    for flags, message in [({"conv_ratio": 0.2}, "--conv-ratio needs conv channel scores"),
+    for flags, message in [({"conv_ratio": 0.2}, "--conv-ratio needs scores of the conv channels"),
                            ({"conv_scores": "c.json", "ratio": 0.2, "scores": "s.json"}, "give --conv-ratio"),
                            ({"conv_ratio": 0.2, "conv_scorer": "l1", "data": "d"}, "--conv-scorer must be"),
                            ({"max_drop": 0.1, "units": "conv,conv", "data": "d"}, "distinct kinds"),
                            ({"target_macs": 0.5, "units": "conv", "scores": "s.json", "data": "d"}, "heads too"),
-                           ({"plan": "p.json", "conv_ratio": 0.2}, "drop --ffn-ratio and --conv-ratio")]:
+                           ({"plan": "p.json", "conv_ratio": 0.2}, "drop --ffn-ratio, --conv-ratio and --layer-ratio")]:
         with pytest.raises(prunehead.InputError, match=message):
             request_from_flags(flags)
 
@@ -278,3 +278,22 @@ def test_sweep_frontier_spans_conv_channels_and_matches_a_physical_prune(setup, 
     report = json.loads((tmp_path / "pruned" / "report.json").read_text())
     assert points[1]["accuracy"] == report["metrics_after"]["accuracy"]  # gated in the sweep == removed here
     assert points[1]["macs"] == report["after"]["macs"]
+
+
+def test_recovery_trains_the_front_end_when_the_plan_cut_its_channels(setup):
+    from prunehead.pruning.targets import Cut
+    from prunehead.specs import Data, Ranking, Recovery
+    from prunehead.units.base import Amount
+
+    root = setup
+    data = Data(str(root / "data"), batch_size=8)
+    for amounts, rankings, trains in (({"conv": Amount(ratio=0.25)}, {"conv": Ranking("magnitude")}, True),
+                                      ({"heads": Amount(ratio=0.25)}, {"heads": Ranking(scores=root / "gradient.json")},
+                                       False)):
+        result = prunehead.prune(str(root / "model"), Cut(amounts), ranking=rankings, data=data,
+                                 recover=Recovery(1, 1e-3))
+        plan = result.plan
+        cut = remove_all_(prunehead.load(root / "model"), plan)  # the same cut, not recovered
+        moved = [not torch.equal(a.weight, b.weight) for a, b in zip(conv_layers(result.model), conv_layers(cut))]
+        assert all(moved) if trains else not any(moved), amounts
+        assert result.report["recovery"]["config"]["freeze_feature_encoder"] is (not trains)

@@ -11,7 +11,8 @@ import torch
 
 from .. import surgery
 from ..errors import InputError
-from ..pruning.budget import choose_scorer, max_drop_plan, max_drop_units_plan, removal_order, target_macs_plan
+from ..pruning.budget import choose_scorer, max_drop_plan
+from ..pruning.order import max_drop_units_plan, removal_order, target_macs_plan
 from ..pruning.iterative import Target, prune_iteratively
 from ..pruning.plan import PruningPlan
 from ..pruning.targets import AccuracyBudget, Cut, MacBudget, SavedPlan
@@ -43,11 +44,12 @@ def decide_cut(ctx: Context, cut: Cut) -> Decision:
     """A share of each kind: neurons and channels scored once on the model as given, heads at once or in
     rounds."""
     plan, report = surgery.plan_of(ctx.model), {}
-    for kind in ("ffn", "conv"):
+    for kind in ("ffn", "conv", "layers"):
         if kind in cut.amounts:
             amount = cut.amounts[kind]
             chosen = KINDS[kind].select(ctx.matrix(kind), plan, amount)
-            report[kind] = {"ratio": amount.ratio, "scope": amount.scope, **source(ctx.ranking(kind)),
+            report[kind] = {"ratio": amount.ratio, "scope": "global" if kind == "layers" else amount.scope,
+                            **source(ctx.ranking(kind)),
                             **_removed(kind, plan, chosen)}
             plan = chosen
     if "heads" not in cut.amounts:
@@ -65,7 +67,8 @@ def decide_cut(ctx: Context, cut: Cut) -> Decision:
     return Decision(target.plan(scores, surgery.plan_of(ctx.model)).union(plan), report, ranking=scores)
 
 
-REMOVED = {"ffn": ("neurons_removed", "num_pruned_ffn"), "conv": ("channels_removed", "num_pruned_conv")}
+REMOVED = {"ffn": ("neurons_removed", "num_pruned_ffn"), "conv": ("channels_removed", "num_pruned_conv"),
+           "layers": ("layers_removed", "num_pruned_layers")}
 
 
 def _removed(kind: str, before: PruningPlan, after: PruningPlan) -> dict[str, Any]:

@@ -89,7 +89,10 @@ def sweep(model: ModelLike, data: Data | str, scores: Mapping[str, ScoresLike] |
                 "ffn_score_file": str(frontier.ffn.scores) if isinstance(frontier.ffn.scores, (str, Path)) else None,
                 **({"conv_scorer": frontier.conv.scorer if frontier.conv.scores is None else None,
                     "conv_score_file": str(frontier.conv.scores) if isinstance(frontier.conv.scores, (str, Path))
-                    else None} if frontier.conv_ratios else {})}
+                    else None} if frontier.conv_ratios else {}),
+                **({"layer_scorer": frontier.layers.scorer if frontier.layers.scores is None else None,
+                    "layer_score_file": str(frontier.layers.scores) if isinstance(frontier.layers.scores, (str, Path))
+                    else None} if frontier.layer_ratios else {})}
     H = head_adapter(ws.model).num_heads
     result = run_sweep(ws.model, ws.evaluate, sets, metric=metric, scope=scope,
                        ratios=points if points is not None else parse_ratios("0:0.9:0.1"),
@@ -104,11 +107,13 @@ def _frontier(ws: Workspace, data: Data, sets: dict[str, torch.Tensor], points: 
     if progress and frontier.ffn.scores is None:
         say(f"frontier: scoring the FFN neurons with {frontier.ffn.scorer}"
             + (f" on {frontier.ffn.samples} samples of {data.score_split}" if frontier.ffn.scorer != "magnitude" else ""))
-    rankings = {"ffn": frontier.ffn, **({"conv": frontier.conv} if frontier.conv_ratios else {})}
+    rankings = {"ffn": frontier.ffn, **({"conv": frontier.conv} if frontier.conv_ratios else {}),
+                **({"layers": frontier.layers} if frontier.layer_ratios else {})}
     ctx = Context(ws.model, ws.source, rankings, data, device, progress)
     ctx.scoring.share_(ws)  # scoring on the evaluated split reads it once
     scores = {"heads": head_scores, **{kind: ctx.matrix(kind) for kind in rankings}}
-    ratios = {"ffn": list(frontier.ffn_ratios), **({"conv": list(frontier.conv_ratios)} if frontier.conv_ratios else {})}
+    ratios = {"ffn": list(frontier.ffn_ratios), **({"conv": list(frontier.conv_ratios)} if frontier.conv_ratios else {}),
+              **({"layers": list(frontier.layer_ratios)} if frontier.layer_ratios else {})}
     if points is None:  # per layer without --ratios: K = 0..H-1 heads per layer
         H = head_adapter(ctx.model).num_heads
         points = [k / H for k in range(H)]

@@ -35,7 +35,8 @@ from .common import ScoreSplit, scores_for
 
 @dataclasses.dataclass
 class PruneResult:
-    """What `prune` returns: the pruned model (None for a dry run), its plan and the report."""
+    """What `prune` returns: the pruned model (None for a dry run), its plan (everything it lost since it was
+    dense, in the dense model's ids: `prunehead.surgery.history_of`) and the report."""
 
     model: nn.Module | None
     plan: PruningPlan
@@ -230,7 +231,7 @@ def _apply(ctx: Context, decision: Decision, report: dict[str, Any], recovery: R
     report.update(change_report(net, pruned), rounds=rounds, recovered=recovery is not None)
     if ws is not None:  # rounds were evaluated as they went (heads only); with neurons gone too, again
         last = rounds[-1].get("metrics") if decision.rounds else None
-        heads_only = not decision.plan.pruned_ffn and not decision.plan.pruned_conv
+        heads_only = not (decision.plan.pruned_ffn or decision.plan.pruned_conv or decision.plan.pruned_layers)
         after = last if last is not None and heads_only else ws.evaluate(pruned, progress=ctx.progress)
         report["metrics_after"] = after
         if decision.rounds is None:
@@ -241,11 +242,12 @@ def _apply(ctx: Context, decision: Decision, report: dict[str, Any], recovery: R
             report["metrics_after_repair"] = ws.evaluate(pruned, progress=ctx.progress)
     if recovery is not None and recovery.epochs:
         cfg = TrainConfig(epochs=recovery.epochs, lr=recovery.lr, head_lr=recovery.lr, batch_size=ctx.data.batch_size,
-                          seed=recovery.seed, eval_split=None, clip_seconds=ctx.data.clip_seconds)
+                          seed=recovery.seed, eval_split=None, clip_seconds=ctx.data.clip_seconds,
+                          freeze_feature_encoder=False if decision.plan.pruned_conv else None)  # a cut front end adapts
         pruned, report["recovery"] = recover(pruned, ctx.data.spec, cfg, source=ctx.spec, task=ws.task.name,
                                              device=ctx.device)
         report["metrics_after_recovery"] = ws.evaluate(pruned.to(pick_device(ctx.device)), progress=ctx.progress)
-    return PruneResult(pruned, surgery.plan_of(pruned), report)
+    return PruneResult(pruned, surgery.history_of(pruned), report)
 
 
 def _repair_(ctx: Context, net: nn.Module, pruned: nn.Module, recovery: Recovery) -> dict[str, Any]:

@@ -71,7 +71,8 @@ def score(model: ModelLike | Workspace, data: Data | str | None = None, ranking:
         ranking: a registered scorer's name, or a `Ranking` with its options, samples and seed.
         units: "heads"; "ffn" to score every FFN neuron instead (an (L, I) matrix, `prunehead.scorers.ffn`),
             "conv" every front-end conv channel (a (C, W) matrix, `prunehead.scorers.conv`); scorer taylor or
-            magnitude.
+            magnitude; "layers" every encoder layer (an (L, 1) matrix, `prunehead.scorers.depth`); scorer taylor
+            or occlusion.
         reference_samples: HIB only: estimate V's std from this many samples (0 = the scored ones).
         checkpoint, resume, key: per-batch checkpoint file, continue from it, and the run's identity.
 
@@ -79,12 +80,12 @@ def score(model: ModelLike | Workspace, data: Data | str | None = None, ranking:
     """
     ranking = Ranking(ranking) if isinstance(ranking, str) else ranking
     data = Data.of(data)
-    if units in ("ffn", "conv"):
+    if units in ("ffn", "conv", "layers"):
         if reference_samples or checkpoint is not None:
             raise InputError(f"--units {units} takes no --reference-samples or checkpoints")
         return _score_parts(units, model, data, ranking, device)
     if units != "heads":
-        raise InputError(f"--units must be heads, ffn or conv, got {units!r}")
+        raise InputError(f"--units must be heads, ffn, conv or layers, got {units!r}")
     if ranking.scorer is None:
         raise InputError("give the scorer to run (a Ranking with a scorer name)")
     if reference_samples and ranking.scorer != "hib":
@@ -142,6 +143,7 @@ def _score_parts(units: str, model: ModelLike | Workspace, data: Data | None, ra
     matrix = kind.score(ws.model, drawn.batches if drawn else [], ws.task.objective, ranking)
     settings = {"model": ws.source or type(ws.model).__name__, "data": data.spec if data else None, "split": ws.split,
                 "seed": ranking.seed, "batch_size": batch}
-    return ScoreResult(matrix, ranking.scorer, {"normalize_layers": True}, ws.task.name, drawn.paths if drawn else [],
+    params = {} if units == "layers" else {"normalize_layers": True}
+    return ScoreResult(matrix, ranking.scorer, params, ws.task.name, drawn.paths if drawn else [],
                        device=model_device(ws.model).type, settings=settings,
                        model_fingerprint=model_fingerprint(ws.model), units=units)

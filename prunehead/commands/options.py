@@ -90,6 +90,11 @@ ConvScores = Annotated[Path | None, typer.Option(show_default=False, help="Conv 
 ConvScorer = Annotated[str, typer.Option(help="Score the conv channels here when no --conv-scores: taylor (gradient "
                                               "x gate on --data's train split; prune: --score-split) or magnitude "
                                               "(data-free).")]
+LayerScores = Annotated[Path | None, typer.Option(show_default=False, help="Layer score file (`prunehead score "
+                                                                          "--units layers`).")]
+LayerScorer = Annotated[str, typer.Option(help="Score the encoder layers here when no --layer-scores: taylor (gradient "
+                                               "x skip gate) or occlusion (loss with each layer skipped), on --data's "
+                                               "--score-split.")]
 OptionalData = Annotated[str | None, typer.Option("--data", "-d", help="Data spec (as for `prunehead eval`).")]
 Split = Annotated[str, typer.Option(help="Data split to use.")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Utterances per batch.")]

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .options import (ConvScorer, ConvScores, FfnScorer, FfnScores, BatchSize, ClipSeconds, Device, DryRun, Global, Heads, MinHeads, Model, Out,
+from .options import (ConvScorer, ConvScores, LayerScorer, LayerScores, FfnScorer, FfnScores, BatchSize, ClipSeconds, Device, DryRun, Global, Heads, MinHeads, Model, Out,
                       Fraction, Overwrite, Positive, Ratio, Samples, ScorerOptions, Seed, Task, inputs_of,
                       parse_options)
 
@@ -71,14 +71,18 @@ FfnRatio = Annotated[float | None, Opt(callback=Fraction, show_default=False,
                                            "without --ratio / --heads, only neurons.")]
 Units = Annotated[str | None, Opt(show_default=False,
                                  help="What --max-drop or --target-macs removes: heads, ffn (feed-forward neurons), "
-                                      "conv (front-end channels), both (heads and ffn), all, or a comma list (one "
-                                      "order: least important per MAC first; scores from --ffn-scores / "
-                                      "--ffn-scorer, --conv-scores / --conv-scorer). [default: heads; "
-                                      "--target-macs: both]")]
+                                      "conv (front-end channels), layers (whole encoder layers), both (heads and "
+                                      "ffn), all, or a comma list (one order: least important per MAC first; "
+                                      "scores from --ffn-scores / --ffn-scorer, --conv-scores / --conv-scorer, "
+                                      "--layer-scores / --layer-scorer). [default: heads; --target-macs: both]")]
 ConvRatio = Annotated[float | None, Opt(callback=Fraction, show_default=False,
                                        help="Also remove this fraction of each conv layer's output channels in the "
                                             "front end (with --global: of all, keeping --min-channels-per-layer); "
                                             "without --ratio / --heads, only channels.")]
+LayerRatio = Annotated[float | None, Opt(callback=Fraction, show_default=False,
+                                        help="Also remove this fraction of the encoder's layers outright, the "
+                                             "least important first (heads and neurons of a removed layer go with "
+                                             "it); without --ratio / --heads, only layers.")]
 MinChannels = Annotated[int, Opt(min=1, help="Never leave a conv layer with fewer channels than this.")]
 MinNeurons = Annotated[int, Opt(min=0, help="Never leave a layer with fewer FFN neurons than this.")]
 RecipeFile = Annotated[Path | None, Opt(show_default=False,
@@ -102,10 +106,11 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
           target_macs: TargetMacs = None, units: Units = None, recipe: RecipeFile = None,
           conv_ratio: ConvRatio = None, conv_scores: ConvScores = None, conv_scorer: ConvScorer = "taylor",
           min_channels_per_layer: MinChannels = 1, repair: RepairMethod = None,
-          repair_samples: RepairSamples = 64) -> None:
+          repair_samples: RepairSamples = 64, layer_ratio: LayerRatio = None, layer_scores: LayerScores = None,
+          layer_scorer: LayerScorer = "taylor") -> None:
     """Remove the lowest-scoring heads (globally or per layer, at once or in --rounds, or as many as
-    --max-drop allows), with --ffn-ratio feed-forward neurons, with --conv-ratio front-end channels, and save
-    to --out."""
+    --max-drop allows), with --ffn-ratio feed-forward neurons, with --conv-ratio front-end channels, with
+    --layer-ratio whole layers, and save to --out."""
     import json
 
     import torch
@@ -125,7 +130,7 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
         if scores is None and scorer is None and plan is None:
             scorer, ranking = r.score.scorer, r.ranking()
             option = [*(f"{k}={v}" for k, v in ranking.options.items()), *(option or [])]
-    inputs = inputs_of(model, data, scores, plan, ffn_scores, conv_scores)
+    inputs = inputs_of(model, data, *(scores, plan, ffn_scores, conv_scores, layer_scores))
     check_output(out, overwrite, inputs=inputs)
     scope = None if global_ is None else "global" if global_ else "per_layer"
     request = request_from_flags(dict(
@@ -138,7 +143,8 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
         min_neurons_per_layer=min_neurons_per_layer, target_macs=target_macs, units=units, target=preset,
         conv_ratio=conv_ratio, conv_scores=conv_scores, conv_scorer=conv_scorer,
         conv_scope="global" if global_ else "per_layer", min_channels_per_layer=min_channels_per_layer,
-        repair=repair, repair_samples=repair_samples))
+        repair=repair, repair_samples=repair_samples, layer_ratio=layer_ratio, layer_scores=layer_scores,
+        layer_scorer=layer_scorer))
     result = api.prune(model, request.target, ranking=request.ranking, data=request.data, recover=request.recover,
                        device=device, dry_run=dry_run, progress=True)
     from ..training.engine import is_main_process
@@ -157,6 +163,9 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
         widths = {l: chosen.conv_width - len(ids) for l, ids in sorted(chosen.pruned_conv.items())}
         typer.echo(f"plan: remove {chosen.num_pruned_conv} conv channels of {chosen.conv_width} per layer "
                    f"(widths of the conv layers that lose some: {widths})")
+    if chosen.pruned_layers:
+        typer.echo(f"plan: remove {chosen.num_pruned_layers} of {chosen.num_layers} encoder layers "
+                   f"{list(chosen.pruned_layers)}")
     if dry_run:
         with atomic_dir(out, overwrite, inputs=inputs) as tmp:
             result.plan.save(tmp / "plan.json")
@@ -181,7 +190,9 @@ def _picture(result, path: Path, model: str) -> None:
     from ..plots import heatmap
 
     which = "" if len(rounds) == 1 else f" of round {scored[-1]['round']} (the last that scored)"
-    heatmap(scored[-1]["scores"], path, f"{Path(model).name}: head scores{which}", pruned=result.plan)
+    scores = scored[-1]["scores"]
+    plan = result.plan if len(scores) == result.plan.num_layers else None  # the input had lost layers already
+    heatmap(scores, path, f"{Path(model).name}: head scores{which}", pruned=plan)
 
 
 def _decision(report: dict) -> None:

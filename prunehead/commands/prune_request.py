@@ -1,6 +1,6 @@
 """`prunehead prune`'s flags -> the library's values: exactly one target (`--ratio` / `--heads` /
-`--ffn-ratio` / `--conv-ratio`, `--max-drop`, `--target-macs` or `--plan`), the rankings, the data and the
-recovery.
+`--ffn-ratio` / `--conv-ratio` / `--layer-ratio`, `--max-drop`, `--target-macs` or `--plan`), the rankings,
+the data and the recovery.
 
 The one place that knows which flags go together; every message names the flags to add or drop. Nothing is
 loaded here, so a bad combination fails at once.
@@ -25,19 +25,28 @@ DEFAULTS: dict[str, Any] = {
     "ffn_scores": None, "ffn_scorer": "taylor", "ffn_scope": "per_layer", "min_neurons_per_layer": 1,
     "target_macs": None, "units": None, "target": None, "conv_ratio": None, "conv_scores": None,
     "conv_scorer": "taylor", "conv_scope": "per_layer", "min_channels_per_layer": 1, "repair": None,
-    "repair_samples": 64,
+    "repair_samples": 64, "layer_ratio": None, "layer_scores": None, "layer_scorer": "taylor",
 }
-TARGET_FLAGS = ("ratio", "heads", "max_drop", "target_macs", "plan", "ffn_ratio", "conv_ratio")
-KIND_NAMES = ("heads", "ffn", "conv")
+TARGET_FLAGS = ("ratio", "heads", "max_drop", "target_macs", "plan", "ffn_ratio", "conv_ratio", "layer_ratio")
+KIND_NAMES = ("heads", "ffn", "conv", "layers")
 UNITS = {"both": ("heads", "ffn"), "all": KIND_NAMES}  # --units shorthands; else a kind or a comma list
-PART_SCORERS = ("taylor", "magnitude")  # --ffn-scorer / --conv-scorer
+# the kinds beyond heads: their flag prefix (--ffn-ratio, --conv-scores, --layer-scorer), noun and scorers
+PARTS = {"ffn": ("ffn", "FFN neurons", ("taylor", "magnitude")),
+         "conv": ("conv", "conv channels", ("taylor", "magnitude")),
+         "layers": ("layer", "whole layers", ("taylor", "occlusion"))}
+RATIOS = tuple(f"{prefix}_ratio" for prefix, _, _ in PARTS.values())  # ffn_ratio, conv_ratio, layer_ratio
+
+
+def _flag(kind: str, what: str) -> str:
+    """The flag key of a part kind: _flag("layers", "ratio") -> "layer_ratio"."""
+    return f"{PARTS[kind][0]}_{what}"
 
 
 def parse_units(text: str) -> tuple[str, ...]:
-    """The kinds `--units` names: heads, ffn, conv, both (heads and ffn), all, or a comma list."""
+    """The kinds `--units` names: heads, ffn, conv, layers, both (heads and ffn), all, or a comma list."""
     kinds = UNITS.get(text) or tuple(k.strip() for k in text.split(",") if k.strip())
     if not kinds or any(k not in KIND_NAMES for k in kinds) or len(set(kinds)) != len(kinds):
-        raise InputError(f"--units must be heads, ffn, conv, both (heads and ffn), all, or a comma list of "
+        raise InputError(f"--units must be heads, ffn, conv, layers, both (heads and ffn), all, or a comma list of "
                          f"distinct kinds, got {text!r}")
     return tuple(k for k in KIND_NAMES if k in kinds)
 
@@ -92,9 +101,9 @@ def _check_scorers(ranking: Ranking | None) -> None:
 def _check_common(f: dict[str, Any]) -> None:
     if f["units"] is not None:
         parse_units(f["units"])
-    for flag in ("ffn_scorer", "conv_scorer"):
-        if f[flag] not in PART_SCORERS:
-            raise InputError(f"--{flag.replace('_', '-')} must be one of taylor, magnitude, got {f[flag]!r}")
+    for kind, (prefix, _, scorers) in PARTS.items():
+        if f[f"{prefix}_scorer"] not in scorers:
+            raise InputError(f"--{prefix}-scorer must be one of {', '.join(scorers)}, got {f[f'{prefix}_scorer']!r}")
     if f["recover_epochs"] < 0 or not f["recover_lr"] > 0:
         raise InputError("--recover-epochs must be >= 0 and --recover-lr > 0")
     if f["recover_epochs"] and f["data"] is None:
@@ -110,12 +119,12 @@ def _check_common(f: dict[str, Any]) -> None:
                          "and --rounds")
     if f["scorer"] == AUTO and f["options"]:
         raise InputError("--scorer auto runs each candidate with its defaults: drop --option")
-    for kind, noun in (("ffn", "FFN neurons"), ("conv", "conv channels")):
-        asked = f[f"{kind}_ratio"] is not None or f["target_macs"] is not None or \
+    for kind, (prefix, noun, _) in PARTS.items():
+        asked = f[f"{prefix}_ratio"] is not None or f["target_macs"] is not None or \
             (f["units"] is not None and kind in parse_units(f["units"]))
-        if f[f"{kind}_scores"] is not None and not asked:
-            raise InputError(f"--{kind}-scores ranks {noun} for --{kind}-ratio: give --{kind}-ratio (or --max-drop "
-                             f"with --units {kind if kind == 'conv' else 'both'})")
+        if f[f"{prefix}_scores"] is not None and not asked:
+            raise InputError(f"--{prefix}-scores ranks {noun} for --{prefix}-ratio: give --{prefix}-ratio (or "
+                             f"--max-drop with --units {'both' if kind == 'ffn' else kind})")
 
 
 def _floors(f: dict[str, Any]) -> dict[str, int]:
@@ -124,30 +133,29 @@ def _floors(f: dict[str, Any]) -> dict[str, int]:
 
 def _on_data(f: dict[str, Any], kind: str) -> bool:
     """Whether `kind`'s ranking is computed on data here (no score file, a scorer that reads data)."""
-    return f[f"{kind}_scores"] is None and f[f"{kind}_scorer"] != "magnitude"
+    return f[_flag(kind, "scores")] is None and f[_flag(kind, "scorer")] != "magnitude"
 
 
 def _macs(f: dict[str, Any]) -> MacBudget:
-    if any(f[k] is not None for k in ("plan", "ratio", "heads", "ffn_ratio", "conv_ratio", "max_drop")) \
-            or f["rounds"] > 1:
+    if any(f[k] is not None for k in ("plan", "ratio", "heads", *RATIOS, "max_drop")) or f["rounds"] > 1:
         raise InputError("--target-macs chooses the units itself: drop --plan, --ratio, --heads, --ffn-ratio, "
-                         "--conv-ratio, --max-drop and --rounds")
+                         "--conv-ratio, --layer-ratio, --max-drop and --rounds")
     units = parse_units(f["units"]) if f["units"] is not None else ("heads", "ffn")
     if "heads" not in units:
         raise InputError("--target-macs ranks heads too: give --units with heads in it (heads,conv, both, all)")
     if f["scores"] is None and f["scorer"] is None:
         raise InputError("--target-macs ranks heads too: give --scores FILE or --scorer NAME with --data")
     if (f["scorer"] is not None or any(_on_data(f, k) for k in units if k != "heads")) and f["data"] is None:
-        raise InputError("--target-macs scores on data here: give --data (or --scores and --ffn-scorer / "
-                         "--conv-scorer magnitude)")
+        raise InputError("--target-macs scores on data here: give --data (or --scores and score files for the "
+                         "other kinds, or --ffn-scorer / --conv-scorer magnitude)")
     return MacBudget(f["target_macs"], _floors(f), units)
 
 
 def _budget(f: dict[str, Any]) -> AccuracyBudget:
     units = parse_units(f["units"] or "heads")
-    if f["ffn_ratio"] is not None or f["conv_ratio"] is not None:
-        raise InputError("--max-drop and --scorer auto choose how much goes: drop --ffn-ratio and --conv-ratio "
-                         "(--max-drop with --units both / all removes those units too)")
+    if any(f[k] is not None for k in RATIOS):
+        raise InputError("--max-drop and --scorer auto choose how much goes: drop --ffn-ratio, --conv-ratio and "
+                         "--layer-ratio (--max-drop with --units both / all removes those units too)")
     if f["ratio"] is not None or f["heads"] is not None or f["plan"] is not None:
         raise InputError("--max-drop chooses how many heads to remove: drop --ratio, --heads and --plan")
     if f["rounds"] > 1:
@@ -168,9 +176,9 @@ def _budget(f: dict[str, Any]) -> AccuracyBudget:
 def _plan(f: dict[str, Any]) -> SavedPlan:
     if any(f[k] is not None for k in ("scores", "scorer", "ratio", "heads")):
         raise InputError("--plan applies a saved plan as it is: drop --scores, --scorer, --ratio and --heads")
-    if f["ffn_ratio"] is not None or f["conv_ratio"] is not None:
-        raise InputError("--plan applies a saved plan as it is (its pruned_ffn and pruned_conv too): drop "
-                         "--ffn-ratio and --conv-ratio")
+    if any(f[k] is not None for k in RATIOS):
+        raise InputError("--plan applies a saved plan as it is (its neurons, channels and layers too): drop "
+                         "--ffn-ratio, --conv-ratio and --layer-ratio")
     if f["rounds"] > 1:
         raise InputError("--plan applies a saved plan in one go: drop --rounds")
     return SavedPlan.load(f["plan"]) if isinstance(f["plan"], (str, Path)) else SavedPlan(f["plan"])
@@ -179,7 +187,7 @@ def _plan(f: dict[str, Any]) -> SavedPlan:
 def _cut(f: dict[str, Any]) -> Cut:
     if f["units"] is not None:
         raise InputError(f"--units {f['units']} says what a budget removes: give --max-drop or --target-macs "
-                         "(--ffn-ratio and --conv-ratio remove neurons and channels without it)")
+                         "(--ffn-ratio, --conv-ratio and --layer-ratio remove the other kinds without it)")
     amounts = {}
     if f["ratio"] is not None or f["heads"] is not None:
         if f["scores"] is None and f["scorer"] is None:
@@ -192,18 +200,26 @@ def _cut(f: dict[str, Any]) -> Cut:
                              "(with --rounds > 1, --scores is used for the first round)")
         scope = f["scope"] or ("per_layer" if f["heads"] is not None else "global")
         amounts["heads"] = Amount(f["ratio"], f["heads"], scope, f["min_heads_per_layer"])
-    elif f["ffn_ratio"] is None and f["conv_ratio"] is None:
+    elif all(f[k] is None for k in RATIOS):
         raise InputError("give exactly one of --ratio, --heads, --max-drop or --plan")
     elif f["scores"] is not None or f["scorer"] is not None or f["rounds"] > 1:
-        raise InputError("without --ratio or --heads only FFN neurons / conv channels are removed: drop --scores, "
-                         "--scorer and --rounds (or give --ratio)")
-    for kind, noun, floor in (("ffn", "FFN", "min_neurons_per_layer"), ("conv", "conv channel", "min_channels_per_layer")):
-        if f[f"{kind}_ratio"] is None:
+        raise InputError("without --ratio or --heads only FFN neurons / conv channels / layers are removed: drop "
+                         "--scores, --scorer and --rounds (or give --ratio)")
+    for kind, (prefix, noun, scorers) in PARTS.items():
+        if f[f"{prefix}_ratio"] is None:
             continue
         if _on_data(f, kind) and f["data"] is None:
-            raise InputError(f"--{kind}-ratio needs {noun} scores: give --{kind}-scores FILE, --data to score them "
-                             f"(taylor), or --{kind}-scorer magnitude")
-        amounts[kind] = Amount(ratio=f[f"{kind}_ratio"], scope=f[f"{kind}_scope"], min_per_layer=f[floor])
+            free = f", or --{prefix}-scorer magnitude" if "magnitude" in scorers else ""
+            raise InputError(f"--{prefix}-ratio needs scores of the {noun}: give --{prefix}-scores FILE or --data to "
+                             f"score them ({f[f'{prefix}_scorer']}){free}")
+        if kind == "layers":  # one unit per layer: ranked over the whole encoder
+            if f["rounds"] > 1:
+                raise InputError("--layer-ratio removes layers once, after the rounds' heads would be renumbered: "
+                                 "drop --rounds")
+            amounts[kind] = Amount(ratio=f["layer_ratio"])
+            continue
+        amounts[kind] = Amount(ratio=f[f"{prefix}_ratio"], scope=f[f"{prefix}_scope"],
+                               min_per_layer=f["min_neurons_per_layer" if kind == "ffn" else "min_channels_per_layer"])
     return Cut(amounts, f["rounds"])
 
 
@@ -217,8 +233,9 @@ def _rankings(f: dict[str, Any], target: Any) -> dict[str, Ranking]:
         candidates = tuple(f["auto_scorers"]) if f["scorer"] == AUTO else AUTO_SCORERS
         rankings["heads"] = Ranking(f["scorer"], f["scores"], options, candidates=candidates, **common)
     kinds = target.amounts if isinstance(target, Cut) else getattr(target, "units", ())
-    for kind in ("ffn", "conv"):
+    for kind in PARTS:
         if kind in kinds:
-            rankings[kind] = Ranking(scores=f[f"{kind}_scores"], **common) if f[f"{kind}_scores"] is not None \
-                else Ranking(f[f"{kind}_scorer"], **common)
+            scores = f[_flag(kind, "scores")]
+            rankings[kind] = Ranking(scores=scores, **common) if scores is not None \
+                else Ranking(f[_flag(kind, "scorer")], **common)
     return rankings

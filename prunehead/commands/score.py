@@ -57,15 +57,17 @@ def score(model: Annotated[str | None, Opt("--model", "-m", show_default=False,
           overwrite: Overwrite = False,
           units: Annotated[str, Opt(help="heads; ffn: score every feed-forward neuron instead, for `prune "
                                          "--ffn-scores`; conv: every front-end conv channel, for `prune "
-                                         "--conv-scores` (--scorer taylor or magnitude).")] = "heads") -> None:
+                                         "--conv-scores` (--scorer taylor or magnitude); layers: every encoder "
+                                         "layer, for `prune --layer-scores` (--scorer taylor or occlusion).")] = "heads"
+          ) -> None:
     """Score every attention head (higher = more important) and write a score file plus heat map."""
     from ..errors import InputError
 
     if out is None:
         raise InputError("missing --out: the score file to write, e.g. --out scores.json")
     out = out.expanduser()
-    if units not in ("heads", "ffn", "conv"):
-        raise InputError(f"--units must be heads, ffn or conv, got {units!r}")
+    if units not in ("heads", "ffn", "conv", "layers"):
+        raise InputError(f"--units must be heads, ffn, conv or layers, got {units!r}")
     if units != "heads":
         given = {"model": model, "data": data, "scorer": scorer, "split": split or "train", "samples": samples or 200,
                  "seed": seed or 0, "task": task and task.value}
@@ -73,7 +75,7 @@ def score(model: Annotated[str | None, Opt("--model", "-m", show_default=False,
                    "--dtype": dtype, "--reference-samples": reference_samples or None, "--workers": workers or None}
         if any(value is not None for value in ignored.values()):
             raise InputError(f"--units {units} takes none of {', '.join(k for k, v in ignored.items() if v is not None)}"
-                             ": drop them (the scorers taylor and magnitude have no options)")
+                             f": drop them (the scorers of --units {units} have no options)")
         return _run_parts(units, out, given, batch_size, clip_seconds=clip_seconds, device=device,
                           overwrite=overwrite, recipe=recipe, resume=resume)
     flags = {"steps": steps, "beta": beta, "lr": lr, "noise": noise}
@@ -195,14 +197,18 @@ def _run(out: Path, settings: dict[str, Any], options: dict[str, Any], flags: di
 
 def _run_parts(units: str, out: Path, given: dict[str, Any], batch_size: int, clip_seconds: float | None,
                device: str | None, overwrite: bool, recipe: Path | None, resume: bool) -> None:
-    """`score --units ffn|conv`: one process, no checkpoint; writes the (L, I) or (C, W) score file."""
+    """`score --units ffn|conv|layers`: one process, no checkpoint; writes the (L, I), (C, W) or (L, 1) score
+    file."""
     from ..api import score
     from ..errors import InputError
     from ..output_guard import atomic_file, check_output
 
     missing = [f"--{k}" for k in ("model", "data", "scorer") if not given[k]]
     if missing or recipe is not None or resume:
-        raise InputError(f"--units {units} needs --model, --data and --scorer (taylor or magnitude), and takes no "
+        from ..units.kinds import KINDS
+
+        raise InputError(f"--units {units} needs --model, --data and --scorer ({' or '.join(KINDS[units].scorers)}), "
+                         "and takes no "
                          f"--recipe or --resume{'; missing ' + ', '.join(missing) if missing else ''}")
     inputs = inputs_of(given["model"], given["data"])
     check_output(out, overwrite, inputs=inputs)
@@ -216,7 +222,7 @@ def _run_parts(units: str, out: Path, given: dict[str, Any], batch_size: int, cl
     with atomic_file(out, overwrite, inputs=inputs) as tmp:
         result.save(tmp)
     L, W = result.scores.shape
-    noun = "FFN neurons" if units == "ffn" else "conv channels"
+    noun = {"ffn": "FFN neurons", "conv": "conv channels", "layers": "layers"}[units]
     on = f"on {len(result.sample_paths)} samples" if result.sample_paths else "(data-free)"
     typer.echo(f"scored {L} x {W} {noun} with {given['scorer']} {on}; wrote {out}")
 

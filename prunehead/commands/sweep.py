@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .options import (ConvScorer, ConvScores, FfnScorer, FfnScores, BatchSize, ClipSeconds, Data, Device, Dtype, DtypeName, Global, Model, Out,
+from .options import (ConvScorer, ConvScores, LayerScorer, LayerScores, FfnScorer, FfnScores, BatchSize, ClipSeconds, Data, Device, Dtype, DtypeName, Global, Model, Out,
                       Overwrite, Positive, Split, Task, Workers, inputs_of)
 
 Opt = typer.Option
@@ -21,6 +21,9 @@ FfnRatios = Annotated[str | None, Opt(show_default=False,
 ConvRatios = Annotated[str | None, Opt(show_default=False,
                                        help="With --ffn-ratios: also each of these conv channel ratios (front-end "
                                             "channels cut per conv layer, as `prune --conv-ratio`).")]
+LayerRatios = Annotated[str | None, Opt(show_default=False,
+                                        help="With --ffn-ratios: also each of these ratios of whole encoder layers "
+                                             "(ranked over the encoder, as `prune --layer-ratio`).")]
 Latency = Annotated[bool, Opt("--latency", help="Also export every frontier point to ONNX and time it with ONNX "
                                                 "Runtime in turns with the dense model (median ms, speedup).")]
 BatchSizes = Annotated[str | None, Opt(show_default=False,
@@ -45,7 +48,9 @@ def sweep_cmd(model: Model, data: Data, out: Out, scores: ScoreFiles,
               workers: Workers = 0, ffn_ratios: FfnRatios = None, ffn_scores: FfnScores = None,
               ffn_scorer: FfnScorer = "taylor", latency: Latency = False, batch_sizes: BatchSizes = None,
               seconds: Seconds = None, repeats: Repeats = None, overwrite: Overwrite = False,
-              conv_ratios: ConvRatios = None, conv_scores: ConvScores = None, conv_scorer: ConvScorer = "taylor") -> None:
+              conv_ratios: ConvRatios = None, conv_scores: ConvScores = None, conv_scorer: ConvScorer = "taylor",
+              layer_ratios: LayerRatios = None, layer_scores: LayerScores = None,
+              layer_scorer: LayerScorer = "taylor") -> None:
     """Prune at every ratio (or K heads per layer) for every score file and random, and evaluate; with
     --ffn-ratios, the speed / accuracy frontier of heads x FFN neurons."""
     from ..errors import InputError
@@ -54,12 +59,13 @@ def sweep_cmd(model: Model, data: Data, out: Out, scores: ScoreFiles,
     from ..specs import Data, Frontier, Ranking
 
     files = [*scores, *(more_scores or [])]
-    inputs = inputs_of(model, data, *files, ffn_scores, conv_scores)
+    inputs = inputs_of(model, data, *files, ffn_scores, conv_scores, layer_scores)
     check_output(out, overwrite, inputs=inputs)
     if ratios is not None:
         parse_ratios(ratios)  # a bad spec fails before anything loads
-    extras = {"ffn_scores": ffn_scores, "conv_ratios": conv_ratios, "conv_scores": conv_scores, "latency": latency, "batch_sizes": batch_sizes, "seconds": seconds,
-              "repeats": repeats}
+    extras = {"ffn_scores": ffn_scores, "conv_ratios": conv_ratios, "conv_scores": conv_scores,
+              "layer_ratios": layer_ratios, "layer_scores": layer_scores, "latency": latency,
+              "batch_sizes": batch_sizes, "seconds": seconds, "repeats": repeats}
     given = [f"--{k.replace('_', '-')}" for k, v in extras.items() if v not in (None, False)]
     if ffn_ratios is None and given:
         verb = "belongs" if len(given) == 1 else "belong"
@@ -78,7 +84,9 @@ def sweep_cmd(model: Model, data: Data, out: Out, scores: ScoreFiles,
                             batch_sizes=tuple(_sizes(batch_sizes)) if batch_sizes is not None else None,
                             seconds=1.0 if seconds is None else seconds, repeats=20 if repeats is None else repeats,
                             conv_ratios=tuple(parse_ratios(conv_ratios, "--conv-ratios")) if conv_ratios else (),
-                            conv=channels)
+                            conv=channels,
+                            layer_ratios=tuple(parse_ratios(layer_ratios, "--layer-ratios")) if layer_ratios else (),
+                            layers=Ranking(scores=layer_scores) if layer_scores is not None else Ranking(layer_scorer))
     spec = Data(data, split=split, batch_size=batch_size, clip_seconds=clip_seconds, task=task and task.value,
                 workers=workers)
     common = dict(ratios=ratios, scope="global" if global_ is not False else "per_layer", metric=metric,

@@ -42,7 +42,7 @@ def grid(model: nn.Module, scores: Mapping[str, torch.Tensor], ratios: Mapping[s
     kinds = [k for k in KINDS if k in ratios]
     if math.prod(len(ratios[k]) for k in kinds) > MAX_POINTS:
         raise InputError(f"the grid has {' x '.join(str(len(ratios[k])) for k in kinds)} points; use at most "
-                         f"{MAX_POINTS} (larger STEPs in --ratios / --ffn-ratios / --conv-ratios)")
+                         f"{MAX_POINTS} (larger STEPs in --ratios / --ffn-ratios / --conv-ratios / --layer-ratios)")
     done = plan_of(model)
     points = []
     for combo in itertools.product(*(ratios[k] for k in kinds)):
@@ -88,7 +88,7 @@ def run_frontier(model: nn.Module, evaluate: Evaluate, scores: Mapping[str, torc
 
     Args:
         evaluate: model -> metric dict (must contain `metric`); called with the units gated.
-        scores, ratios: per unit kind ("heads", "ffn", "conv"), the (L, W) importances (higher = keep) and
+        scores, ratios: per unit kind ("heads", "ffn", "conv", "layers"), the (L, W) importances (higher = keep) and
             the ratios of the grid.
         scope: the heads' "global" or "per_layer"; FFN neurons are cut per layer.
         settings: a `prunehead.specs.Frontier` (floor of neurons per layer; `seconds`, the input length of the
@@ -128,7 +128,9 @@ def run_frontier(model: nn.Module, evaluate: Evaluate, scores: Mapping[str, torc
                            "heads_removed": plan.num_pruned,
                            "neurons_removed": plan.num_pruned_ffn,
                            **({"conv_ratio": point.get("conv", 0.0), "channels_removed": plan.num_pruned_conv}
-                              if "conv" in ratios else {}), metric: measured[key][metric],
+                              if "conv" in ratios else {}),
+                           **({"layer_ratio": point.get("layers", 0.0), "layers_removed": plan.num_pruned_layers}
+                              if "layers" in ratios else {}), metric: measured[key][metric],
                            "macs": measured[key]["macs"], "params": measured[key]["params"],
                            "mac_fraction": measured[key]["macs"] / dense_macs, "latency_ms": None, "speedup": None})
         timing = _time(bench, names, points, plans=plans, batch_sizes=batch_sizes, length=_length(inputs),
@@ -202,4 +204,4 @@ def _bench(dense: nn.Module) -> Any:
 
 def _key(plan: PruningPlan) -> tuple:
     return (tuple(sorted(plan.pruned_heads.items())), tuple(sorted(plan.pruned_ffn.items())),
-            tuple(sorted(plan.pruned_conv.items())))
+            tuple(sorted(plan.pruned_conv.items())), plan.pruned_layers)

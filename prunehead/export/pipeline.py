@@ -94,18 +94,23 @@ class ExportOptions:
 
 
 def unpruned_reference(model: nn.Module) -> nn.Module | None:
-    """The model's architecture with every head and neuron (random weights), or None if it lost none.
+    """The model's architecture with every head, neuron, channel and layer (random weights), or None if it lost
+    none.
 
     The config keeps the original layout, so the dense model is rebuilt from it. Random weights change
     neither latency nor MACs; they are drawn by `randomize_weights_` so that the file size is a trained
     model's too.
     """
-    if not pruned_heads_of(model) and not pruned_ffn_of(model) and not pruned_conv_of(model):
+    from ..units.depth import PRUNED_LAYERS_KEY, removed_layers_of
+
+    gone = removed_layers_of(model)
+    if not pruned_heads_of(model) and not pruned_ffn_of(model) and not pruned_conv_of(model) and not gone:
         return None
     config = dense_config(model.config)
-    for key in (PRUNED_HEADS_KEY, PRUNED_FFN_KEY):
+    for key in (PRUNED_HEADS_KEY, PRUNED_FFN_KEY, PRUNED_LAYERS_KEY):
         if hasattr(config, key):
             delattr(config, key)
+    config.num_hidden_layers += len(gone)
     with torch.random.fork_rng():
         torch.manual_seed(0)
         return randomize_weights_(type(model)(config)).eval()

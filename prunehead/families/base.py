@@ -146,6 +146,10 @@ class Family:
     def layers(self, model: nn.Module) -> nn.ModuleList:
         return self.encoder(model).layers
 
+    def fixed_layers(self, model: nn.Module) -> frozenset[int]:
+        """Encoder layers that cannot be removed outright (`prunehead.units.depth`); none by default."""
+        return frozenset()
+
     def sites(self, model: nn.Module) -> list[AttentionSite]:
         """One site per encoder layer, in layer order."""
         raise NotImplementedError

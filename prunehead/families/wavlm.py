@@ -174,6 +174,9 @@ class WavLMFamily(SpeechFamily):
     name = "wavlm"
     model_types = ("wavlm",)
 
+    def fixed_layers(self, model: nn.Module) -> frozenset[int]:
+        return frozenset({0})  # it embeds the relative positions for every later layer
+
     def slice_heads_(self, site: AttentionSite, positions: list[int], head_dim: int) -> None:
         module = site.module if isinstance(site.module, WavLMHeadAttention) else WavLMHeadAttention(site.module)
         module.keep_(positions)

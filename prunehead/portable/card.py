@@ -62,6 +62,23 @@ def _auto_class(folder: Path) -> str | None:
     return None
 
 
+def _plain_checkpoint(folder: Path) -> bool:
+    """Whether config.json names the architecture itself (no `prunehead-` type: no remote code needed)."""
+    with contextlib.suppress(OSError, ValueError):
+        return not str(json.loads((folder / "config.json").read_text()).get("model_type", "")).startswith("prunehead-")
+    return False
+
+
+def _removed_text(plan: Any) -> str:
+    """"12 attention heads, 300 feed-forward neurons, 2 encoder layers" (the kinds the plan removes)."""
+    parts = [f"{plan.num_pruned} attention heads", f"{plan.num_pruned_ffn} feed-forward neurons"]
+    if plan.num_pruned_conv:
+        parts.append(f"{plan.num_pruned_conv} front-end conv channels")
+    if plan.num_pruned_layers:
+        parts.append(f"{plan.num_pruned_layers} whole encoder layers ({', '.join(map(str, plan.pruned_layers))})")
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
 def _metrics(values: dict[str, Any] | None) -> dict[str, float]:
     return {k: v for k, v in (values or {}).items() if isinstance(v, float) and math.isfinite(v)}
 
@@ -81,6 +98,9 @@ def _plan_table(plan: Any) -> list[str]:
     """One row per layer: heads and FFN neurons (the feed-forward channels) kept and removed."""
     rows = ["| layer | heads kept | heads removed | FFN neurons kept | FFN neurons removed |", "|---|---|---|---|---|"]
     for layer in range(plan.num_layers):
+        if layer in plan.pruned_layers:
+            rows.append(f"| {layer} | layer removed | all | layer removed | all |")
+            continue
         heads = plan.pruned_heads.get(layer, ())
         neurons = plan.pruned_ffn.get(layer, ())
         width = f"{plan.intermediate_size - len(neurons)} of {plan.intermediate_size}" if plan.intermediate_size \
@@ -130,14 +150,18 @@ def model_card(model: nn.Module, folder: str | Path, plan: Any, report: dict[str
                          eval_results=_eval_results(report or {}, tag) or None)
     auto = _auto_class(Path(folder))
     origin = f"[{spec}](https://huggingface.co/{spec})" if _hub_id(spec) else f"`{spec}`" if spec else "a model"
+    plain = _plain_checkpoint(Path(folder))
     load = ["The folder carries its modeling code (`modeling_prunehead.py`): plain transformers loads it with "
             "`trust_remote_code=True` (read the file first; it only removes the listed heads and neurons).", "",
             "```python", f"from transformers import {auto}", "",
             f'model = {auto}.from_pretrained("path/to/this/folder", trust_remote_code=True)', "```", ""] if auto else \
+        ["A plain transformers checkpoint (its config states the smaller shapes):", "",
+         "```python", f"from transformers import {type(model).__name__}", "",
+         f'model = {type(model).__name__}.from_pretrained("path/to/this/folder")', "```", ""] if plain else \
         ["This family has no portable modeling code yet: plain transformers refuses the folder.", ""]
     text = [f"# {data.model_name}", "",
-            f"{origin} with {plan.num_pruned} attention heads and {plan.num_pruned_ffn} feed-forward neurons removed "
-            "by prunehead (structured pruning: the weight matrices are smaller, not masked).", "",
+            f"{origin} with {_removed_text(plan)} removed by prunehead (structured pruning: the weight matrices are "
+            "smaller, not masked).", "",
             "## What was removed", "", *_plan_table(plan), "", "## Size", "", *_size_lines(report, model), "",
             "## Metrics", "", *_metric_lines(report), "", "## How to load it", "",
             *load, "With prunehead installed (no remote code runs):", "",

@@ -1,5 +1,6 @@
 """Which heads to remove: `select(scores, ...)` -> a frozen `PruningPlan` that serializes to plan.json;
-which feed-forward neurons to remove as well: `select_ffn(ffn_scores, plan, ...)`.
+which feed-forward neurons, conv channels and whole layers to remove as well: `select_ffn`, `select_conv`,
+`select_layers`.
 
 Pure: no model is touched here. Scores are an L x H (heads) or L x I (neurons) matrix, higher = more
 important; the lowest go first. Ties are broken by (layer, unit) ascending, so the earlier of two equal
@@ -30,7 +31,8 @@ class PruningPlan:
 
     `pruned_heads` maps layer -> sorted head ids; `pruned_ffn` maps layer -> sorted intermediate-neuron ids
     of that layer's feed-forward block, out of `intermediate_size` (0 when the plan removes no neurons);
-    `pruned_conv` maps conv layer -> sorted output-channel ids of the front end, out of `conv_width`.
+    `pruned_conv` maps conv layer -> sorted output-channel ids of the front end, out of `conv_width`;
+    `pruned_layers` lists the encoder layers removed outright (removed last, after the other units).
     """
 
     num_layers: int
@@ -40,6 +42,11 @@ class PruningPlan:
     intermediate_size: int = 0
     pruned_conv: dict[int, tuple[int, ...]] = field(default_factory=dict)
     conv_width: int = 0
+    pruned_layers: tuple[int, ...] = ()
+
+    @property
+    def num_pruned_layers(self) -> int:
+        return len(self.pruned_layers)
 
     @property
     def num_pruned_conv(self) -> int:
@@ -74,7 +81,8 @@ class PruningPlan:
         return PruningPlan(self.num_layers, self.num_heads, _merge(self.pruned_heads, other.pruned_heads),
                            _merge(self.pruned_ffn, other.pruned_ffn), size,
                            pruned_conv=_merge(self.pruned_conv, other.pruned_conv),
-                           conv_width=self.conv_width or other.conv_width)
+                           conv_width=self.conv_width or other.conv_width,
+                           pruned_layers=tuple(sorted(set(self.pruned_layers) | set(other.pruned_layers))))
 
     def to_json(self) -> dict:
         data = {"format": PLAN_FORMAT, "version": VERSION, "num_layers": self.num_layers,
@@ -86,6 +94,8 @@ class PruningPlan:
         if self.pruned_conv:
             data["conv_width"] = self.conv_width
             data["pruned_conv"] = {str(l): list(c) for l, c in sorted(self.pruned_conv.items()) if c}
+        if self.pruned_layers:
+            data["pruned_layers"] = list(self.pruned_layers)
         return data
 
     @classmethod
@@ -104,8 +114,15 @@ class PruningPlan:
         conv = data.get("pruned_conv", {})
         if conv and width <= 0:
             raise InputError(f"{source}: \"pruned_conv\" needs a positive \"conv_width\"")
+        layers = data.get("pruned_layers", [])
+        if not isinstance(layers, list):
+            raise InputError(f"{source}: \"pruned_layers\" must be a list of layer ids, e.g. [3, 7]")
+        layers = [_whole(l, f"layer id {l!r} of \"pruned_layers\"", source, 0) for l in layers]
+        if any(l >= L for l in layers):
+            raise InputError(f"{source}: \"pruned_layers\" {layers} reaches beyond the {L} layers")
         return cls(L, H, pruned, _read_ids(ffn, L, size, "neuron", source), size,
-                   pruned_conv=_read_ids(conv, MAX_CONV_LAYERS, width, "channel", source), conv_width=width)
+                   pruned_conv=_read_ids(conv, MAX_CONV_LAYERS, width, "channel", source), conv_width=width,
+                   pruned_layers=tuple(sorted(set(layers))))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
@@ -316,6 +333,34 @@ def select_conv(scores: torch.Tensor, plan: PruningPlan, *, ratio: float, scope:
             for _, c in _order(scores, free)[: max(0, target - len(removed[l]))]:
                 removed[l].add(c)
     return replace(plan, pruned_conv={l: tuple(sorted(r)) for l, r in removed.items() if r}, conv_width=W)
+
+
+def select_layers(scores: torch.Tensor, plan: PruningPlan, *, ratio: float | None = None, count: int | None = None,
+                  fixed: frozenset[int] = frozenset()) -> PruningPlan:
+    """`plan` plus the lowest-scoring whole encoder layers (its own removed layers count and stay removed).
+
+    Args:
+        scores: (L, 1) layer importances, higher = more important (`prunehead.scorers.depth.score_layers`).
+        ratio: remove floor(ratio * L) layers in all; or `count` layers.
+        fixed: layers the family cannot remove (WavLM's first: it computes the position bias of all).
+    """
+    L, W = validate_scores(scores)
+    if W != 1 or L != plan.num_layers:
+        raise InputError(f"layer scores are {L} x {W} but the model has {plan.num_layers} layers (x 1); score this "
+                         "model's layers first (prunehead score --units layers)")
+    if (ratio is None) == (count is None):
+        raise InputError("give exactly one of --layer-ratio or a layer count")
+    if ratio is not None:
+        check_number("--layer-ratio", ratio, 0.0, 1.0)
+    asked = math.floor(ratio * L + 1e-9) if ratio is not None else check_int("--layers", count, 0)
+    removed = set(plan.pruned_layers)
+    for _, (l, _) in zip(range(max(0, asked - len(removed))),
+                         _order(scores, [(l, 0) for l in range(L) if l not in removed and l not in fixed])):
+        removed.add(l)
+    if len(removed) < asked:
+        warnings.warn(f"removing {len(removed)} of the {asked} layers asked for: layer(s) {sorted(fixed)} of this "
+                      "family cannot be removed", stacklevel=2)
+    return replace(plan, pruned_layers=tuple(sorted(removed)))
 
 
 def validate_scores(scores: torch.Tensor) -> tuple[int, int]:

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..heads import head_adapter
+from ..units.depth import original_layer_ids
 from ..scorers.tools import forward
 from ..units.ffn import ffn_sites, kept_neurons
 
@@ -50,14 +51,16 @@ class Site:
 
 
 def _projections(model: nn.Module) -> list[tuple[str, int, nn.Module, dict[int, list[int]]]]:
-    """(kind, layer, output projection, {unit: its input columns}) of every head block and FFN block."""
-    adapter = head_adapter(model)
+    """(kind, layer, output projection, {unit: its input columns}) of every head block and FFN block; layers by
+    their original ids, so a model that lost whole layers pairs with the unpruned one."""
+    adapter, ids = head_adapter(model), original_layer_ids(model)
     out = []
     for site, kept in zip(adapter.sites, adapter.kept_heads(model)):
         d = adapter.head_dim
-        out.append(("heads", site.layer, site.out, {h: list(range(p * d, (p + 1) * d)) for p, h in enumerate(kept)}))
+        out.append(("heads", ids[site.layer], site.out,
+                    {h: list(range(p * d, (p + 1) * d)) for p, h in enumerate(kept)}))
     for site, kept in zip(ffn_sites(model), kept_neurons(model)):
-        out.append(("ffn", site.layer, site.output, {i: [p] for p, i in enumerate(kept)}))
+        out.append(("ffn", ids[site.layer], site.output, {i: [p] for p, i in enumerate(kept)}))
     return out
 
 
@@ -99,8 +102,10 @@ def repair_(pruned: nn.Module, unpruned: nn.Module, sites: list[Site], method: s
     if method not in METHODS:
         raise InputError(f"--repair must be one of {', '.join(METHODS)}, got {method!r}")
     full = {(kind, layer): linear for kind, layer, linear, _ in _projections(unpruned)}
+    calibrated = {(site.kind, site.layer): site for site in sites}
     rows = []
-    for (kind, layer, linear, kept), site in zip(_projections(pruned), sites):
+    for kind, layer, linear, kept in _projections(pruned):  # a removed layer has nothing to refit
+        site = calibrated[(kind, layer)]
         if set(kept) == set(site.columns) or site.tokens == 0:
             continue  # nothing removed here (or an emptied block in the unpruned model)
         wb = _weight_and_bias(full[(kind, layer)])  # (n + 1, D): [W^T; b]

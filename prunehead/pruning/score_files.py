@@ -13,12 +13,13 @@ import torch
 from ..errors import InputError
 from .plan import SCORES_FORMAT, VERSION, read_json, validate_scores
 
-UNITS = ("heads", "ffn", "conv")  # what a score file scores: heads (L x H), FFN neurons (L x I), conv channels (C x W)
+# what a score file scores: heads (L x H), FFN neurons (L x I), conv channels (C x W), whole layers (L x 1)
+UNITS = ("heads", "ffn", "conv", "layers")
 
 
-WIDTH_KEYS = {"heads": "num_heads", "ffn": "intermediate_size", "conv": "conv_width"}  # a score file's width field
-NOUNS = {"heads": ("heads", "H"), "ffn": ("FFN neurons", "I"), "conv": ("conv channels", "W")}
-SCORE_FLAGS = {"heads": "--scores", "ffn": "--ffn-scores", "conv": "--conv-scores"}
+WIDTH_KEYS = {"heads": "num_heads", "ffn": "intermediate_size", "conv": "conv_width", "layers": "width"}  # width field
+NOUNS = {"heads": ("heads", "H"), "ffn": ("FFN neurons", "I"), "conv": ("conv channels", "W"), "layers": ("layers", "1")}
+SCORE_FLAGS = {"heads": "--scores", "ffn": "--ffn-scores", "conv": "--conv-scores", "layers": "--layer-scores"}
 
 
 def save_scores(path: str | Path, scores: torch.Tensor, scorer: str, model: str, *, units: str = "heads",

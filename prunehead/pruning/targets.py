@@ -27,10 +27,11 @@ from .plan import PruningPlan
 FORMAT = "prunehead.target"
 VERSION = 1
 SCOPES = ("global", "per_layer")
-FLOORS = {"heads": 0, "ffn": 1, "conv": 1}  # default: units a layer keeps at least, per kind
+FLOORS = {"heads": 0, "ffn": 1, "conv": 1, "layers": 0}  # default: units a layer keeps at least, per kind
 FLAGS = {"heads": ("--ratio", "--heads", "--min-heads-per-layer"),
          "ffn": ("--ffn-ratio", "--ffn-count", "--min-neurons-per-layer"),
-         "conv": ("--conv-ratio", "--conv-count", "--min-channels-per-layer")}
+         "conv": ("--conv-ratio", "--conv-count", "--min-channels-per-layer"),
+         "layers": ("--layer-ratio", "--layer-count", "the layer floor")}
 
 
 def check_amount(kind: str, amount: Amount) -> None:

@@ -1,4 +1,5 @@
-"""The registry of unit kinds, in the order surgery removes them (heads, feed-forward neurons, conv channels)."""
+"""The registry of unit kinds, in the order surgery removes them (heads, feed-forward neurons, conv channels,
+whole layers last: removing a layer renumbers the others)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from ..pruning.plan import PruningPlan
 from .base import UnitKind
 from .channels import CHANNELS
 from .neurons import NEURONS
+from .depth import drop_empty_layers_
 from .heads import HEADS
+from .layers import LAYERS
 
-KINDS: dict[str, UnitKind] = {HEADS.name: HEADS, NEURONS.name: NEURONS, CHANNELS.name: CHANNELS}
+KINDS: dict[str, UnitKind] = {HEADS.name: HEADS, NEURONS.name: NEURONS, CHANNELS.name: CHANNELS, LAYERS.name: LAYERS}
 
 
 def kind(name: str) -> UnitKind:
@@ -40,8 +43,11 @@ def evaluate_gated(model: nn.Module, plan: PruningPlan, evaluate: Callable[[nn.M
 
 
 def remove_all_(model: nn.Module, plan: PruningPlan) -> nn.Module:
-    """Remove every unit of `plan`, kind by kind, from `model` in place."""
+    """Remove every unit of `plan`, kind by kind, from `model` in place; then every layer the plan left with no
+    heads and no neurons whose skip is exact (`drop_empty_layers_`)."""
     for unit in KINDS.values():
         if unit.removed(plan):
             unit.remove_(model, plan)
+    if plan.pruned_heads and plan.pruned_ffn:
+        drop_empty_layers_(model)
     return model
