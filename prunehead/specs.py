@@ -131,6 +131,37 @@ class Data:
 
 
 @dataclass(frozen=True)
+class Distill:
+    """Recovery from the unpruned model as teacher (knowledge distillation, Hinton et al. 2015; hidden-layer
+    matching as DPHuBERT, Peng et al. 2023). The student's per-sample loss is
+
+        labels x task loss  +  T^2 KL(softmax(teacher / T) || softmax(student / T))  +  hidden x distance
+
+    where the distance averages, over the `layers` map, the squared error between each student layer's output
+    and its teacher layer's, divided by the teacher state's mean square (scale-free). `layers`: "all" (every
+    student layer to the teacher layer it came from, by original id: the default), "last" (the last one),
+    "none", or a comma list of student layer ids. Cost: one teacher forward per step (no backward)."""
+
+    temperature: float = 2.0
+    labels: float = 1.0  # weight of the task loss on the gold labels (0: without the hard labels)
+    hidden: float = 1.0  # weight of the hidden-state distance (0: soft labels only)
+    layers: str = "all"
+
+    def __post_init__(self) -> None:
+        check_positive("--distill-temperature", self.temperature)
+        for flag, value in (("--distill-labels", self.labels), ("--distill-hidden", self.hidden)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise InputError(f"{flag} must be a weight >= 0, got {value!r}")
+        if self.layers not in ("all", "last", "none") and not all(
+                part.strip().isdigit() for part in str(self.layers).split(",")):
+            raise InputError(f"--distill-layers must be all, last, none or a comma list of layer ids, got "
+                             f"{self.layers!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Recovery:
     """What follows the cut, keeping the plan: a training-free `repair` ("bias" or "lsq",
     `prunehead.pruning.repair`, on `repair_samples` seeded samples of the score split), then a short
@@ -141,9 +172,14 @@ class Recovery:
     seed: int = 0
     repair: str | None = None
     repair_samples: int = 64
+    distill: Distill | None = None  # learn from the unpruned model too (`Distill`); None: the labels alone
 
     def __post_init__(self) -> None:
         check_whole("--recover-epochs", self.epochs, 0 if self.repair is not None else 1)
+        if self.distill is not None and not isinstance(self.distill, Distill):
+            raise InputError(f"Recovery(distill=...) takes a Distill, got {type(self.distill).__name__}")
+        if self.distill is not None and self.epochs == 0:
+            raise InputError("--recover-distill trains: give --recover-epochs 1 or more")
         check_positive("--recover-lr", self.lr)
         if self.repair is not None and self.repair not in ("bias", "lsq"):
             raise InputError(f"--repair must be bias or lsq, got {self.repair!r}")
@@ -154,7 +190,9 @@ class Recovery:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Recovery:
-        return cls(data["epochs"], data["lr"], data.get("seed", 0), data.get("repair"), data.get("repair_samples", 64))
+        distill = Distill(**data["distill"]) if data.get("distill") else None
+        return cls(data["epochs"], data["lr"], data.get("seed", 0), data.get("repair"), data.get("repair_samples", 64),
+                   distill)
 
 
 @dataclass(frozen=True)

@@ -397,7 +397,7 @@ def test_prune_neurons_only_from_a_score_file_dry_run_and_plan(workspace, tmp_pa
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
-    ({"ffn_ratio": 0.2, "ratio": 0.2, "scores": "s.json"}, "--ffn-scores FILE, --data"),
+    ({"ffn_ratio": 0.2, "ratio": 0.2, "scores": "s.json"}, "--ffn-scores FILE or --data"),
     ({"ffn_ratio": 0.2, "ffn_scorer": "magnitude", "max_drop": 0.1, "data": "d"}, "choose how much goes"),
     ({"ffn_ratio": 1.5, "ffn_scorer": "magnitude"}, "--ffn-ratio must be within"),
     ({"ffn_ratio": 0.2, "ffn_scorer": "fisher"}, "--ffn-scorer must be one of"),

@@ -245,7 +245,8 @@ def _apply(ctx: Context, decision: Decision, report: dict[str, Any], recovery: R
                           seed=recovery.seed, eval_split=None, clip_seconds=ctx.data.clip_seconds,
                           freeze_feature_encoder=False if decision.plan.pruned_conv else None)  # a cut front end adapts
         pruned, report["recovery"] = recover(pruned, ctx.data.spec, cfg, source=ctx.spec, task=ws.task.name,
-                                             device=ctx.device)
+                                             device=ctx.device, teacher=net if recovery.distill else None,
+                                             distill=recovery.distill)
         report["metrics_after_recovery"] = ws.evaluate(pruned.to(pick_device(ctx.device)), progress=ctx.progress)
     return PruneResult(pruned, surgery.history_of(pruned), report)
 

@@ -83,6 +83,16 @@ LayerRatio = Annotated[float | None, Opt(callback=Fraction, show_default=False,
                                         help="Also remove this fraction of the encoder's layers outright, the "
                                              "least important first (heads and neurons of a removed layer go with "
                                              "it); without --ratio / --heads, only layers.")]
+RecoverDistill = Annotated[bool, Opt("--recover-distill",
+                                     help="Recovery learns from the unpruned model too: its soft labels "
+                                          "(--distill-temperature) and hidden states (--distill-layers), plus "
+                                          "the labels weighted by --distill-labels (0: without them).")]
+DistillTemperature = Annotated[float, Opt(callback=Positive, help="Softmax temperature of the soft labels.")]
+DistillLabels = Annotated[float, Opt(min=0.0, help="Weight of the label loss in distillation (0: soft labels and "
+                                                   "hidden states only).")]
+DistillHidden = Annotated[float, Opt(min=0.0, help="Weight of the hidden-state distance (0: soft labels only).")]
+DistillLayers = Annotated[str, Opt(help="Hidden states matched: all (every layer to the teacher layer it came "
+                                        "from), last, none, or a comma list of the pruned model's layer ids.")]
 MinChannels = Annotated[int, Opt(min=1, help="Never leave a conv layer with fewer channels than this.")]
 MinNeurons = Annotated[int, Opt(min=0, help="Never leave a layer with fewer FFN neurons than this.")]
 RecipeFile = Annotated[Path | None, Opt(show_default=False,
@@ -107,7 +117,9 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
           conv_ratio: ConvRatio = None, conv_scores: ConvScores = None, conv_scorer: ConvScorer = "taylor",
           min_channels_per_layer: MinChannels = 1, repair: RepairMethod = None,
           repair_samples: RepairSamples = 64, layer_ratio: LayerRatio = None, layer_scores: LayerScores = None,
-          layer_scorer: LayerScorer = "taylor") -> None:
+          layer_scorer: LayerScorer = "taylor", recover_distill: RecoverDistill = False,
+          distill_temperature: DistillTemperature = 2.0, distill_labels: DistillLabels = 1.0,
+          distill_hidden: DistillHidden = 1.0, distill_layers: DistillLayers = "all") -> None:
     """Remove the lowest-scoring heads (globally or per layer, at once or in --rounds, or as many as
     --max-drop allows), with --ffn-ratio feed-forward neurons, with --conv-ratio front-end channels, with
     --layer-ratio whole layers, and save to --out."""
@@ -144,7 +156,8 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
         conv_ratio=conv_ratio, conv_scores=conv_scores, conv_scorer=conv_scorer,
         conv_scope="global" if global_ else "per_layer", min_channels_per_layer=min_channels_per_layer,
         repair=repair, repair_samples=repair_samples, layer_ratio=layer_ratio, layer_scores=layer_scores,
-        layer_scorer=layer_scorer))
+        layer_scorer=layer_scorer, recover_distill=recover_distill, distill_temperature=distill_temperature,
+        distill_labels=distill_labels, distill_hidden=distill_hidden, distill_layers=distill_layers))
     result = api.prune(model, request.target, ranking=request.ranking, data=request.data, recover=request.recover,
                        device=device, dry_run=dry_run, progress=True)
     from ..training.engine import is_main_process

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..pruning.targets import AccuracyBudget, Cut, MacBudget, SavedPlan
-from ..specs import AUTO, AUTO_SCORERS, Data, Ranking, Recovery
+from ..specs import AUTO, AUTO_SCORERS, Data, Distill, Ranking, Recovery
 from ..units.base import Amount
 
 DEFAULTS: dict[str, Any] = {
@@ -26,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "target_macs": None, "units": None, "target": None, "conv_ratio": None, "conv_scores": None,
     "conv_scorer": "taylor", "conv_scope": "per_layer", "min_channels_per_layer": 1, "repair": None,
     "repair_samples": 64, "layer_ratio": None, "layer_scores": None, "layer_scorer": "taylor",
+    "recover_distill": False, "distill_temperature": 2.0, "distill_labels": 1.0, "distill_hidden": 1.0,
+    "distill_layers": "all",
 }
 TARGET_FLAGS = ("ratio", "heads", "max_drop", "target_macs", "plan", "ffn_ratio", "conv_ratio", "layer_ratio")
 KIND_NAMES = ("heads", "ffn", "conv", "layers")
@@ -81,11 +83,25 @@ def request_from_flags(flags: dict[str, Any]) -> PruneRequest:
         target = _cut(f)
     data = Data(str(f["data"]), split=f["split"], score_split=f["score_split"], batch_size=f["batch_size"],
                 clip_seconds=f["clip_seconds"], task=f["task"]) if f["data"] is not None else None
-    recover = Recovery(f["recover_epochs"], f["recover_lr"], f["seed"], f["repair"], f["repair_samples"]) \
-        if f["recover_epochs"] or f["repair"] is not None else None
+    distill = _distill(f)
+    recover = Recovery(f["recover_epochs"], f["recover_lr"], f["seed"], f["repair"], f["repair_samples"],
+                       distill) if f["recover_epochs"] or f["repair"] is not None else None
     rankings = _rankings(f, target)
     _check_scorers(rankings.get("heads"))
     return PruneRequest(target, rankings, data, recover)
+
+
+def _distill(f: dict[str, Any]) -> Distill | None:
+    """The distillation of `--recover-distill` (its settings flags need it)."""
+    settings = {k: f[f"distill_{k}"] for k in ("temperature", "labels", "hidden", "layers")}
+    if not f["recover_distill"]:
+        changed = [f"--distill-{k}" for k, v in settings.items() if v != DEFAULTS[f"distill_{k}"]]
+        if changed:
+            raise InputError(f"{', '.join(changed)} set(s) the distillation of --recover-distill: add it")
+        return None
+    if not f["recover_epochs"]:
+        raise InputError("--recover-distill trains the pruned model: give --recover-epochs 1 or more and --data")
+    return Distill(**settings)
 
 
 def _check_scorers(ranking: Ranking | None) -> None:

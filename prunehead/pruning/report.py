@@ -38,7 +38,8 @@ def change_report(model: nn.Module, pruned: nn.Module) -> dict[str, Any]:
 
 
 def recover(pruned: nn.Module, data: str, cfg: TrainConfig, *, source: str | None = None, task: str | None = None,
-            device: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+            device: str | None = None, teacher: nn.Module | None = None,
+            distill: Any = None) -> tuple[nn.Module, dict[str, Any]]:
     """Recovery: fine-tune a pruned model briefly on `data` (`cfg.train_split`), keeping its plan.
 
     A copy is trained in memory by `prunehead.training.finetune.fit_` (data-parallel under torchrun).
@@ -51,8 +52,9 @@ def recover(pruned: nn.Module, data: str, cfg: TrainConfig, *, source: str | Non
         (the recovered model on the CPU in eval mode, the training record: epochs, time, samples).
     """
     recovered = copy.deepcopy(pruned)
-    record = fit_(recovered, data, cfg, source=source, task=task, device=device)
+    record = fit_(recovered, data, cfg, source=source, task=task, device=device, teacher=teacher, distill=distill)
     if plan_of(recovered) != plan_of(pruned):
         raise RuntimeError("the recovery fine-tune changed the pruning plan; please report this")
     keep = ("epochs", "stopped_early", "wall_seconds", "device", "train_samples", "processes")
+    keep += ("distill",) if "distill" in record else ()
     return recovered.cpu().eval(), {**{k: record[k] for k in keep}, "config": record["config"]}

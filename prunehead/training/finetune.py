@@ -264,9 +264,12 @@ def _resume_state(work: Path, model: nn.Module) -> dict[str, Any] | None:
 
 
 def fit_(model: nn.Module, data_spec: str, cfg: TrainConfig, *, source: str | None = None, task: str | None = None,
-         device: str | None = None, on_error: str = "stop", progress: bool = False) -> dict[str, Any]:
+         device: str | None = None, on_error: str = "stop", progress: bool = False, teacher: nn.Module | None = None,
+         distill: Any = None) -> dict[str, Any]:
     """Train a loaded `model` in place on `cfg.train_split` of `data_spec` (recovery after pruning), no
-    evaluation and nothing written; `source` is the folder whose feature extractor / tokenizer it uses.
+    evaluation and nothing written; `source` is the folder whose feature extractor / tokenizer it uses. With
+    `teacher` and `distill` (a `prunehead.specs.Distill`) the loss learns from the teacher too
+    (`prunehead.training.distill`).
 
     Unset fields of `cfg` take the fine-tuning defaults (fixed front end, no augmentation). Data-parallel
     under torchrun like `finetune`. Cost: `cfg.epochs` passes (forward + backward) over the split.
@@ -285,9 +288,14 @@ def fit_(model: nn.Module, data_spec: str, cfg: TrainConfig, *, source: str | No
             train = align_labels(train, model_label_names(model.config))
         if cfg.freeze_feature_encoder:
             freeze_feature_encoder_(model)
-        record = train_(model, get_task(task, model, tok), train, None, (fe, tok), cfg, engine=engine,
-                        progress=progress)
-    return {**record, "device": str(engine.device), "train_samples": len(train), "config": asdict(cfg)}
+        objective = get_task(task, model, tok)
+        if teacher is not None and distill is not None:
+            from .distill import DistillTask
+
+            objective = DistillTask(objective, teacher.to(engine.device), distill, model)
+        record = train_(model, objective, train, None, (fe, tok), cfg, engine=engine, progress=progress)
+    extra = {"distill": {**distill.to_json(), "pairs": objective.pairs}} if teacher is not None and distill else {}
+    return {**record, "device": str(engine.device), "train_samples": len(train), "config": asdict(cfg), **extra}
 
 
 def _load_split(spec: str, split: str, option: str, **how: Any) -> Any:
