@@ -22,7 +22,7 @@ def score(model: Annotated[str | None, Opt("--model", "-m", show_default=False,
                                            help="Model folder or hub id.")] = None,
           data: OptionalData = None,
           scorer: Annotated[str | None, Opt(show_default=False, help="hib, attattr, gradient, occlusion, attention, "
-                                                                     "random or a plugin.")] = None,
+                                                                     "l0, random or a plugin.")] = None,
           out: Annotated[Path | None, Opt("--out", "-o", show_default=False,
                                           help="Score file to write (a .png heat map goes beside it).")] = None,
           samples: Annotated[int | None, Opt(min=1, show_default=False,

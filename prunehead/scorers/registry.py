@@ -21,6 +21,7 @@ BUILTINS: dict[str, str] = {
     "occlusion": "prunehead.scorers.occlusion:OcclusionScorer",
     "attention": "prunehead.scorers.attention:AttentionScorer",
     "random": "prunehead.scorers.random:RandomScorer",
+    "l0": "prunehead.scorers.l0:L0Scorer",
 }
 
 
