@@ -187,3 +187,24 @@ def _count(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.3g} {unit}"
     return f"{n:.3g}"
+
+
+def plot_learning(history: list[dict[str, float]], path: str | Path, title: str = "") -> None:
+    """`--method l0`'s training: the expected MAC fraction against its annealed target (left) and the
+    distillation loss (right), per step."""
+    steps = [h["step"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
+    left.plot(steps, [h["expected_mac_fraction"] for h in history], label="expected MACs", gid="expected")
+    left.plot(steps, [h["target"] for h in history], linestyle="--", color="black", label="target (annealed)")
+    left.set_xlabel("step")
+    left.set_ylabel("fraction of the dense MACs")
+    left.legend(fontsize=8)
+    right.plot(steps, [h["loss"] for h in history], color="tab:red")
+    right.set_xlabel("step")
+    right.set_ylabel("distillation loss")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or "learned masks under a MAC budget", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

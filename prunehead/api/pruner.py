@@ -54,6 +54,7 @@ class Decision:
     pruned: nn.Module | None = None
     rounds: list[dict[str, Any]] | None = None
     evaluation: Workspace | None = None  # the split to report on, when the decider opened it already
+    weights: nn.Module | None = None  # a model of the same layout to cut instead of the given one (trained by it)
 
 
 Decider = Callable[["Context", Any], Decision]
@@ -224,7 +225,8 @@ def _apply(ctx: Context, decision: Decision, report: dict[str, Any], recovery: R
     if ws is not None:
         report["data"] = {"spec": ctx.data.spec, "split": ws.split, "samples": ws.dataset.num_rows}
         report["metrics_before"] = ws.evaluate(progress=ctx.progress)
-    pruned = decision.pruned if decision.pruned is not None else remove_all_(copy.deepcopy(net), decision.plan)
+    base = decision.weights if decision.weights is not None else net
+    pruned = decision.pruned if decision.pruned is not None else remove_all_(copy.deepcopy(base), decision.plan)
     if decision.pruned is not None:  # heads went in rounds: the other kinds now
         remove_all_(pruned, dataclasses.replace(decision.plan, pruned_heads={}))
     rounds = decision.rounds or [_one_round(net, decision)]

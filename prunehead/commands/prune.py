@@ -93,6 +93,14 @@ DistillLabels = Annotated[float, Opt(min=0.0, help="Weight of the label loss in 
 DistillHidden = Annotated[float, Opt(min=0.0, help="Weight of the hidden-state distance (0: soft labels only).")]
 DistillLayers = Annotated[str, Opt(help="Hidden states matched: all (every layer to the teacher layer it came "
                                         "from), last, none, or a comma list of the pruned model's layer ids.")]
+Method = Annotated[str, Opt(help="rank: remove the lowest-scoring units (every target); l0: with --target-macs, "
+                                  "learn hard concrete masks for --units with the weights on --data's train split, "
+                                  "distilling from the unpruned model (--distill-*), under a Lagrangian that holds "
+                                  "the expected MACs at the target; the units whose gates close go.")]
+L0Epochs = Annotated[int, Opt(min=1, help="Passes over the train split of --method l0.")]
+L0Lr = Annotated[float, Opt(callback=Positive, help="Learning rate of the weights in --method l0.")]
+L0GateLr = Annotated[float, Opt(callback=Positive, help="Learning rate of the gates and the Lagrange multipliers "
+                                                        "in --method l0.")]
 MinChannels = Annotated[int, Opt(min=1, help="Never leave a conv layer with fewer channels than this.")]
 MinNeurons = Annotated[int, Opt(min=0, help="Never leave a layer with fewer FFN neurons than this.")]
 RecipeFile = Annotated[Path | None, Opt(show_default=False,
@@ -119,7 +127,8 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
           repair_samples: RepairSamples = 64, layer_ratio: LayerRatio = None, layer_scores: LayerScores = None,
           layer_scorer: LayerScorer = "taylor", recover_distill: RecoverDistill = False,
           distill_temperature: DistillTemperature = 2.0, distill_labels: DistillLabels = 1.0,
-          distill_hidden: DistillHidden = 1.0, distill_layers: DistillLayers = "all") -> None:
+          distill_hidden: DistillHidden = 1.0, distill_layers: DistillLayers = "all", method: Method = "rank",
+          l0_epochs: L0Epochs = 1, l0_lr: L0Lr = 1e-4, l0_gate_lr: L0GateLr = 0.1) -> None:
     """Remove the lowest-scoring heads (globally or per layer, at once or in --rounds, or as many as
     --max-drop allows), with --ffn-ratio feed-forward neurons, with --conv-ratio front-end channels, with
     --layer-ratio whole layers, and save to --out."""
@@ -157,7 +166,8 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
         conv_scope="global" if global_ else "per_layer", min_channels_per_layer=min_channels_per_layer,
         repair=repair, repair_samples=repair_samples, layer_ratio=layer_ratio, layer_scores=layer_scores,
         layer_scorer=layer_scorer, recover_distill=recover_distill, distill_temperature=distill_temperature,
-        distill_labels=distill_labels, distill_hidden=distill_hidden, distill_layers=distill_layers))
+        distill_labels=distill_labels, distill_hidden=distill_hidden, distill_layers=distill_layers, method=method,
+        l0_epochs=l0_epochs, l0_lr=l0_lr, l0_gate_lr=l0_gate_lr))
     result = api.prune(model, request.target, ranking=request.ranking, data=request.data, recover=request.recover,
                        device=device, dry_run=dry_run, progress=True)
     from ..training.engine import is_main_process
@@ -189,6 +199,10 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
                         dtype=getattr(torch, save_dtype.value) if save_dtype else None, report=result.report)
         (tmp / "report.json").write_text(json.dumps(result.report, indent=2) + "\n")
         _picture(result, tmp / "heads.png", model)
+        if "l0" in result.report:
+            from ..plots import plot_learning
+
+            plot_learning(result.report["l0"]["history"], tmp / "l0.png", f"{Path(model).name}: --method l0")
     _summary(result.report)
     typer.echo(f"wrote {out}" + (" (heads.png: the scores, pruned heads crossed out)" if
                                  (out / "heads.png").exists() else ""))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..pruning.targets import AccuracyBudget, Cut, MacBudget, SavedPlan
+from ..pruning.targets import AccuracyBudget, Cut, LearnedBudget, MacBudget, SavedPlan
 from ..specs import AUTO, AUTO_SCORERS, Data, Distill, Ranking, Recovery
 from ..units.base import Amount
 
@@ -27,8 +27,9 @@ DEFAULTS: dict[str, Any] = {
     "conv_scorer": "taylor", "conv_scope": "per_layer", "min_channels_per_layer": 1, "repair": None,
     "repair_samples": 64, "layer_ratio": None, "layer_scores": None, "layer_scorer": "taylor",
     "recover_distill": False, "distill_temperature": 2.0, "distill_labels": 1.0, "distill_hidden": 1.0,
-    "distill_layers": "all",
+    "distill_layers": "all", "method": "rank", "l0_epochs": 1, "l0_lr": 1e-4, "l0_gate_lr": 0.1,
 }
+METHODS = ("rank", "l0")  # --method: rank units by scores (every target), or learn masks (--target-macs)
 TARGET_FLAGS = ("ratio", "heads", "max_drop", "target_macs", "plan", "ffn_ratio", "conv_ratio", "layer_ratio")
 KIND_NAMES = ("heads", "ffn", "conv", "layers")
 UNITS = {"both": ("heads", "ffn"), "all": KIND_NAMES}  # --units shorthands; else a kind or a comma list
@@ -71,7 +72,9 @@ def request_from_flags(flags: dict[str, Any]) -> PruneRequest:
         raise InputError(f"unknown prune options {sorted(unknown)}")
     f = {**DEFAULTS, **flags}
     _check_common(f)
-    if f["target"] is not None and all(f[k] is None for k in TARGET_FLAGS):  # a recipe's [prune], unless flags say
+    if f["method"] == "l0":
+        target = _learned(f)
+    elif f["target"] is not None and all(f[k] is None for k in TARGET_FLAGS):  # a recipe's [prune], unless flags say
         target = f["target"]
     elif f["target_macs"] is not None:
         target = _macs(f)
@@ -94,6 +97,8 @@ def request_from_flags(flags: dict[str, Any]) -> PruneRequest:
 def _distill(f: dict[str, Any]) -> Distill | None:
     """The distillation of `--recover-distill` (its settings flags need it)."""
     settings = {k: f[f"distill_{k}"] for k in ("temperature", "labels", "hidden", "layers")}
+    if f["method"] == "l0" and not f["recover_distill"]:
+        return None  # the settings are the mask learner's (`_learned`)
     if not f["recover_distill"]:
         changed = [f"--distill-{k}" for k, v in settings.items() if v != DEFAULTS[f"distill_{k}"]]
         if changed:
@@ -102,6 +107,20 @@ def _distill(f: dict[str, Any]) -> Distill | None:
     if not f["recover_epochs"]:
         raise InputError("--recover-distill trains the pruned model: give --recover-epochs 1 or more and --data")
     return Distill(**settings)
+
+
+def _learned(f: dict[str, Any]) -> LearnedBudget:
+    """`--method l0 --target-macs F`: masks learned under the budget, distilling from the unpruned model."""
+    if f["target_macs"] is None or f["data"] is None:
+        raise InputError("--method l0 learns masks under a MAC budget on the train split: give --target-macs F and "
+                         "--data")
+    given = [k for k in ("plan", "ratio", "heads", *RATIOS, "max_drop", "scores", "scorer") if f[k] is not None]
+    if given or f["rounds"] > 1:
+        raise InputError(f"--method l0 learns which units go: drop {', '.join('--' + k.replace('_', '-') for k in given)}"
+                         f"{' and --rounds' if f['rounds'] > 1 else ''}")
+    units = parse_units(f["units"]) if f["units"] is not None else ("heads", "ffn")
+    settings = Distill(**{k: f[f"distill_{k}"] for k in ("temperature", "labels", "hidden", "layers")})
+    return LearnedBudget(f["target_macs"], units, f["l0_epochs"], f["l0_lr"], f["l0_gate_lr"], settings)
 
 
 def _check_scorers(ranking: Ranking | None) -> None:
@@ -115,6 +134,10 @@ def _check_scorers(ranking: Ranking | None) -> None:
 
 
 def _check_common(f: dict[str, Any]) -> None:
+    if f["method"] not in METHODS:
+        raise InputError(f"--method must be one of {', '.join(METHODS)}, got {f['method']!r}")
+    if f["method"] != "l0" and any(f[k] != DEFAULTS[k] for k in ("l0_epochs", "l0_lr", "l0_gate_lr")):
+        raise InputError("--l0-epochs, --l0-lr and --l0-gate-lr set the mask learning of --method l0: add it")
     if f["units"] is not None:
         parse_units(f["units"])
     for kind, (prefix, _, scorers) in PARTS.items():
@@ -248,7 +271,8 @@ def _rankings(f: dict[str, Any], target: Any) -> dict[str, Ranking]:
         options = dict(f["options"] or {})
         candidates = tuple(f["auto_scorers"]) if f["scorer"] == AUTO else AUTO_SCORERS
         rankings["heads"] = Ranking(f["scorer"], f["scores"], options, candidates=candidates, **common)
-    kinds = target.amounts if isinstance(target, Cut) else getattr(target, "units", ())
+    kinds = target.amounts if isinstance(target, Cut) else () if isinstance(target, LearnedBudget) \
+        else getattr(target, "units", ())
     for kind in PARTS:
         if kind in kinds:
             scores = f[_flag(kind, "scores")]

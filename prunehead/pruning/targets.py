@@ -5,6 +5,7 @@
 * `AccuracyBudget`: as many units as the metric on a selection split allows (`max_drop`);
 * `MacBudget`: the cheapest units (importance per MAC) until the model has at most `fraction` of the dense
   model's MACs;
+* `LearnedBudget`: masks learned with the weights under a MAC budget (`--method l0`);
 * `SavedPlan`: a plan decided before (plan.json).
 
 Each validates its own fields (errors name the CLI flag) and round-trips through JSON with a version:
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import InputError
-from ..specs import check_fraction, check_whole
+from ..specs import Distill, check_fraction, check_whole
 from ..units.base import Amount
 from .plan import PruningPlan
 
@@ -146,6 +147,42 @@ class MacBudget:
 
 
 @dataclass(frozen=True)
+class LearnedBudget:
+    """Learn which units of `units` go (hard concrete masks trained with the weights, distilling from the
+    unpruned model by `distill`, a Lagrangian holding the expected MACs at `fraction` of the dense model's),
+    for `epochs` passes over the train split; `lr` for the weights, `gate_lr` for the gates and multipliers
+    (`prunehead.pruning.learned`)."""
+
+    fraction: float
+    units: tuple[str, ...] = ("heads", "ffn")
+    epochs: int = 1
+    lr: float = 1e-4
+    gate_lr: float = 0.1
+    distill: Distill = field(default_factory=Distill)
+    kind: ClassVar[str] = "learned_budget"
+
+    def __post_init__(self) -> None:
+        check_fraction("--target-macs", self.fraction, low_open=True)
+        if not self.units or len(set(self.units)) != len(self.units):
+            raise InputError(f"--method l0 needs distinct unit kinds, got {self.units!r}")
+        object.__setattr__(self, "units", tuple(self.units))
+        check_whole("--l0-epochs", self.epochs, 1)
+        for flag, value in (("--l0-lr", self.lr), ("--l0-gate-lr", self.gate_lr)):
+            check_fraction(flag, value, low_open=True)
+        if not isinstance(self.distill, Distill):
+            raise InputError(f"LearnedBudget(distill=...) takes a Distill, got {type(self.distill).__name__}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fraction": self.fraction, "units": list(self.units), "epochs": self.epochs, "lr": self.lr,
+                "gate_lr": self.gate_lr, "distill": self.distill.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LearnedBudget:
+        return cls(data["fraction"], tuple(data.get("units", ("heads", "ffn"))), data.get("epochs", 1),
+                   data.get("lr", 1e-4), data.get("gate_lr", 0.1), Distill(**data.get("distill", {})))
+
+
+@dataclass(frozen=True)
 class SavedPlan:
     """Apply a plan decided before, as it is (`source`: the plan.json it came from, if any)."""
 
@@ -170,8 +207,8 @@ class SavedPlan:
         return cls(PruningPlan.from_json(data["plan"], data.get("source") or "plan"), data.get("source"))
 
 
-Target = Cut | AccuracyBudget | MacBudget | SavedPlan
-TARGETS: dict[str, type] = {t.kind: t for t in (Cut, AccuracyBudget, MacBudget, SavedPlan)}
+Target = Cut | AccuracyBudget | MacBudget | LearnedBudget | SavedPlan
+TARGETS: dict[str, type] = {t.kind: t for t in (Cut, AccuracyBudget, MacBudget, LearnedBudget, SavedPlan)}
 
 
 def target_json(target: Any) -> dict[str, Any]:

@@ -1,0 +1,226 @@
+"""Masks learned under a MAC budget (`prune --method l0`): hard concrete gates on every unit of the chosen
+kinds, trained jointly with the weights while distilling from the unpruned model, with a Lagrangian that
+drives the expected MACs to the target (Louizos et al. 2018 gates; the Lagrangian of Wang et al. 2020,
+"Structured Pruning of Large Language Models"; DPHuBERT, Peng et al. 2023, for speech). Every unit whose
+test-time gate is 0 is then removed.
+
+Per step: gates z ~ HardConcrete(log_alpha) are drawn per sample and applied through the kinds' gating
+(heads before the output projection, neurons before the FFN output, channels where they are read, layers
+as h + z (layer(h) - h)); the loss is the distillation loss (`prunehead.training.distill`) plus
+
+    lambda1 (e - t) + lambda2 (e - t)^2,    e = E[MACs] / dense MACs,
+
+where E[MACs] is exact in the open probabilities (independent gates; heads and neurons inside a layer
+count only while the layer is open; the front end's MACs are bilinear in neighbouring channel counts), and
+t is annealed linearly from the expected fraction at the initial gates to the target over the first half of the steps. The
+weights and log_alpha descend, lambda1 and lambda2 ascend. Kept heads and neurons fold their test-time gate
+into the output projection's columns (exact); kept channels and layers take gate 1.
+
+Cost: `epochs` passes over the train split, each step one student forward + backward and one teacher forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..control import controlled
+from ..errors import InputError
+from ..heads import head_adapter
+from ..surgery import plan_of
+from ..training.hard_concrete import HardConcrete
+from ..units.conv import channel_gating
+from ..units.depth import fixed_layers, layer_gating
+from ..units.ffn import ffn_sites, neuron_gating
+from ..units.kinds import KINDS
+from .plan import PruningPlan
+
+__all__ = ["MaskLearner", "expected_macs"]
+LAMBDA_LR = 10.0  # gradient ascent on the multipliers; the MAC gap is a fraction (about 0.01 per step)
+
+
+@contextlib.contextmanager
+def _head_gating(model: nn.Module, gate: torch.Tensor) -> Iterator[None]:
+    with controlled(model) as ctl, ctl.gating(gate):
+        yield
+
+
+GATING: dict[str, Callable[[nn.Module, torch.Tensor], Any]] = {
+    "heads": _head_gating, "ffn": neuron_gating, "conv": channel_gating, "layers": layer_gating}
+
+
+def expected_macs(order: Any, probs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """E[MACs] of the model `order` (a `RemovalOrder` of the gated kinds, nothing removed yet) describes, for
+    the open probabilities `probs` ({kind: (L, W)}); exact for 0 / 1 probabilities (tested against
+    FlopCounterMode counts of the physical prune)."""
+    device = next(iter(probs.values())).device  # the gates' (the model's): no CPU tensor meets a GPU one
+    saved = torch.zeros((), dtype=torch.float64, device=device)
+    inner = 0.0
+    for kind in ("heads", "ffn"):
+        if kind in probs:
+            inner = inner + ((1 - probs[kind].double()) * order.unit_macs[kind]).sum(1)  # (L,)
+    if "layers" in probs:
+        costs = torch.tensor(order.exact["layer"].costs, dtype=torch.float64, device=device)  # (L,)
+        p = probs["layers"].double()[:, 0]
+        saved = saved + ((1 - p) * costs + p * inner).sum()
+    elif not isinstance(inner, float):
+        saved = saved + inner.sum()
+    if "conv" in probs:
+        macs = order.exact["conv"]
+        saved = saved + macs.macs(list(macs.counts)) - macs.macs(list(probs["conv"].double().sum(1)))
+    return order.macs - saved
+
+
+class MaskLearner:
+    """Gates for `units` on `student`, their cost model and the Lagrangian; `step(loss_fn, batch)` trains."""
+
+    def __init__(self, student: nn.Module, units: tuple[str, ...], target: float, *, steps: int, lr: float,
+                 gate_lr: float, seed: int = 0):
+        from .order import removal_order
+
+        done = plan_of(student)
+        if done.num_pruned or done.num_pruned_ffn or done.num_pruned_conv:
+            raise InputError("--method l0 learns masks on a model that lost no heads, neurons or channels yet; "
+                             "give the unpruned model")
+        self.student, self.units, self.target, self.steps = student, units, target, steps
+        grids = self.grids = {kind: KINDS[kind].grid(student) for kind in units}
+        self.gates = nn.ModuleDict({kind: HardConcrete(grid) for kind, grid in grids.items()})
+        device = next(student.parameters()).device
+        self.gates.to(device)
+        self.fixed = torch.zeros(*grids["layers"], dtype=torch.bool) if "layers" in units else None
+        if self.fixed is not None:
+            self.fixed[sorted(fixed_layers(student))] = True  # never gated (WavLM's first layer)
+        self.order = removal_order(student, {kind: torch.zeros(*grid) for kind, grid in grids.items()},
+                                   min_per_layer=dict.fromkeys(units, 0))
+        self.start = _value(expected_macs(self.order, self.probs())) / self.order.dense_macs  # at the initial gates
+        if not math.isfinite(self.start):
+            self.start = self.order.macs / self.order.dense_macs  # the meta device has no values
+        self.lambdas = nn.Parameter(torch.zeros(2, device=device))
+        self.opt = torch.optim.Adam([{"params": [p for p in student.parameters() if p.requires_grad], "lr": lr},
+                                     {"params": self.gates.parameters(), "lr": gate_lr}])
+        self.ascent = torch.optim.SGD([self.lambdas], lr=LAMBDA_LR)  # plain ascent: no momentum to overshoot
+        self.generator = torch.Generator().manual_seed(seed)
+        self.done = 0
+        self.history: list[dict[str, float]] = []
+
+    def probs(self) -> dict[str, torch.Tensor]:
+        out = {kind: gate.open_probability() for kind, gate in self.gates.items()}
+        if self.fixed is not None:
+            fixed = self.fixed.to(out["layers"].device)
+            out["layers"] = torch.where(fixed, torch.ones_like(out["layers"]), out["layers"])
+        return out
+
+    def target_now(self) -> float:
+        """The annealed target: from the model's fraction to `target` over the first half of the steps."""
+        share = min(1.0, self.done / max(1, self.steps // 2))
+        return self.start + (self.target - self.start) * share
+
+    def step(self, loss_fn: Callable[[nn.Module], torch.Tensor], batch_size: int) -> dict[str, float]:
+        """One optimizer step: `loss_fn(student)` is the (B,) distillation loss under the sampled gates."""
+        with contextlib.ExitStack() as stack:
+            for kind, gate in self.gates.items():
+                z = gate.sample(batch_size, self.generator)  # (B, L, W)
+                if kind == "layers" and self.fixed is not None:
+                    z = torch.where(self.fixed.to(z.device), torch.ones_like(z), z)
+                stack.enter_context(GATING[kind](self.student, z))
+            task = loss_fn(self.student).mean()
+        fraction = expected_macs(self.order, self.probs()) / self.order.dense_macs
+        gap = fraction.float() - self.target_now()
+        lagrangian = self.lambdas[0] * gap + self.lambdas[1] * gap * gap
+        self.opt.zero_grad(set_to_none=True)
+        (task + lagrangian).backward()
+        self.lambdas.grad.neg_()  # ascent: the multipliers grow while the budget is missed
+        self.opt.step()
+        self.ascent.step()
+        self.ascent.zero_grad(set_to_none=True)
+        self.done += 1
+        record = {"step": self.done, "loss": _value(task), "expected_mac_fraction": _value(fraction),
+                  "target": self.target_now(), "lambda1": _value(self.lambdas[0]), "lambda2": _value(self.lambdas[1])}
+        self.history.append(record)
+        return record
+
+    def plan(self) -> PruningPlan:
+        """Every unit whose test-time gate is 0 (a conv layer keeps its most open channel); when those leave
+        more MACs than the target, also the units the MAC budget's removal order takes next with log_alpha as
+        their scores (`target_macs_plan`), so the plan is within the budget."""
+        from .order import target_macs_plan
+
+        closed = self._closed()
+        binary = {kind: _open_mask(closed, kind, grid).to(self.lambdas.device) for kind, grid in self.grids.items()}
+        if float(expected_macs(self.order, binary)) <= self.target * self.order.dense_macs:
+            return closed
+        scores = {kind: gate.log_alpha.detach().cpu().double() for kind, gate in self.gates.items()}
+        if "heads" not in scores:
+            scores["heads"] = torch.ones(*KINDS["heads"].grid(self.student))  # ranked but never reached first
+        budget, _ = target_macs_plan(self.student, scores, self.target, min_per_layer=dict.fromkeys(scores, 0))
+        return closed.union(budget)
+
+    def _closed(self) -> PruningPlan:
+        plan = PruningPlan(*KINDS["heads"].grid(self.student))
+        for kind, gate in self.gates.items():
+            z = gate.deterministic().detach().cpu()  # (L, W)
+            if kind == "layers" and self.fixed is not None:
+                z = torch.where(self.fixed, torch.ones_like(z), z)
+            if kind == "conv":
+                best = gate.log_alpha.detach().cpu().argmax(1)
+                z[torch.arange(z.shape[0]), best] = torch.clamp(z[torch.arange(z.shape[0]), best], min=1e-6)
+            closed = {l: tuple(int(i) for i in torch.nonzero(z[l] == 0).flatten()) for l in range(z.shape[0])}
+            plan = KINDS[kind].with_removed(plan, {l: ids for l, ids in closed.items() if ids}, z.shape[1])
+        return plan
+
+    def fold_(self) -> int:
+        """Fold the test-time gates of kept heads and neurons into their output columns (exact); returns how
+        many kept channels and layers had a gate below 1 (they are kept at 1)."""
+        rounded = 0
+        with torch.no_grad():
+            for kind, gate in self.gates.items():
+                z = gate.deterministic().detach()
+                if kind == "heads":
+                    adapter = head_adapter(self.student)
+                    d = adapter.head_dim
+                    for site in adapter.sites:
+                        scale = z[site.layer].repeat_interleave(d).to(site.out.weight.dtype)  # (H * d,)
+                        site.out.weight.mul_(scale)
+                elif kind == "ffn":
+                    for site in ffn_sites(self.student):
+                        site.output.weight.mul_(z[site.layer].to(site.output.weight.dtype))
+                else:
+                    rounded += int(((z > 0) & (z < 1)).sum())
+        return rounded
+
+    def report(self) -> dict[str, Any]:
+        probs = self.probs()
+        return {"units": list(self.units), "target": self.target, "steps": self.done,
+                "expected_mac_fraction": float(expected_macs(self.order, probs) / self.order.dense_macs),
+                "start_mac_fraction": self.start, "history": self.history}
+
+
+def _value(tensor: torch.Tensor) -> float:
+    """A 0-d tensor as a float (NaN on the meta device, which holds no values)."""
+    return float("nan") if tensor.is_meta else float(tensor.detach())
+
+
+def _open_mask(plan: PruningPlan, kind: str, grid: tuple[int, int]) -> torch.Tensor:
+    """(L, W) 1 = kept, 0 = removed by `plan`, for `kind`."""
+    mask = torch.ones(*grid)
+    for layer, ids in KINDS[kind].removed(plan).items():
+        mask[layer, list(ids)] = 0.0
+    return mask
+
+
+def copy_for_training(model: nn.Module) -> nn.Module:
+    """A trainable copy of `model` (every parameter requires grad; the front end too when it is gated)."""
+    student = copy.deepcopy(model)
+    for param in student.parameters():
+        param.requires_grad_(True)
+    return student
+
+
+def steps_for(samples: int, batch_size: int, epochs: int) -> int:
+    return epochs * math.ceil(samples / batch_size)
