@@ -297,3 +297,17 @@ def test_recovery_trains_the_front_end_when_the_plan_cut_its_channels(setup):
         moved = [not torch.equal(a.weight, b.weight) for a, b in zip(conv_layers(result.model), conv_layers(cut))]
         assert all(moved) if trains else not any(moved), amounts
         assert result.report["recovery"]["config"]["freeze_feature_encoder"] is (not trains)
+
+
+def test_data_free_scores_need_no_data(tmp_path):
+    model = tiny("wav2vec2-tiny")
+    model.save_pretrained(tmp_path / "m")
+    for units, expected in (("conv", score_conv(model, scorer="magnitude")),):
+        out = tmp_path / f"{units}.json"
+        result = runner.invoke(app, ["score", "-m", str(tmp_path / "m"), "--units", units, "--scorer", "magnitude",
+                                     "--out", str(out)])
+        assert result.exit_code == 0 and "(data-free)" in result.output, result.output
+        torch.testing.assert_close(load_scores(out, units=units), expected)
+    result = runner.invoke(app, ["score", "-m", str(tmp_path / "m"), "--units", "conv", "--scorer", "taylor",
+                                 "--out", str(tmp_path / "t.json")])
+    assert result.exit_code != 0 and "missing --data" in result.output

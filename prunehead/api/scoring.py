@@ -137,13 +137,24 @@ def _score_parts(units: str, model: ModelLike | Workspace, data: Data | None, ra
         raise InputError(f"--units {units} scores with --scorer {' or '.join(kind.scorers)}, got {ranking.scorer!r}")
     if ranking.options:
         raise InputError(f"--units {units} takes no scorer options")
-    ws = _workspace(model, data, device)
     batch = data.batch_size if data is not None else 8
+    params = {} if units == "layers" else {"normalize_layers": True}
+    if ranking.scorer in kind.data_free and data is None and not isinstance(model, Workspace):  # the weights alone
+        from ..surgery import load
+        from ..tasks import infer_task
+        from ..training.models import pick_device
+
+        net = load(str(model)).to(pick_device(device)) if isinstance(model, (str, Path)) else model
+        settings = {"model": str(model) if isinstance(model, (str, Path)) else type(net).__name__, "data": None,
+                    "split": None, "seed": ranking.seed, "batch_size": batch}
+        return ScoreResult(kind.score(net, [], None, ranking), ranking.scorer, params, infer_task(net), [],
+                           device=model_device(net).type, settings=settings, model_fingerprint=model_fingerprint(net),
+                           units=units)
+    ws = _workspace(model, data, device)
     drawn = None if ranking.scorer in kind.data_free else ws.draw(ranking.samples, ranking.seed, batch)
     matrix = kind.score(ws.model, drawn.batches if drawn else [], ws.task.objective, ranking)
     settings = {"model": ws.source or type(ws.model).__name__, "data": data.spec if data else None, "split": ws.split,
                 "seed": ranking.seed, "batch_size": batch}
-    params = {} if units == "layers" else {"normalize_layers": True}
     return ScoreResult(matrix, ranking.scorer, params, ws.task.name, drawn.paths if drawn else [],
                        device=model_device(ws.model).type, settings=settings,
                        model_fingerprint=model_fingerprint(ws.model), units=units)

@@ -202,11 +202,11 @@ def _run_parts(units: str, out: Path, given: dict[str, Any], batch_size: int, cl
     from ..api import score
     from ..errors import InputError
     from ..output_guard import atomic_file, check_output
+    from ..units.kinds import KINDS
 
-    missing = [f"--{k}" for k in ("model", "data", "scorer") if not given[k]]
+    data_free = given["scorer"] in KINDS[units].data_free
+    missing = [f"--{k}" for k in ("model", "data", "scorer") if not given[k] and not (k == "data" and data_free)]
     if missing or recipe is not None or resume:
-        from ..units.kinds import KINDS
-
         raise InputError(f"--units {units} needs --model, --data and --scorer ({' or '.join(KINDS[units].scorers)}), "
                          "and takes no "
                          f"--recipe or --resume{'; missing ' + ', '.join(missing) if missing else ''}")
@@ -215,7 +215,7 @@ def _run_parts(units: str, out: Path, given: dict[str, Any], batch_size: int, cl
     from ..specs import Data, Ranking
 
     data = Data(given["data"], score_split=given["split"], batch_size=batch_size, task=given["task"],
-                clip_seconds=clip_seconds)
+                clip_seconds=clip_seconds) if given["data"] else None
     result = score(given["model"], data, Ranking(given["scorer"], samples=given["samples"], seed=given["seed"]),
                    device=device, units=units)
     result.settings.update(model=given["model"], data=given["data"])
