@@ -119,3 +119,23 @@ def run_main(*args) -> tuple[int, str, str]:
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
     return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def dead_heads(tmp_path_factory):
+    """A folder with the DEAD-head wav2vec2 (`model`), its tone data (train 12, validation 9, test 9 clips)
+    and its gradient scores (`dead_head_workspace`); tests read it and write elsewhere."""
+    root = tmp_path_factory.mktemp("dead-heads")
+    dead_head_workspace(root, {"train": 12, "validation": 9, "test": 9}, "train")
+    return root
+
+
+def cli_ok(*args) -> str:
+    """`prunehead ARGS` run in process; asserts exit code 0 and returns the output."""
+    from typer.testing import CliRunner
+
+    from prunehead.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output

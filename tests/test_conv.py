@@ -21,7 +21,7 @@ from prunehead.scorers.conv import score_conv
 from prunehead.units.conv import channel_gating, channel_macs, conv_layers, kept_channels, prune_conv_
 from prunehead.units.kinds import KINDS, evaluate_gated, remove_all_
 
-from conftest import dead_head_workspace, tiny
+from conftest import cli_ok, tiny
 
 runner = CliRunner()
 CASES = [("wav2vec2-tiny", {}), ("wav2vec2-tiny", {"feat_extract_norm": "group", "conv_bias": False}),
@@ -164,26 +164,13 @@ def test_conv_paths_run_on_the_meta_device():
     assert [c.weight.device.type for c in conv_layers(model)] == ["meta"] * 7
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("conv")
-    dead_head_workspace(root, {"train": 12, "validation": 9, "test": 9}, "train")
-    return root
-
-
-def _cli(*args) -> str:
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def test_cli_score_prune_eval_and_export_of_conv_channels(setup, tmp_path):
-    root = setup
-    _cli("score", "-m", root / "model", "-d", root / "data", "--units", "conv", "--scorer", "taylor", "--samples",
+def test_cli_score_prune_eval_and_export_of_conv_channels(dead_heads, tmp_path):
+    root = dead_heads
+    cli_ok("score", "-m", root / "model", "-d", root / "data", "--units", "conv", "--scorer", "taylor", "--samples",
          "6", "--out", tmp_path / "conv.json")
     scores = load_scores(tmp_path / "conv.json", expect=(7, 32), units="conv")
     out = tmp_path / "pruned"
-    output = _cli("prune", "-m", root / "model", "-d", root / "data", "--conv-ratio", "0.25", "--conv-scores",
+    output = cli_ok("prune", "-m", root / "model", "-d", root / "data", "--conv-ratio", "0.25", "--conv-scores",
                   tmp_path / "conv.json", "--batch-size", "8", "--out", out)
     assert "plan: remove 56 conv channels" in output
     plan = prunehead.PruningPlan.load(out / "plan.json")
@@ -194,22 +181,22 @@ def test_cli_score_prune_eval_and_export_of_conv_channels(setup, tmp_path):
     assert report["after"]["macs"] < report["before"]["macs"]
     fresh = prunehead.evaluate(str(out), str(root / "data"), split="test")
     assert fresh["accuracy"] == report["metrics_after"]["accuracy"]  # the round trip holds
-    _cli("export", "onnx", "-m", out, "--repeats", "2", "--out", tmp_path / "onnx")
+    cli_ok("export", "onnx", "-m", out, "--repeats", "2", "--out", tmp_path / "onnx")
     check = json.loads((tmp_path / "onnx" / "export.json").read_text())["checks"]["export"]
     assert check["max_abs_diff"] < 1e-4
 
 
-def test_cli_budgets_span_conv_channels(setup, tmp_path):
-    root = setup
+def test_cli_budgets_span_conv_channels(dead_heads, tmp_path):
+    root = dead_heads
     out = tmp_path / "macs"
-    _cli("prune", "-m", root / "model", "-d", root / "data", "--target-macs", "0.5", "--units", "all", "-s",
+    cli_ok("prune", "-m", root / "model", "-d", root / "data", "--target-macs", "0.5", "--units", "all", "-s",
          root / "gradient.json", "--ffn-scorer", "magnitude", "--conv-scorer", "magnitude", "--batch-size", "8",
          "--out", out)
     report = json.loads((out / "report.json").read_text())
     assert report["after"]["macs"] == report["target_macs"]["planned_macs"] <= 0.5 * report["target_macs"]["dense_macs"]
     assert prunehead.plan_of(prunehead.load(out)).num_pruned_conv > 0
     out = tmp_path / "drop"
-    _cli("prune", "-m", root / "model", "-d", root / "data", "--max-drop", "1", "--units", "conv", "--conv-scorer",
+    cli_ok("prune", "-m", root / "model", "-d", root / "data", "--max-drop", "1", "--units", "conv", "--conv-scorer",
          "magnitude", "--batch-size", "8", "--out", out)
     report = json.loads((out / "report.json").read_text())
     chosen = report["max_drop"]["chosen"]
@@ -263,29 +250,29 @@ def test_the_mac_floor_with_and_without_the_conv_front_end():
     assert everything["plan"].num_pruned_conv == 7 * 31 and everything["plan"].num_pruned == 8
 
 
-def test_sweep_frontier_spans_conv_channels_and_matches_a_physical_prune(setup, tmp_path):
-    root = setup
-    _cli("score", "-m", root / "model", "-d", root / "data", "--units", "conv", "--scorer", "magnitude",
+def test_sweep_frontier_spans_conv_channels_and_matches_a_physical_prune(dead_heads, tmp_path):
+    root = dead_heads
+    cli_ok("score", "-m", root / "model", "-d", root / "data", "--units", "conv", "--scorer", "magnitude",
          "--out", tmp_path / "conv.json")
-    _cli("sweep", "-m", root / "model", "-d", root / "data", "-s", root / "gradient.json", "--ratios", "0",
+    cli_ok("sweep", "-m", root / "model", "-d", root / "data", "-s", root / "gradient.json", "--ratios", "0",
          "--ffn-ratios", "0", "--conv-ratios", "0,0.25", "--conv-scores", tmp_path / "conv.json", "--batch-size", "8",
          "--out", tmp_path / "frontier")
     points = json.loads((tmp_path / "frontier" / "frontier.json").read_text())["points"]
     assert [p["channels_removed"] for p in points] == [0, 56]
     assert "channels removed" in (tmp_path / "frontier" / "frontier.md").read_text()
-    _cli("prune", "-m", root / "model", "-d", root / "data", "--conv-ratio", "0.25", "--conv-scores",
+    cli_ok("prune", "-m", root / "model", "-d", root / "data", "--conv-ratio", "0.25", "--conv-scores",
          tmp_path / "conv.json", "--batch-size", "8", "--out", tmp_path / "pruned")
     report = json.loads((tmp_path / "pruned" / "report.json").read_text())
     assert points[1]["accuracy"] == report["metrics_after"]["accuracy"]  # gated in the sweep == removed here
     assert points[1]["macs"] == report["after"]["macs"]
 
 
-def test_recovery_trains_the_front_end_when_the_plan_cut_its_channels(setup):
+def test_recovery_trains_the_front_end_when_the_plan_cut_its_channels(dead_heads):
     from prunehead.pruning.targets import Cut
     from prunehead.specs import Data, Ranking, Recovery
     from prunehead.units.base import Amount
 
-    root = setup
+    root = dead_heads
     data = Data(str(root / "data"), batch_size=8)
     for amounts, rankings, trains in (({"conv": Amount(ratio=0.25)}, {"conv": Ranking("magnitude")}, True),
                                       ({"heads": Amount(ratio=0.25)}, {"heads": Ranking(scores=root / "gradient.json")},

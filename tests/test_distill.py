@@ -18,7 +18,7 @@ from prunehead.specs import Distill
 from prunehead.training.distill import DistillTask, distill_loss, layer_map
 from prunehead.units.depth import remove_layers_
 
-from conftest import ce, dead_head_workspace, tiny
+from conftest import ce, tiny
 
 runner = CliRunner()
 
@@ -68,18 +68,11 @@ def test_the_layer_map_pairs_layers_by_their_original_ids():
         Distill(layers="first")
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("distill")
-    dead_head_workspace(root, {"train": 12, "validation": 9, "test": 9}, "train")
-    return root
-
-
-def test_distillation_training_brings_a_student_closer_to_its_teacher(setup):
+def test_distillation_training_brings_a_student_closer_to_its_teacher(dead_heads):
     from prunehead.training.config import TrainConfig
     from prunehead.training.finetune import fit_
 
-    root = setup
+    root = dead_heads
     ws = prunehead.open_workspace(str(root / "model"), str(root / "data"), "train", batch_size=12)
     teacher, batches = ws.model, ws.batches()
     student = remove_layers_(copy.deepcopy(teacher), [1])  # a cut, and noise on what is left of the encoder
@@ -106,8 +99,8 @@ def test_distillation_training_brings_a_student_closer_to_its_teacher(setup):
     assert after < 0.7 * before, (before, after)
 
 
-def test_cli_recover_distill_round_trips_and_its_flags_fail_in_one_line(setup, tmp_path):
-    root = setup
+def test_cli_recover_distill_round_trips_and_its_flags_fail_in_one_line(dead_heads, tmp_path):
+    root = dead_heads
     out = tmp_path / "pruned"
     result = runner.invoke(app, ["prune", "-m", str(root / "model"), "-s", str(root / "gradient.json"), "--ratio",
                                  "0.25", "-d", str(root / "data"), "--batch-size", "6", "--recover-epochs", "1",

@@ -25,7 +25,7 @@ from prunehead.surgery import history_of, plan_of
 from prunehead.units.depth import drop_empty_layers_, encoder_layers, layer_gating, layer_macs, remove_layers_
 from prunehead.units.kinds import KINDS, evaluate_gated, remove_all_
 
-from conftest import ce, dead_head_workspace, tiny
+from conftest import cli_ok, ce, tiny
 
 runner = CliRunner()
 CASES = [("wav2vec2-tiny", {}), ("wav2vec2-tiny", {"do_stable_layer_norm": True}), ("hubert-tiny", {}),
@@ -217,26 +217,13 @@ def test_layer_paths_run_on_the_meta_device():
     assert len(encoder_layers(model)) == 3 and next(model.parameters()).device.type == "meta"
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("layers")
-    dead_head_workspace(root, {"train": 12, "validation": 9, "test": 9}, "train")
-    return root
-
-
-def _cli(*args) -> str:
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def test_cli_score_prune_eval_repair_and_export_of_layers(setup, tmp_path):
-    root = setup
-    _cli("score", "-m", root / "model", "-d", root / "data", "--units", "layers", "--scorer", "occlusion",
+def test_cli_score_prune_eval_repair_and_export_of_layers(dead_heads, tmp_path):
+    root = dead_heads
+    cli_ok("score", "-m", root / "model", "-d", root / "data", "--units", "layers", "--scorer", "occlusion",
          "--samples", "6", "--out", tmp_path / "layers.json")
     scores = load_scores(tmp_path / "layers.json", expect=(2, 1), units="layers")
     out = tmp_path / "pruned"
-    output = _cli("prune", "-m", root / "model", "-d", root / "data", "--layer-ratio", "0.5", "--layer-scores",
+    output = cli_ok("prune", "-m", root / "model", "-d", root / "data", "--layer-ratio", "0.5", "--layer-scores",
                   tmp_path / "layers.json", "--ratio", "0.25", "--scores", root / "gradient.json",
                   "--repair", "lsq", "--repair-samples", "6", "--batch-size", "8", "--out", out)
     gone = int(scores[:, 0].argmin())
@@ -248,15 +235,15 @@ def test_cli_score_prune_eval_repair_and_export_of_layers(setup, tmp_path):
     assert all(row["layer"] != gone for row in report["repair"]["projections"])
     fresh = prunehead.evaluate(str(out), str(root / "data"), split="test")
     assert fresh["accuracy"] == report["metrics_after_repair"]["accuracy"]  # the round trip holds
-    _cli("export", "onnx", "-m", out, "--repeats", "2", "--out", tmp_path / "onnx")
+    cli_ok("export", "onnx", "-m", out, "--repeats", "2", "--out", tmp_path / "onnx")
     check = json.loads((tmp_path / "onnx" / "export.json").read_text())["checks"]["export"]
     assert check["max_abs_diff"] < 1e-4
 
 
-def test_cli_budgets_span_layers(setup, tmp_path):
-    root = setup
+def test_cli_budgets_span_layers(dead_heads, tmp_path):
+    root = dead_heads
     out = tmp_path / "macs"
-    output = _cli("prune", "-m", root / "model", "-d", root / "data", "--scores", root / "gradient.json",
+    output = cli_ok("prune", "-m", root / "model", "-d", root / "data", "--scores", root / "gradient.json",
                   "--target-macs", "0.95", "--units", "heads,layers", "--layer-scorer", "occlusion", "--samples", "6",
                   "--batch-size", "8", "--out", out)
     report = json.loads((out / "report.json").read_text())
@@ -278,9 +265,9 @@ def test_layer_flags_fail_in_one_line_before_loading(tmp_path):
         assert result.exit_code != 0 and message in result.output, (args, result.output)
 
 
-def test_sweep_frontier_spans_layers_and_matches_a_physical_prune(setup, tmp_path):
-    root = setup
-    _cli("sweep", "-m", root / "model", "-d", root / "data", "-s", root / "gradient.json", "--ratios", "0,0.5",
+def test_sweep_frontier_spans_layers_and_matches_a_physical_prune(dead_heads, tmp_path):
+    root = dead_heads
+    cli_ok("sweep", "-m", root / "model", "-d", root / "data", "-s", root / "gradient.json", "--ratios", "0,0.5",
          "--ffn-ratios", "0", "--layer-ratios", "0,0.5", "--layer-scorer", "occlusion", "--batch-size", "8",
          "--out", tmp_path / "frontier")
     result = json.loads((tmp_path / "frontier" / "frontier.json").read_text())
