@@ -139,3 +139,18 @@ def cli_ok(*args) -> str:
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def check_saved_folder(out: Path, data: Path, key: str, onnx_dir: Path) -> None:
+    """A folder `prune` wrote: a fresh `prunehead.evaluate` on the test split equals report.json's `key`
+    metrics exactly, and its ONNX export matches PyTorch (max |diff| < 1e-4)."""
+    import json
+
+    import prunehead
+
+    report = json.loads((out / "report.json").read_text())
+    fresh = prunehead.evaluate(str(out), str(data), split="test")
+    assert fresh["accuracy"] == report[key]["accuracy"]  # the round trip holds
+    cli_ok("export", "onnx", "-m", out, "--repeats", "2", "--out", onnx_dir)
+    check = json.loads((onnx_dir / "export.json").read_text())["checks"]["export"]
+    assert check["max_abs_diff"] < 1e-4
