@@ -152,7 +152,7 @@ class MaskLearner:
         from .order import target_macs_plan
 
         closed = self._closed()
-        binary = {kind: _open_mask(closed, kind, grid).to(self.lambdas.device) for kind, grid in self.grids.items()}
+        binary = {kind: KINDS[kind].keep_mask(closed, grid).to(self.lambdas.device) for kind, grid in self.grids.items()}
         if float(expected_macs(self.order, binary)) <= self.target * self.order.dense_macs:
             return closed
         scores = {kind: gate.log_alpha.detach().cpu().double() for kind, gate in self.gates.items()}
@@ -204,14 +204,6 @@ class MaskLearner:
 def _value(tensor: torch.Tensor) -> float:
     """A 0-d tensor as a float (NaN on the meta device, which holds no values)."""
     return float("nan") if tensor.is_meta else float(tensor.detach())
-
-
-def _open_mask(plan: PruningPlan, kind: str, grid: tuple[int, int]) -> torch.Tensor:
-    """(L, W) 1 = kept, 0 = removed by `plan`, for `kind`."""
-    mask = torch.ones(*grid)
-    for layer, ids in KINDS[kind].removed(plan).items():
-        mask[layer, list(ids)] = 0.0
-    return mask
 
 
 def copy_for_training(model: nn.Module) -> nn.Module:

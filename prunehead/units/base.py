@@ -59,6 +59,13 @@ class UnitKind:
         """`plan` plus the units `removed` ({layer: ids}) of this kind, on a grid `width` wide."""
         raise NotImplementedError
 
+    def keep_mask(self, plan: PruningPlan, grid: tuple[int, int]) -> torch.Tensor:
+        """(L, W) float mask on `grid`: 0 where `plan` removes a unit of this kind, 1 elsewhere."""
+        keep = torch.ones(*grid)
+        for layer, ids in self.removed(plan).items():
+            keep[layer, list(ids)] = 0.0
+        return keep
+
     def select(self, scores: torch.Tensor, plan: PruningPlan, amount: Amount) -> PruningPlan:
         """`plan` plus this kind's lowest-scoring units up to `amount` (`plan`'s own units count)."""
         raise NotImplementedError

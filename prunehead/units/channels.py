@@ -49,10 +49,7 @@ class Channels(UnitKind):
 
     def gate(self, model: nn.Module, plan: PruningPlan, stack: contextlib.ExitStack) -> None:
         if plan.pruned_conv:
-            L, W = self.grid(model)
-            keep = torch.ones(L, W)  # (C, W)
-            for layer, ids in plan.pruned_conv.items():
-                keep[layer, list(ids)] = 0.0
+            keep = self.keep_mask(plan, self.grid(model))  # (C, W)
             stack.enter_context(channel_gating(model, keep.to(next(model.parameters()).device)))
 
     def macs_model(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:

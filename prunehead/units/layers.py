@@ -44,8 +44,7 @@ class Layers(UnitKind):
 
     def gate(self, model: nn.Module, plan: PruningPlan, stack: contextlib.ExitStack) -> None:
         if plan.pruned_layers:
-            keep = torch.ones(len(encoder_layers(model)), 1)  # (L, 1)
-            keep[list(plan.pruned_layers)] = 0.0
+            keep = self.keep_mask(plan, self.grid(model))  # (L, 1)
             stack.enter_context(layer_gating(model, keep.to(next(model.parameters()).device)))
 
     def macs_model(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
