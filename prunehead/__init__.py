@@ -20,7 +20,7 @@ _EXPORTS: dict[str, str] = {
     # the values they take: one target per prune, a ranking per unit kind, the data, a recovery
     "Cut": "pruning.targets", "AccuracyBudget": "pruning.targets", "MacBudget": "pruning.targets",
     "SavedPlan": "pruning.targets", "Amount": "units.base",
-    "Ranking": "specs", "Data": "specs", "Recovery": "specs", "Frontier": "specs",
+    "Ranking": "specs", "Data": "specs", "Recovery": "specs", "Frontier": "specs", "Checkpointing": "specs",
     "open_workspace": "workspace", "Workspace": "workspace",
     "max_drop_plan": "pruning.budget", "choose_scorer": "pruning.budget", "target_macs_plan": "pruning.order",
     "removal_order": "pruning.order", "mac_floor": "pruning.order", "max_drop_units_plan": "pruning.order",

@@ -379,3 +379,4 @@ def install_sigterm_handler() -> None:
     """
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+

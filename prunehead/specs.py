@@ -196,6 +196,19 @@ class Recovery:
 
 
 @dataclass(frozen=True)
+class Checkpointing:
+    """Where a run that trains to decide (`--method l0`) saves its state (`path`), whether it continues from
+    there (`resume`), and the command that does (`hint`, named when the run is interrupted)."""
+
+    path: Path
+    resume: bool = False
+    hint: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+
+@dataclass(frozen=True)
 class Frontier:
     """`sweep`'s speed / accuracy frontier: every head ratio x each of `ffn_ratios` (neurons cut per layer,
     keeping `min_neurons_per_layer`, ranked by `ffn`) x each of `conv_ratios` (front-end channels cut per

@@ -110,3 +110,98 @@ def test_a_learning_step_and_the_plan_run_on_the_meta_device():
     inputs = {k: v.to("meta") for k, v in example_inputs(model, 1.0, batch=2).items()}
     record = learner.step(lambda m: m(**inputs).logits.sum(-1), 2)
     assert record["step"] == 1
+
+
+def _learn(root, out, **kwargs):
+    target = LearnedBudget(0.95, ("heads", "ffn"), epochs=2, lr=1e-3, gate_lr=0.2)
+    return prunehead.prune(str(root / "trained"), target, data=prunehead.specs.Data(str(root / "data"), batch_size=5),
+                           **kwargs)
+
+
+def test_a_resumed_run_ends_with_the_masks_and_weights_of_an_uninterrupted_one(setup, tmp_path, monkeypatch):
+    """Ctrl-C in the 2nd epoch (24 clips at batch 5: 5 steps an epoch): the step finishes, the state is saved,
+    Interrupted names the command; --resume then ends exactly where the uninterrupted run ends."""
+    import signal
+
+    from prunehead.errors import Interrupted
+    from prunehead.pruning.learned import MaskLearner
+    from prunehead.specs import Checkpointing
+
+    whole = _learn(setup, tmp_path)
+    step = MaskLearner.step
+
+    def interrupted_at_7(self, *args, **kwargs):
+        if self.done == 6:
+            signal.raise_signal(signal.SIGINT)  # arrives mid-step: the step still finishes
+        return step(self, *args, **kwargs)
+
+    checkpoint = tmp_path / "run.ckpt"
+    with monkeypatch.context() as patch:
+        patch.setattr(MaskLearner, "step", interrupted_at_7)
+        with pytest.raises(Interrupted, match="saved after step 7 .* prunehead again"):
+            _learn(setup, tmp_path, checkpoint=Checkpointing(checkpoint, hint="prunehead again"))
+    assert checkpoint.is_file()
+    resumed = _learn(setup, tmp_path, checkpoint=Checkpointing(checkpoint, resume=True))
+    assert resumed.report["l0"]["resumed_steps"] == 7 and whole.report["l0"]["resumed_steps"] == 0
+    assert resumed.plan == whole.plan and resumed.plan.num_pruned + resumed.plan.num_pruned_ffn > 0
+    assert resumed.report["l0"]["history"] == whole.report["l0"]["history"]
+    one, two = whole.model.state_dict(), resumed.model.state_dict()
+    assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+    other = LearnedBudget(0.9, ("heads", "ffn"), epochs=2)  # another run's checkpoint is refused
+    with pytest.raises(prunehead.InputError, match="other parameters"):
+        prunehead.prune(str(setup / "trained"), other, data=prunehead.specs.Data(str(setup / "data"), batch_size=5),
+                        checkpoint=Checkpointing(checkpoint, resume=True))
+
+
+def test_torchrun_with_two_cpu_processes_learns_the_masks_of_one(setup, tmp_path):
+    """`torchrun --nproc-per-node 2 prunehead prune --method l0` == one process (no dropout: its noise is drawn
+    per process). Batch 23 of 24 clips: the second batch's single row leaves rank 1 a stand-in row."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.test_engine import _free_port
+
+    model = tmp_path / "model"
+    shutil_copy = __import__("shutil").copytree
+    shutil_copy(setup / "trained", model)
+    config = json.loads((model / "config.json").read_text())
+    config.update({k: 0.0 for k in config if "dropout" in k or k in ("layerdrop", "mask_time_prob", "mask_feature_prob")})
+    (model / "config.json").write_text(json.dumps(config))
+    args = ["prune", "-m", str(model), "-d", str(setup / "data"), "--method", "l0", "--target-macs", "0.93",
+            "--units", "heads,ffn", "--l0-epochs", "3", "--l0-lr", "1e-3", "--l0-gate-lr", "0.3", "--batch-size", "23"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PRUNEHEAD_PROGRESS": "0"}
+    script = Path(sys.executable).parent / "prunehead"
+    for name, launch in (("one", []), ("two", [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                                              "--master-port", str(_free_port())])):
+        done = subprocess.run([*launch, str(script), *args, "--out", str(tmp_path / name)], capture_output=True,
+                              text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.count("wrote ") == 1  # rank 0 writes and reports
+    one, two = (json.loads((tmp_path / n / "report.json").read_text()) for n in ("one", "two"))
+    assert one["l0"]["processes"] == 1 and two["l0"]["processes"] == 2
+    assert json.loads((tmp_path / "one" / "plan.json").read_text()) == json.loads((tmp_path / "two" / "plan.json").read_text())
+    for a, b in zip(one["l0"]["history"], two["l0"]["history"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4) and a["expected_mac_fraction"] == pytest.approx(
+            b["expected_mac_fraction"], abs=1e-5)
+    assert one["metrics_after"]["accuracy"] == two["metrics_after"]["accuracy"]
+    from safetensors.torch import load_file
+
+    w1, w2 = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    assert w1.keys() == w2.keys()
+    for key in w1:
+        torch.testing.assert_close(w2[key], w1[key], atol=2e-5, rtol=1e-4, msg=key)
+    assert not (tmp_path / "one.ckpt").exists() and not (tmp_path / "two.ckpt").exists()  # done: removed
+
+
+def test_cli_resume_flags_and_an_interrupted_run_s_checkpoint(setup, tmp_path):
+    out = tmp_path / "pruned"
+    (tmp_path / "pruned.ckpt").write_bytes(b"an interrupted run")
+    base = ["prune", "-m", str(setup / "trained"), "-d", str(setup / "data"), "--out", str(out)]
+    for args, message in ((["--method", "l0", "--target-macs", "0.9"], "holds an interrupted run; pass --resume"),
+                          (["--method", "l0", "--target-macs", "0.9", "--resume"], "is not a --method l0 checkpoint"),
+                          (["--ratio", "0.2", "--scorer", "random", "--resume"], "other methods keep no checkpoint")):
+        result = runner.invoke(app, [*base, *args])
+        assert result.exit_code != 0 and message in result.output, (args, result.output)
+    assert (tmp_path / "pruned.ckpt").read_bytes() == b"an interrupted run"  # refused, never deleted

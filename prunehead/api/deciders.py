@@ -15,7 +15,7 @@ from ..pruning.budget import choose_scorer, max_drop_plan
 from ..pruning.order import max_drop_units_plan, removal_order, target_macs_plan
 from ..pruning.iterative import Target, prune_iteratively
 from ..pruning.plan import PruningPlan
-from ..pruning.targets import AccuracyBudget, Cut, LearnedBudget, MacBudget, SavedPlan
+from ..pruning.targets import AccuracyBudget, Cut, LearnedBudget, MacBudget, SavedPlan, target_json
 from ..specs import AUTO, Ranking
 from ..units.kinds import KINDS
 from .pruner import Context, Decision, decider
@@ -176,10 +176,11 @@ def decide_macs(ctx: Context, budget: MacBudget) -> Decision:
 def decide_learned(ctx: Context, budget: LearnedBudget) -> Decision:
     """Masks learned with the weights on the train split, distilling from the model as given, under the MAC
     budget; the units whose gates closed go (`prunehead.pruning.learned`)."""
-    from ..data import make_batches
     from ..pruning.learned import MaskLearner, copy_for_training, steps_for
-    from ..scorers.tools import batch_size
+    from ..pruning.learned_run import learn_
+    from ..scorers.parallel import fingerprint, model_fingerprint, process_group
     from ..training.distill import DistillTask
+    from ..training.engine import deterministic
 
     if ctx.dry_run:
         raise InputError("--method l0 trains the model to decide: drop --dry-run")
@@ -190,21 +191,16 @@ def decide_learned(ctx: Context, budget: LearnedBudget) -> Decision:
     learner = MaskLearner(student, budget.units, budget.fraction, lr=budget.lr, gate_lr=budget.gate_lr,
                           steps=steps_for(ws.dataset.num_rows, batch, budget.epochs), seed=0)
     task = DistillTask(ws.task, teacher, budget.distill, student)
-    tell = _say(ctx)
-    device = next(teacher.parameters()).device
-    for epoch in range(budget.epochs):
-        for inputs in make_batches(ws.dataset, ws.processor, batch, shuffle=True, seed=epoch):
-            inputs = {k: v.to(device) for k, v in inputs.items() if k not in ("weight", "global_size")}
-            record = learner.step(lambda m: task.objective(m(**task.model_inputs(inputs)), inputs),
-                                  batch_size(inputs))
-        if tell:
-            tell(f"l0: epoch {epoch + 1}/{budget.epochs}: loss {record['loss']:.4f}, expected MACs "
-                 f"{record['expected_mac_fraction']:.3f} of the dense model's (target {budget.fraction})")
+    key = fingerprint(weights=model_fingerprint(teacher), data=ctx.data.spec, rows=ws.dataset.num_rows, batch=batch,
+                      clip_seconds=ctx.data.clip_seconds, target=target_json(budget)) if ctx.checkpoint else ""
+    with process_group(next(teacher.parameters()).device) as (_, world), deterministic(0):
+        resumed = learn_(learner, task, ws, batch, budget.epochs, checkpoint=ctx.checkpoint, key=key, tell=_say(ctx),
+                         progress=ctx.progress)
     student.eval()
     plan = learner.plan()
     rounded = learner.fold_()
-    return Decision(plan, {"l0": {**learner.report(), "rounded_gates": rounded,
-                                  "distill": budget.distill.to_json()}}, weights=student)
+    return Decision(plan, {"l0": {**learner.report(), "rounded_gates": rounded, "distill": budget.distill.to_json(),
+                                  "processes": world, "resumed_steps": resumed}}, weights=student)
 
 
 def _say(ctx: Context) -> Any:

@@ -23,9 +23,9 @@ from ..data import split_exists
 from ..errors import InputError
 from ..pruning.plan import PruningPlan
 from ..pruning.report import change_report, recover
-from ..pruning.targets import target_json
+from ..pruning.targets import LearnedBudget, target_json
 from ..scorers.parallel import model_fingerprint
-from ..specs import Data, Ranking, Recovery
+from ..specs import Checkpointing, Data, Ranking, Recovery
 from ..training.config import TrainConfig
 from ..training.models import pick_device
 from ..units.kinds import KINDS, remove_all_
@@ -76,9 +76,10 @@ class Context:
     split), the device and the report so far."""
 
     def __init__(self, model: nn.Module, spec: str | None, rankings: dict[str, Ranking], data: Data | None,
-                 device: str | None, progress: bool, dry_run: bool = False):
+                 device: str | None, progress: bool, dry_run: bool = False, checkpoint: Checkpointing | None = None):
         self.model, self.spec, self.rankings, self.data = model, spec, rankings, data
         self.device, self.progress, self.dry_run = device, progress, dry_run
+        self.checkpoint = checkpoint  # for a decider that trains
         self.scoring = ScoreSplit(data.spec if data else None, data.score_split if data else "train",
                                   data.task if data else None, device, data.clip_seconds if data else None, spec)
         self.report: dict[str, Any] = {}
@@ -159,7 +160,7 @@ class Context:
 
 def prune(model: ModelLike, target: Any, *, ranking: Ranking | Mapping[str, Ranking] | Any = None,
           data: Data | str | None = None, recover: Recovery | None = None, device: str | None = None,
-          dry_run: bool = False, progress: bool = False) -> PruneResult:
+          dry_run: bool = False, progress: bool = False, checkpoint: Checkpointing | None = None) -> PruneResult:
     """Decide which units go for `target` (a `Cut`, `AccuracyBudget`, `MacBudget`, `SavedPlan` or any
     registered target), then (unless `dry_run`) remove them from a copy of `model` and report.
 
@@ -168,6 +169,8 @@ def prune(model: ModelLike, target: Any, *, ranking: Ranking | Mapping[str, Rank
             {kind: Ranking} (e.g. {"heads": ..., "ffn": Ranking("taylor")}).
         data: scoring, budgets, evaluation before / after (on `data.split`, default test) and recovery read it.
         recover: fine-tune the pruned model on the train split afterwards (reported apart).
+        checkpoint: where a decider that trains (`LearnedBudget`) saves its state, and whether it continues
+            from there (`Checkpointing`).
 
     Returns:
         the pruned model (None with `dry_run`), its plan, and the report (the target and rankings as given,
@@ -177,6 +180,8 @@ def prune(model: ModelLike, target: Any, *, ranking: Ranking | Mapping[str, Rank
     if decide is None:
         raise InputError(f"no decider for a {type(target).__name__} target; one of: "
                          f"{', '.join(t.__name__ for t in DECIDERS)}")
+    if checkpoint is not None and not isinstance(target, LearnedBudget):
+        raise InputError("checkpoints and --resume are for the mask learning of --method l0; drop --resume")
     rankings = _rankings(ranking)
     data = Data.of(data)
     if recover is not None and data is None:
@@ -185,7 +190,8 @@ def prune(model: ModelLike, target: Any, *, ranking: Ranking | Mapping[str, Rank
         raise InputError("--dry-run only decides the plan (no surgery): drop --recover-epochs and --rounds")
     spec = str(model) if isinstance(model, (str, Path)) else None
     net = surgery.load(spec).to(pick_device(device)) if spec is not None else model  # GPU when present
-    ctx = Context(net, spec, rankings, data=data, device=device, progress=progress, dry_run=dry_run)
+    ctx = Context(net, spec, rankings, data=data, device=device, progress=progress, dry_run=dry_run,
+                  checkpoint=checkpoint)
     ctx.report.update(_given(spec, target, rankings))
     decision = decide(ctx, target)
     report = {**ctx.report, **decision.report}

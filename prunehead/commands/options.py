@@ -154,3 +154,12 @@ def inputs_of(model: str | None = None, data: str | None = None, *files: Path | 
     if model is not None and Path(model).expanduser().exists():
         paths.append(Path(model).expanduser())
     return paths + (spec_paths(data) if data else [])
+
+
+def resume_hint() -> str:
+    """The command line that continues the interrupted run."""
+    import shlex
+    import sys
+
+    argv = [a for a in sys.argv[1:] if a != "--resume"]
+    return f"continue with: prunehead {shlex.join(argv)} --resume"

@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from .options import (ConvScorer, ConvScores, LayerScorer, LayerScores, FfnScorer, FfnScores, BatchSize, ClipSeconds, Device, DryRun, Global, Heads, MinHeads, Model, Out,
+from ..errors import InputError, Interrupted
+from .options import (resume_hint, ConvScorer, ConvScores, LayerScorer, LayerScores, FfnScorer, FfnScores, BatchSize, ClipSeconds, Device, DryRun, Global, Heads, MinHeads, Model, Out,
                       Fraction, Overwrite, Positive, Ratio, Samples, ScorerOptions, Seed, Task, inputs_of,
                       parse_options)
 
@@ -101,6 +102,8 @@ L0Epochs = Annotated[int, Opt(min=1, help="Passes over the train split of --meth
 L0Lr = Annotated[float, Opt(callback=Positive, help="Learning rate of the weights in --method l0.")]
 L0GateLr = Annotated[float, Opt(callback=Positive, help="Learning rate of the gates and the Lagrange multipliers "
                                                         "in --method l0.")]
+Resume = Annotated[bool, Opt(help="Continue an interrupted --method l0 run from its checkpoint (OUT.ckpt, beside "
+                                  "--out).")]
 MinChannels = Annotated[int, Opt(min=1, help="Never leave a conv layer with fewer channels than this.")]
 MinNeurons = Annotated[int, Opt(min=0, help="Never leave a layer with fewer FFN neurons than this.")]
 RecipeFile = Annotated[Path | None, Opt(show_default=False,
@@ -128,7 +131,7 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
           layer_scorer: LayerScorer = "taylor", recover_distill: RecoverDistill = False,
           distill_temperature: DistillTemperature = 2.0, distill_labels: DistillLabels = 1.0,
           distill_hidden: DistillHidden = 1.0, distill_layers: DistillLayers = "all", method: Method = "rank",
-          l0_epochs: L0Epochs = 1, l0_lr: L0Lr = 1e-4, l0_gate_lr: L0GateLr = 0.1) -> None:
+          l0_epochs: L0Epochs = 1, l0_lr: L0Lr = 1e-4, l0_gate_lr: L0GateLr = 0.1, resume: Resume = False) -> None:
     """Remove the lowest-scoring heads (globally or per layer, at once or in --rounds, or as many as
     --max-drop allows), with --ffn-ratio feed-forward neurons, with --conv-ratio front-end channels, with
     --layer-ratio whole layers, and save to --out."""
@@ -168,10 +171,21 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
         layer_scorer=layer_scorer, recover_distill=recover_distill, distill_temperature=distill_temperature,
         distill_labels=distill_labels, distill_hidden=distill_hidden, distill_layers=distill_layers, method=method,
         l0_epochs=l0_epochs, l0_lr=l0_lr, l0_gate_lr=l0_gate_lr))
-    result = api.prune(model, request.target, ranking=request.ranking, data=request.data, recover=request.recover,
-                       device=device, dry_run=dry_run, progress=True)
+    from ..specs import Checkpointing
     from ..training.engine import is_main_process
 
+    checkpoint = _checkpoint(out, method, resume, overwrite)
+    earlier = resume and checkpoint is not None and checkpoint.exists()  # continued: never removed on a failure
+    try:
+        result = api.prune(model, request.target, ranking=request.ranking, data=request.data, recover=request.recover,
+                           device=device, dry_run=dry_run, progress=True,
+                           checkpoint=Checkpointing(checkpoint, resume, resume_hint()) if checkpoint else None)
+    except (Interrupted, KeyboardInterrupt, SystemExit):  # the checkpoint stays for --resume
+        raise
+    except BaseException:
+        if checkpoint is not None and not earlier and is_main_process():  # a failed run leaves nothing (as `score`)
+            checkpoint.unlink(missing_ok=True)
+        raise
     if not is_main_process():  # launched data-parallel (recovery under torchrun): rank 0 writes and reports
         return
     _decision(result.report)
@@ -203,9 +217,25 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
             from ..plots import plot_learning
 
             plot_learning(result.report["l0"]["history"], tmp / "l0.png", f"{Path(model).name}: --method l0")
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     _summary(result.report)
     typer.echo(f"wrote {out}" + (" (heads.png: the scores, pruned heads crossed out)" if
                                  (out / "heads.png").exists() else ""))
+
+
+def _checkpoint(out: Path, method: str, resume: bool, overwrite: bool) -> Path | None:
+    """Where --method l0 checkpoints (OUT.ckpt beside --out); an interrupted run's is continued with --resume or
+    replaced with --overwrite, never lost."""
+    from ..scorers.parallel import Checkpoint
+
+    if method != "l0":
+        if resume:
+            raise InputError("--resume continues an interrupted --method l0 run: the other methods keep no checkpoint")
+        return None
+    path = out.with_name(out.name + ".ckpt")
+    Checkpoint.guard(path, resume, overwrite)
+    return path
 
 
 def _picture(result, path: Path, model: str) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .options import (ClipSeconds, Device, DtypeName, Finite, OptionalData, Overwrite, ScorerOptions, Task, Workers, inputs_of,
+from .options import (resume_hint, ClipSeconds, Device, DtypeName, Finite, OptionalData, Overwrite, ScorerOptions, Task, Workers, inputs_of,
                       parse_options)
 
 Opt = typer.Option
@@ -226,11 +226,3 @@ def _run_parts(units: str, out: Path, given: dict[str, Any], batch_size: int, cl
     on = f"on {len(result.sample_paths)} samples" if result.sample_paths else "(data-free)"
     typer.echo(f"scored {L} x {W} {noun} with {given['scorer']} {on}; wrote {out}")
 
-
-def resume_hint() -> str:
-    """The command line that continues the interrupted run."""
-    import shlex
-    import sys
-
-    argv = [a for a in sys.argv[1:] if a != "--resume"]
-    return f"continue with: prunehead {shlex.join(argv)} --resume"

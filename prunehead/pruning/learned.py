@@ -106,8 +106,29 @@ class MaskLearner:
                                      {"params": self.gates.parameters(), "lr": gate_lr}])
         self.ascent = torch.optim.SGD([self.lambdas], lr=LAMBDA_LR)  # plain ascent: no momentum to overshoot
         self.generator = torch.Generator().manual_seed(seed)
-        self.done = 0
+        self.seed, self.done = seed, 0
         self.history: list[dict[str, float]] = []
+
+    def trainable(self) -> list[nn.Parameter]:
+        """The parameters the learning updates: the student's trainable weights and the gates' locations."""
+        return [*(p for p in self.student.parameters() if p.requires_grad), *self.gates.parameters()]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the learning has changed (tensors and plain data: a `weights_only` checkpoint)."""
+        return {"student": self.student.state_dict(), "gates": self.gates.state_dict(), "lambdas": self.lambdas.detach(),
+                "opt": self.opt.state_dict(), "ascent": self.ascent.state_dict(),
+                "generator": self.generator.get_state(), "done": self.done, "history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state_dict()`'s `state`: the next step is the one the saved run would have taken."""
+        self.student.load_state_dict(state["student"])
+        self.gates.load_state_dict(state["gates"])
+        with torch.no_grad():
+            self.lambdas.copy_(state["lambdas"])
+        self.opt.load_state_dict(state["opt"])
+        self.ascent.load_state_dict(state["ascent"])
+        self.generator.set_state(state["generator"].cpu())
+        self.done, self.history = int(state["done"]), list(state["history"])
 
     def probs(self) -> dict[str, torch.Tensor]:
         out = {kind: gate.open_probability() for kind, gate in self.gates.items()}
@@ -121,20 +142,33 @@ class MaskLearner:
         share = min(1.0, self.done / max(1, self.steps // 2))
         return self.start + (self.target - self.start) * share
 
-    def step(self, loss_fn: Callable[[nn.Module], torch.Tensor], batch_size: int) -> dict[str, float]:
-        """One optimizer step: `loss_fn(student)` is the (B,) distillation loss under the sampled gates."""
+    def step(self, loss_fn: Callable[[nn.Module], torch.Tensor], batch_size: int, *, rows: list[int] | None = None,
+             weight: torch.Tensor | None = None) -> dict[str, float]:
+        """One optimizer step on a batch of `batch_size` rows: `loss_fn(student)` is the (b,) distillation loss
+        of the rows this process holds (`rows`, default all; data-parallel: rank::world, `weight` 0 for a
+        stand-in row) under the sampled gates. The step descends the whole batch's mean loss: with a process
+        group the gradients are summed over the processes, and every row draws the gates and the dropout
+        noise it would draw in one process, so N processes take the steps of one (up to float rounding)."""
+        rank, world = _world()
+        rows = list(range(batch_size)) if rows is None else rows
+        _seed_noise(self.seed, self.done, rank)  # dropout / SpecAugment: repeatable, and the same on --resume
         with contextlib.ExitStack() as stack:
             for kind, gate in self.gates.items():
-                z = gate.sample(batch_size, self.generator)  # (B, L, W)
+                z = gate.sample(batch_size, self.generator)[rows]  # (b, L, W): every process draws the whole batch
                 if kind == "layers" and self.fixed is not None:
                     z = torch.where(self.fixed.to(z.device), torch.ones_like(z), z)
                 stack.enter_context(GATING[kind](self.student, z))
-            task = loss_fn(self.student).mean()
+            per_sample = loss_fn(self.student)  # (b,)
+        if weight is not None:
+            per_sample = per_sample * weight.to(per_sample.device)
+        task = per_sample.sum() / batch_size  # this process's share of the batch's mean
         fraction = expected_macs(self.order, self.probs()) / self.order.dense_macs
         gap = fraction.float() - self.target_now()
         lagrangian = self.lambdas[0] * gap + self.lambdas[1] * gap * gap
         self.opt.zero_grad(set_to_none=True)
-        (task + lagrangian).backward()
+        (task + lagrangian / world).backward()  # summed over the processes: the Lagrangian counts once
+        if world > 1:
+            task = _sum_over_processes([*self.trainable(), self.lambdas], task.detach())
         self.lambdas.grad.neg_()  # ascent: the multipliers grow while the budget is missed
         self.opt.step()
         self.ascent.step()
@@ -197,8 +231,41 @@ class MaskLearner:
     def report(self) -> dict[str, Any]:
         probs = self.probs()
         return {"units": list(self.units), "target": self.target, "steps": self.done,
-                "expected_mac_fraction": float(expected_macs(self.order, probs) / self.order.dense_macs),
+                "expected_mac_fraction": _value(expected_macs(self.order, probs) / self.order.dense_macs),
                 "start_mac_fraction": self.start, "history": self.history}
+
+
+def _world() -> tuple[int, int]:
+    from ..scorers.parallel import world
+
+    return world()
+
+
+def _seed_noise(seed: int, step: int, rank: int) -> None:
+    """Seed the generators a training forward draws from (torch: dropout, layer drop; NumPy: transformers'
+    SpecAugment masks) from (seed, step, rank) alone."""
+    import random
+
+    import numpy as np
+
+    value = (seed * 1_000_003 + step * 1_009 + rank) % 2**32
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+def _sum_over_processes(params: list[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+    """Sum the gradients of `params` (one flat all-reduce) and `loss` over the process group; the summed loss."""
+    import torch.distributed as dist
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads] + [loss.reshape(1).to(grads[0].dtype)])
+    dist.all_reduce(flat)
+    offset = 0
+    for p, g in zip(params, grads):
+        p.grad = flat[offset:offset + g.numel()].view_as(g).clone()
+        offset += g.numel()
+    return flat[-1]
 
 
 def _value(tensor: torch.Tensor) -> float:

@@ -153,35 +153,48 @@ class Checkpoint:
 
     def load(self) -> int:
         """Read the finished batches; InputError when the checkpoint belongs to a different run."""
-        if not self.path.exists():
+        data = read_checkpoint(self.path, CHECKPOINT_FORMAT, self.key, "score")
+        if data is None:
             return 0
-        try:
-            data = torch.load(self.path, weights_only=True)
-        except Exception as err:  # truncated, foreign, or holding objects other than tensors
-            raise InputError(f"{self.path} is not a score checkpoint ({type(err).__name__}); delete it to "
-                             "start over") from None
-        if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT or data.get("key") != self.key:
-            raise InputError(f"{self.path} was written by a run with other parameters, data or model; "
-                             "re-run with the same options, or delete it to start over")
         self.done = {int(k): (v["ids"], v["results"]) for k, v in data["batches"].items()}
         return len(self.done)
 
     def add(self, index: int, ids: torch.Tensor, results: torch.Tensor) -> None:
-        from ..output_guard import exclusive_temp
-
         self.done[index] = (ids, results)
-        data = {"format": CHECKPOINT_FORMAT, "key": self.key,
-                "batches": {str(k): {"ids": i, "results": r} for k, (i, r) in self.done.items()}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = exclusive_temp(self.path.parent, self.path.name)
-        try:
-            torch.save(data, tmp)
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_checkpoint(self.path, {"format": CHECKPOINT_FORMAT, "key": self.key, "batches": {
+            str(k): {"ids": i, "results": r} for k, (i, r) in self.done.items()}})
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def write_checkpoint(path: Path, data: dict[str, Any]) -> None:
+    """`torch.save(data)` to `path` through an exclusively created temp file beside it (never half-written)."""
+    from ..output_guard import exclusive_temp
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = exclusive_temp(path.parent, path.name)
+    try:
+        torch.save(data, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_checkpoint(path: Path, kind: str, key: str, what: str,
+                    map_location: str | torch.device | None = None) -> dict[str, Any] | None:
+    """The checkpoint at `path` (None when there is none): tensors and plain data only (`weights_only`);
+    InputError when it is not a `kind` checkpoint or belongs to a run with another `key`."""
+    if not path.exists():
+        return None
+    try:
+        data = torch.load(path, weights_only=True, map_location=map_location)
+    except Exception as err:  # truncated, foreign, or holding objects other than tensors
+        raise InputError(f"{path} is not a {what} checkpoint ({type(err).__name__}); delete it to start over") from None
+    if not isinstance(data, dict) or data.get("format") != kind or data.get("key") != key:
+        raise InputError(f"{path} was written by a run with other parameters, data or model; "
+                         "re-run with the same options, or delete it to start over")
+    return data
 
 
 def _not_a_folder(path: Path) -> None:
