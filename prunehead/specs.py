@@ -63,8 +63,7 @@ class Ranking:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise InputError(f"--seed must be a whole number of at least 0, got {self.seed!r}")
         if self.scorer == AUTO and self.scores is not None:
-            raise InputError("--scorer auto scores and compares rankings on --data: give --data, drop --scores "
-                             "and --rounds")
+            raise InputError("--scorer auto scores its candidates on --data itself: drop --scores")
         if self.scorer == AUTO and self.options:
             raise InputError("--scorer auto runs each candidate with its defaults: drop --option")
         if self.scorer == AUTO and not self.candidates:

@@ -283,3 +283,36 @@ def test_sweep_frontier_spans_layers_and_matches_a_physical_prune(dead_heads, tm
         if count_macs(pruned, example_inputs(pruned))["total"] == point["macs"]:
             matched = layer
     assert matched is not None and point["mac_fraction"] == pytest.approx(point["macs"] / dense)
+
+
+def test_shares_of_heads_and_neurons_are_of_the_layers_that_stay():
+    """Known answers on a 4 x 4 grid whose layers 1 and 3 go and hold the lowest scores: the heads and neurons
+    of removed layers are neither chosen nor counted (as when the layers are removed first)."""
+    from prunehead.units.base import Amount
+    from prunehead.units.kinds import select_kept
+
+    plan = PruningPlan(4, 4, pruned_layers=(1, 3))
+    scores = torch.tensor([[13., 10, 15, 11], [0, 1, 2, 3], [12, 17, 14, 16], [4, 5, 6, 7]])
+    heads = select_kept("heads", scores, plan, Amount(0.5, scope="global"))  # 4 of the 8 heads that stay
+    assert heads.pruned_heads == {0: (0, 1, 3), 2: (0,)} and heads.pruned_layers == (1, 3)
+    heads = select_kept("heads", scores, plan, Amount(0.5, scope="per_layer"))
+    assert heads.pruned_heads == {0: (1, 3), 2: (0, 2)}
+    neurons = select_kept("ffn", scores, plan, Amount(0.25, scope="global", min_per_layer=1))  # 2 of 8
+    assert neurons.pruned_ffn == {0: (1, 3)} and neurons.intermediate_size == 4
+    assert select_kept("heads", scores, PruningPlan(4, 4), Amount(0.25)).pruned_heads == {1: (0, 1, 2, 3)}
+
+
+def test_a_cut_of_layers_and_heads_equals_layers_first_then_heads(dead_heads):
+    """prunehead.prune with --layer-ratio and --ratio == removing the layer, then cutting the heads of the model
+    that is left by the same share (independent: two calls, the second on the pruned model)."""
+    from prunehead.pruning.targets import Cut
+    from prunehead.units.base import Amount
+
+    model = prunehead.load(str(dead_heads / "model"))
+    heads = torch.tensor([[5., 6, 7, 8], [1, 2, 3, 4]])  # the removed layer (1) holds the lowest scores
+    layers = torch.tensor([[1.0], [0.0]])
+    both = prunehead.prune(model, Cut({"heads": Amount(0.5), "layers": Amount(0.5)}),
+                           ranking={"heads": heads, "layers": layers}, dry_run=True).plan
+    first = prunehead.prune(model, Cut({"layers": Amount(0.5)}), ranking={"layers": layers}).model
+    then = prunehead.prune(first, Cut.heads(0.5), ranking=heads[:1], dry_run=True).plan
+    assert both.pruned_layers == (1,) and both.pruned_heads == {0: (0, 1)} == then.pruned_heads

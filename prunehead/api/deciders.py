@@ -17,7 +17,7 @@ from ..pruning.iterative import Target, prune_iteratively
 from ..pruning.plan import PruningPlan
 from ..pruning.targets import AccuracyBudget, Cut, LearnedBudget, MacBudget, SavedPlan, target_json
 from ..specs import AUTO, Ranking
-from ..units.kinds import KINDS
+from ..units.kinds import KINDS, select_kept
 from .pruner import Context, Decision, decider
 from ..scorers.registry import build_scorer
 
@@ -41,13 +41,13 @@ def decide_saved(ctx: Context, target: SavedPlan) -> Decision:
 
 @decider(Cut)
 def decide_cut(ctx: Context, cut: Cut) -> Decision:
-    """A share of each kind: neurons and channels scored once on the model as given, heads at once or in
-    rounds."""
+    """A share of each kind: layers first, then neurons and channels scored once on the model as given, then
+    heads at once or in rounds; the shares of heads and neurons are of the layers that stay (`select_kept`)."""
     plan, report = surgery.plan_of(ctx.model), {}
-    for kind in ("ffn", "conv", "layers"):
+    for kind in ("layers", "ffn", "conv"):
         if kind in cut.amounts:
             amount = cut.amounts[kind]
-            chosen = KINDS[kind].select(ctx.matrix(kind), plan, amount)
+            chosen = select_kept(kind, ctx.matrix(kind), plan, amount)
             report[kind] = {"ratio": amount.ratio, "scope": "global" if kind == "layers" else amount.scope,
                             **source(ctx.ranking(kind)),
                             **_removed(kind, plan, chosen)}
@@ -60,11 +60,11 @@ def decide_cut(ctx: Context, cut: Cut) -> Decision:
     report["scope"] = amount.scope
     ranking = ctx.ranking("heads")
     if ranking.scorer == AUTO:
-        return _auto_cut(ctx, target, plan, report, cut.rounds)
+        return _auto_cut(ctx, target, amount, plan, report, cut.rounds)
     if cut.rounds > 1:
         return _rounds(ctx, target, cut.rounds, plan, report)
     scores = ctx.read("heads", ranking.scores) if ranking.scores is not None else ctx.matrix("heads")
-    return Decision(target.plan(scores, surgery.plan_of(ctx.model)).union(plan), report, ranking=scores)
+    return Decision(select_kept("heads", scores, plan, amount), report, ranking=scores)
 
 
 REMOVED = {"ffn": ("neurons_removed", "num_pruned_ffn"), "conv": ("channels_removed", "num_pruned_conv"),
@@ -105,15 +105,15 @@ def _rounds(ctx: Context, target: Target, rounds: int, plan: PruningPlan, report
     return Decision(heads.union(plan), report, pruned=pruned, rounds=history, evaluation=ws)
 
 
-def _auto_cut(ctx: Context, target: Target, plan: PruningPlan, report: dict[str, Any], rounds: int) -> Decision:
+def _auto_cut(ctx: Context, target: Target, amount: Any, plan: PruningPlan, report: dict[str, Any],
+              rounds: int) -> Decision:
     """`--scorer auto` up to a cut: the candidate with the best mean metric up to it on the selection split."""
     if rounds > 1:
-        raise InputError("--scorer auto scores and compares rankings on --data: give --data, drop --scores "
-                         "and --rounds")
+        raise InputError("--scorer auto picks one ranking for a one-shot cut: drop --rounds")
     selection = ctx.selection(ctx.data.split if ctx.data else None)
     matrix = _choose(ctx, selection, report, dict(ratio=target.ratio, heads=target.heads, scope=target.scope,
                                                   min_heads_per_layer=target.min_heads_per_layer))
-    chosen = target.plan(matrix, surgery.plan_of(ctx.model)).union(plan)
+    chosen = select_kept("heads", matrix, plan, amount)
     return Decision(chosen, report, ranking=matrix, evaluation=ctx.apart(selection))
 
 

@@ -153,9 +153,10 @@ def _check_common(f: dict[str, Any]) -> None:
         raise InputError("--dry-run only decides the plan (no surgery): drop --recover-epochs, --repair and --rounds")
     if f["scorer"] is not None and f["data"] is None:
         raise InputError(f"--scorer {f['scorer']} scores the heads on data: give --data")
-    if f["scorer"] == AUTO and (f["scores"] is not None or f["rounds"] > 1):
-        raise InputError("--scorer auto scores and compares rankings on --data: give --data, drop --scores "
-                         "and --rounds")
+    if f["scorer"] == AUTO and f["scores"] is not None:
+        raise InputError("--scorer auto scores its candidates on --data itself: drop --scores")
+    if f["scorer"] == AUTO and f["rounds"] > 1:
+        raise InputError("--scorer auto picks one ranking for a one-shot cut: drop --rounds")
     if f["scorer"] == AUTO and f["options"]:
         raise InputError("--scorer auto runs each candidate with its defaults: drop --option")
     for kind, (prefix, noun, _) in PARTS.items():

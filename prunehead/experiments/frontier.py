@@ -36,8 +36,9 @@ def grid(model: nn.Module, scores: Mapping[str, torch.Tensor], ratios: Mapping[s
          scope: str = "global", floors: Mapping[str, int] | None = None) -> list[tuple[dict[str, float], PruningPlan]]:
     """({kind: ratio}, plan) for every point of the product of the kinds' ratios (in `KINDS` order, the
     first kind outermost); heads are cut by `scope`, every other kind per layer keeping `floors[kind]`
-    (default 1) units; removed units count."""
-    from ..units.kinds import KINDS
+    (default 1) units; removed units count; layers go first and the shares of heads and neurons are of the
+    layers that stay."""
+    from ..units.kinds import KINDS, select_kept
 
     kinds = [k for k in KINDS if k in ratios]
     if math.prod(len(ratios[k]) for k in kinds) > MAX_POINTS:
@@ -47,10 +48,10 @@ def grid(model: nn.Module, scores: Mapping[str, torch.Tensor], ratios: Mapping[s
     points = []
     for combo in itertools.product(*(ratios[k] for k in kinds)):
         plan = done
-        for k, ratio in zip(kinds, combo):
+        for k, ratio in sorted(zip(kinds, combo), key=lambda kr: kr[0] != "layers"):  # layers first
             amount = Amount(ratio=ratio, scope=scope if k == "heads" else FFN_SCOPE,
                             min_per_layer=0 if k == "heads" else (floors or {}).get(k, 1))
-            plan = KINDS[k].select(scores[k], plan, amount)
+            plan = select_kept(k, scores[k], plan, amount)
         points.append((dict(zip(kinds, combo)), plan))
     return points
 

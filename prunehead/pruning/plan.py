@@ -75,6 +75,20 @@ class PruningPlan:
             mask[layer, list(neurons)] = 0.0
         return mask
 
+    def on_layers(self, layers: list[int]) -> PruningPlan:
+        """The heads and neurons this plan removes in encoder `layers`, renumbered 0..len(layers)-1."""
+        def part(units: dict[int, tuple[int, ...]]) -> dict[int, tuple[int, ...]]:
+            return {i: units[l] for i, l in enumerate(layers) if l in units}
+
+        return PruningPlan(len(layers), self.num_heads, part(self.pruned_heads), part(self.pruned_ffn),
+                           self.intermediate_size)
+
+    def with_layers(self, part: PruningPlan, layers: list[int]) -> PruningPlan:
+        """This plan plus the heads and neurons of `part` (a plan on `layers`, numbered as `on_layers` does)."""
+        back = PruningPlan(self.num_layers, self.num_heads, {layers[i]: ids for i, ids in part.pruned_heads.items()},
+                           {layers[i]: ids for i, ids in part.pruned_ffn.items()}, part.intermediate_size)
+        return self.union(back)
+
     def union(self, other: PruningPlan) -> PruningPlan:
         """The plan that removes the units of both plans (for pruning an already pruned model)."""
         size = self.intermediate_size or other.intermediate_size

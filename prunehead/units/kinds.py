@@ -34,6 +34,17 @@ def register_kind(unit: UnitKind) -> UnitKind:
     return unit
 
 
+def select_kept(name: str, scores: Any, plan: PruningPlan, amount: Any) -> PruningPlan:
+    """`plan` plus `name`'s lowest-scoring units up to `amount`, ranked and counted over the encoder layers
+    `plan` keeps: heads and neurons of the layers it removes are neither chosen nor counted, so a share is
+    of the layers that stay, as when the layers are removed first (select layers before the other kinds)."""
+    gone = set(plan.pruned_layers)
+    if name not in ("heads", "ffn") or not gone:
+        return KINDS[name].select(scores, plan, amount)
+    kept = [l for l in range(plan.num_layers) if l not in gone]
+    return plan.with_layers(KINDS[name].select(scores[kept], plan.on_layers(kept), amount), kept)
+
+
 def evaluate_gated(model: nn.Module, plan: PruningPlan, evaluate: Callable[[nn.Module], Any]) -> Any:
     """`evaluate(model)` with every unit of `plan`, of every kind, gated to 0 (== removed)."""
     with contextlib.ExitStack() as stack:
