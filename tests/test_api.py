@@ -240,16 +240,18 @@ def test_ctrl_c_prints_the_resume_command_and_it_finishes_the_same_matrix(setup,
 
 
 def test_a_recipe_prune_section_is_the_target_and_flags_override_it(setup, tmp_path):
-    """`prune --recipe R` takes the recipe's data, [score] scorer and [prune] target: the plan equals the
-    one the same flags give; a target flag replaces the recipe's target."""
+    """`prune --recipe R` takes the recipe's data, [score] scorer, samples and seed and [prune] target: the plan
+    equals the one the same flags give; a target flag replaces the recipe's target, --samples its samples."""
     root, _ = setup
     recipe = tmp_path / "r.toml"
     recipe.write_text(f'version = 2\ntask = "ks"\n[model]\npath = "arch:wav2vec2-tiny"\n[data]\nspec = "{root / "data"}"\n'
-                      '[score]\nscorer = "gradient"\nsamples = 5\n[prune]\nkind = "cut"\namounts.heads = { ratio = 0.5 }\n')
-    _cli("prune", "-m", root / "model", "--recipe", recipe, "--samples", 5, "--dry-run", "--out", tmp_path / "a")
-    _cli("prune", "-m", root / "model", "-d", root / "data", "--scorer", "gradient", "--samples", 5, "--ratio", 0.5,
-         "--dry-run", "--out", tmp_path / "b")
-    _cli("prune", "-m", root / "model", "--recipe", recipe, "--samples", 5, "--ratio", 0.25, "--dry-run",
-         "--out", tmp_path / "c")
+                      '[score]\nscorer = "gradient"\nsamples = 5\nseed = 2\n[prune]\nkind = "cut"\n'
+                      'amounts.heads = { ratio = 0.5 }\n')
+    _cli("prune", "-m", root / "model", "--recipe", recipe, "--out", tmp_path / "a")
+    _cli("prune", "-m", root / "model", "-d", root / "data", "--scorer", "gradient", "--samples", 5, "--seed", 2,
+         "--ratio", 0.5, "--dry-run", "--out", tmp_path / "b")
+    _cli("prune", "-m", root / "model", "--recipe", recipe, "--samples", 4, "--ratio", 0.25, "--out", tmp_path / "c")
     plans = [PruningPlan.load(tmp_path / name / "plan.json") for name in "abc"]
     assert plans[0] == plans[1] and plans[0].num_pruned == 4 and plans[2].num_pruned == 2
+    rankings = [json.loads((tmp_path / name / "report.json").read_text())["rankings"]["heads"] for name in "ac"]
+    assert (rankings[0]["samples"], rankings[0]["seed"]) == (5, 2) and (rankings[1]["samples"], rankings[1]["seed"]) == (4, 2)

@@ -11,7 +11,7 @@ import typer
 
 from ..errors import InputError, Interrupted
 from .options import (resume_hint, ConvScorer, ConvScores, LayerScorer, LayerScores, FfnScorer, FfnScores, BatchSize, ClipSeconds, Device, DryRun, Global, Heads, MinHeads, Model, Out,
-                      Fraction, Overwrite, Positive, Ratio, Samples, ScorerOptions, Seed, Task, inputs_of,
+                      Fraction, Overwrite, Positive, Ratio, ScorerOptions, Task, inputs_of,
                       parse_options)
 
 Opt = typer.Option
@@ -102,6 +102,10 @@ L0Epochs = Annotated[int, Opt(min=1, help="Passes over the train split of --meth
 L0Lr = Annotated[float, Opt(callback=Positive, help="Learning rate of the weights in --method l0.")]
 L0GateLr = Annotated[float, Opt(callback=Positive, help="Learning rate of the gates and the Lagrange multipliers "
                                                         "in --method l0.")]
+RecipeSamples = Annotated[int | None, Opt(min=1, show_default=False, help="Samples drawn (seeded) from the split "
+                                         "for scoring. [default: 200, or the --recipe's [score] samples]")]
+RecipeSeed = Annotated[int | None, Opt(min=0, show_default=False, help="Sample selection and scorer seed. "
+                                       "[default: 0, or the --recipe's [score] seed]")]
 Resume = Annotated[bool, Opt(help="Continue an interrupted --method l0 run from its checkpoint (OUT.ckpt, beside "
                                   "--out).")]
 MinChannels = Annotated[int, Opt(min=1, help="Never leave a conv layer with fewer channels than this.")]
@@ -116,7 +120,8 @@ EvalData = Annotated[str | None, Opt("--data", "-d", show_default=False,
 
 def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = None, ratio: Ratio = None,
           heads: Heads = None, global_: Global = None, min_heads_per_layer: MinHeads = 0, rounds: Rounds = 1,
-          scorer: ScorerName = None, samples: Samples = 200, score_split: ScoreSplitOption = "train", seed: Seed = 0,
+          scorer: ScorerName = None, samples: RecipeSamples = None, score_split: ScoreSplitOption = "train",
+          seed: RecipeSeed = None,
           option: ScorerOptions = None, data: EvalData = None, split: SplitOption = None, batch_size: BatchSize = 16,
           task: Task = None, clip_seconds: ClipSeconds = None, recover_epochs: RecoverEpochs = 0,
           recover_lr: RecoverLr = 5e-5, device: Device = None, overwrite: Overwrite = False,
@@ -153,7 +158,9 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
         data, task, preset = data or r.data.spec, task or TaskName(r.task), r.prune
         if scores is None and scorer is None and plan is None:
             scorer, ranking = r.score.scorer, r.ranking()
+            samples, seed = samples or ranking.samples, seed if seed is not None else ranking.seed
             option = [*(f"{k}={v}" for k, v in ranking.options.items()), *(option or [])]
+    samples, seed = samples or 200, seed or 0
     inputs = inputs_of(model, data, *(scores, plan, ffn_scores, conv_scores, layer_scores))
     check_output(out, overwrite, inputs=inputs)
     scope = None if global_ is None else "global" if global_ else "per_layer"
