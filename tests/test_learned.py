@@ -80,6 +80,25 @@ def test_the_lagrangian_reaches_the_target_and_dead_heads_close(setup):
     removed = {(l, h) for l, heads in result.plan.pruned_heads.items() for h in heads}
     assert dead <= removed, (dead, removed)
     assert info["history"][-1]["step"] == info["steps"]
+    assert info["ranked_to_budget"] == (info["closed_mac_fraction"] > 0.95)  # the gates alone met the budget or not
+
+
+def test_gates_that_miss_the_budget_are_cut_to_it_in_log_alpha_order_and_say_so():
+    """A learner whose gates never moved (all open: closed fraction 1) plans within the target by the ranking,
+    and reports that it did."""
+    from prunehead.pruning.learned import MaskLearner
+
+    model = tiny("wav2vec2-tiny", num_hidden_layers=2)
+    learner = MaskLearner(model, ("heads", "ffn"), 0.95, steps=1, lr=1e-4, gate_lr=0.1)  # floor: 0.91
+    with torch.no_grad():
+        learner.gates["ffn"].log_alpha[0, :8] = -1.0  # the lowest: the ranking takes these first
+    plan = learner.plan()
+    report = learner.report()
+    assert report["ranked_to_budget"] and report["closed_mac_fraction"] == pytest.approx(1.0)
+    pruned = remove_all_(copy.deepcopy(model), plan)
+    inputs = example_inputs(model)
+    assert count_macs(pruned, inputs)["total"] <= 0.95 * count_macs(model, inputs)["total"]
+    assert set(range(8)) <= set(plan.pruned_ffn[0])
 
 
 def test_cli_method_l0_round_trips_and_its_flags_fail_in_one_line(setup, tmp_path):
@@ -91,6 +110,7 @@ def test_cli_method_l0_round_trips_and_its_flags_fail_in_one_line(setup, tmp_pat
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["target"]["kind"] == "learned_budget" and report["l0"]["units"] == ["heads", "ffn", "layers"]
+    assert f"l0: the closed gates leave {report['l0']['closed_mac_fraction']:.3f} of the dense MACs" in result.output
     assert (out / "l0.png").stat().st_size > 0
     fresh = prunehead.evaluate(str(out), str(root / "data"), split="test")
     assert fresh["accuracy"] == report["metrics_after"]["accuracy"]

@@ -100,8 +100,8 @@ Method = Annotated[str, Opt(help="rank: remove the lowest-scoring units (every t
                                   "the expected MACs at the target; the units whose gates close go.")]
 L0Epochs = Annotated[int, Opt(min=1, help="Passes over the train split of --method l0.")]
 L0Lr = Annotated[float, Opt(callback=Positive, help="Learning rate of the weights in --method l0.")]
-L0GateLr = Annotated[float, Opt(callback=Positive, help="Learning rate of the gates and the Lagrange multipliers "
-                                                        "in --method l0.")]
+L0GateLr = Annotated[float, Opt(callback=Positive, help="Learning rate (Adam) of the gates in --method l0; the "
+                                                        "Lagrange multipliers ascend by plain SGD at 10.")]
 RecipeSamples = Annotated[int | None, Opt(min=1, show_default=False, help="Samples drawn (seeded) from the split "
                                          "for scoring. [default: 200, or the --recipe's [score] samples]")]
 RecipeSeed = Annotated[int | None, Opt(min=0, show_default=False, help="Sample selection and scorer seed. "
@@ -269,6 +269,12 @@ def _decision(report: dict) -> None:
                 numbers = f"mean accuracy up to the target {entry['area']:.4f}"
             mark = "  <- chosen" if name == report["auto"]["chosen"] else ""
             typer.echo(f"auto: {name:<10} {numbers}{mark}")
+    if "l0" in report:
+        info = report["l0"]
+        typer.echo(f"l0: the closed gates leave {info['closed_mac_fraction']:.3f} of the dense MACs (target "
+                   f"{info['target']})" + ("; the rest was cut in the order of the learned log_alpha, not by "
+                                           "closed gates: more --l0-epochs let the gates reach the target"
+                                           if info["ranked_to_budget"] else ""))
     if "target_macs" in report:
         info = report["target_macs"]
         typer.echo(f"target-macs {info['target']}: planned {info['planned_macs'] / info['dense_macs']:.3f} of the "

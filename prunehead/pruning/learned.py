@@ -107,6 +107,7 @@ class MaskLearner:
         self.ascent = torch.optim.SGD([self.lambdas], lr=LAMBDA_LR)  # plain ascent: no momentum to overshoot
         self.generator = torch.Generator().manual_seed(seed)
         self.seed, self.done = seed, 0
+        self.closed_fraction, self.ranked = float("nan"), False  # set by `plan`
         self.history: list[dict[str, float]] = []
 
     def trainable(self) -> list[nn.Parameter]:
@@ -187,7 +188,9 @@ class MaskLearner:
 
         closed = self._closed()
         binary = {kind: KINDS[kind].keep_mask(closed, grid).to(self.lambdas.device) for kind, grid in self.grids.items()}
-        if float(expected_macs(self.order, binary)) <= self.target * self.order.dense_macs:
+        self.closed_fraction = _value(expected_macs(self.order, binary)) / self.order.dense_macs
+        self.ranked = not self.closed_fraction <= self.target  # the gates did not reach the budget (NaN on meta)
+        if not self.ranked:
             return closed
         scores = {kind: gate.log_alpha.detach().cpu().double() for kind, gate in self.gates.items()}
         if "heads" not in scores:
@@ -232,7 +235,8 @@ class MaskLearner:
         probs = self.probs()
         return {"units": list(self.units), "target": self.target, "steps": self.done,
                 "expected_mac_fraction": _value(expected_macs(self.order, probs) / self.order.dense_macs),
-                "start_mac_fraction": self.start, "history": self.history}
+                "start_mac_fraction": self.start, "closed_mac_fraction": self.closed_fraction,
+                "ranked_to_budget": self.ranked, "history": self.history}
 
 
 def _world() -> tuple[int, int]:
