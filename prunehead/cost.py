@@ -63,10 +63,7 @@ def count_macs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, i
 
     Cost: one forward pass (no gradients).
     """
-    family = head_adapter(model).family  # fails early on unsupported architectures
-    counter = FlopCounterMode(display=False, custom_mapping=_CUSTOM)
-    # the family's routed blocks (equal outputs): an unpruned model is counted on the path a pruned one runs
-    with torch.no_grad(), _frozen(model), family.routed(model), counter:
+    with _counting(model) as counter:
         model(**inputs)
     counts: Counter[str] = Counter({"linear": 0, "conv": 0, "attention": 0})
     for op, flops in counter.get_flop_counts()["Global"].items():
@@ -77,8 +74,6 @@ def count_macs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, i
 def count_macs_within(model: nn.Module, inputs: dict[str, torch.Tensor], modules: list[nn.Module]) -> list[int]:
     """MACs that run inside each of `modules` (e.g. the encoder layers) in one forward on `inputs`, counted as
     `count_macs` counts them (the counter's running total read before and after each module). Cost: one forward."""
-    family = head_adapter(model).family
-    counter = FlopCounterMode(display=False, custom_mapping=_CUSTOM)
     totals = [0] * len(modules)
 
     def running() -> int:
@@ -94,15 +89,25 @@ def count_macs_within(model: nn.Module, inputs: dict[str, torch.Tensor], modules
             totals[i] += running()
         return hook
 
-    handles = [h for i, m in enumerate(modules)
-               for h in (m.register_forward_pre_hook(enter(i)), m.register_forward_hook(leave(i)))]
-    try:
-        with torch.no_grad(), _frozen(model), family.routed(model), counter:
+    with _counting(model) as counter:
+        handles = [h for i, m in enumerate(modules)
+                   for h in (m.register_forward_pre_hook(enter(i)), m.register_forward_hook(leave(i)))]
+        try:
             model(**inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+        finally:
+            for handle in handles:
+                handle.remove()
     return totals
+
+
+@contextlib.contextmanager
+def _counting(model: nn.Module) -> Iterator[FlopCounterMode]:
+    """A FlopCounterMode over the block, no gradients, the weights frozen, and the family's routed blocks (equal
+    outputs): an unpruned model is counted on the path a pruned one runs."""
+    family = head_adapter(model).family  # fails early on unsupported architectures
+    counter = FlopCounterMode(display=False, custom_mapping=_CUSTOM)
+    with torch.no_grad(), _frozen(model), family.routed(model), counter:
+        yield counter
 
 
 def example_inputs(model: nn.Module, seconds: float = 1.0, batch: int = 1,
