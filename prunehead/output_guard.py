@@ -379,4 +379,3 @@ def install_sigterm_handler() -> None:
     """
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
-
