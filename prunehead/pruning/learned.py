@@ -112,7 +112,7 @@ class MaskLearner:
 
     def trainable(self) -> list[nn.Parameter]:
         """The parameters the learning updates: the student's trainable weights and the gates' locations."""
-        return [*(p for p in self.student.parameters() if p.requires_grad), *self.gates.parameters()]
+        return [p for group in self.opt.param_groups for p in group["params"]]  # the weights' and the gates' groups
 
     def state_dict(self) -> dict[str, Any]:
         """Everything the learning has changed (tensors and plain data: a `weights_only` checkpoint)."""
