@@ -25,6 +25,14 @@ SCORES_FORMAT = "prunehead.scores"
 VERSION = 1
 
 
+def removal_mask(removed: dict[int, tuple[int, ...]], grid: tuple[int, int]) -> torch.Tensor:
+    """(L, W) float mask on `grid`: 0 at the units `removed` lists ({layer: ids}), 1 elsewhere."""
+    keep = torch.ones(*grid)
+    for layer, ids in removed.items():
+        keep[layer, list(ids)] = 0.0
+    return keep
+
+
 @dataclass(frozen=True)
 class PruningPlan:
     """Heads (and feed-forward neurons, conv channels) to remove, by original ids.
@@ -62,18 +70,11 @@ class PruningPlan:
 
     def keep_mask(self) -> torch.Tensor:
         """(L, H) float mask: 1 = kept, 0 = removed."""
-        mask = torch.ones(self.num_layers, self.num_heads)
-        for layer, heads in self.pruned_heads.items():
-            mask[layer, list(heads)] = 0.0
-        return mask
+        return removal_mask(self.pruned_heads, (self.num_layers, self.num_heads))
 
     def ffn_keep_mask(self, intermediate_size: int | None = None) -> torch.Tensor:
         """(L, I) float mask over the feed-forward neurons: 1 = kept, 0 = removed."""
-        size = intermediate_size or self.intermediate_size
-        mask = torch.ones(self.num_layers, size)
-        for layer, neurons in self.pruned_ffn.items():
-            mask[layer, list(neurons)] = 0.0
-        return mask
+        return removal_mask(self.pruned_ffn, (self.num_layers, intermediate_size or self.intermediate_size))
 
     def on_layers(self, layers: list[int]) -> PruningPlan:
         """The heads and neurons this plan removes in encoder `layers`, renumbered 0..len(layers)-1."""

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..pruning.plan import PruningPlan
+from ..pruning.plan import PruningPlan, removal_mask
 from ..specs import Ranking
 
 
@@ -61,10 +61,7 @@ class UnitKind:
 
     def keep_mask(self, plan: PruningPlan, grid: tuple[int, int]) -> torch.Tensor:
         """(L, W) float mask on `grid`: 0 where `plan` removes a unit of this kind, 1 elsewhere."""
-        keep = torch.ones(*grid)
-        for layer, ids in self.removed(plan).items():
-            keep[layer, list(ids)] = 0.0
-        return keep
+        return removal_mask(self.removed(plan), grid)
 
     def select(self, scores: torch.Tensor, plan: PruningPlan, amount: Amount) -> PruningPlan:
         """`plan` plus this kind's lowest-scoring units up to `amount` (`plan`'s own units count)."""
