@@ -41,7 +41,8 @@ class Draw:
 
 @dataclass
 class Workspace:
-    """`model` (on its device; evaluation and scoring run it in eval mode and give its mode back), its `task`, `(feature_extractor, tokenizer)` and a split."""
+    """`model` (on its device; evaluation and scoring run it in eval mode and give its mode back), its `task`,
+    `(feature_extractor, tokenizer)` and a split."""
 
     model: nn.Module
     task: Task

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .options import (BatchSize, ClipSeconds, Data, Device, Dtype, DtypeName, Model, OnError, OnErrorChoice, Overwrite, Split,
-                      Task, TaskName, Workers, inputs_of)
+from .options import (BatchSize, ClipSeconds, Data, Device, Dtype, DtypeName, Model, OnError, OnErrorChoice, Overwrite,
+                      Split, Task, TaskName, Workers, inputs_of)
 
 __all__ = ["TaskName", "eval_cmd"]
 

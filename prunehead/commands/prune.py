@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 
 from ..errors import InputError, Interrupted
-from .options import (resume_hint, ConvScorer, ConvScores, LayerScorer, LayerScores, FfnScorer, FfnScores, BatchSize, ClipSeconds, Device, DryRun, Global, Heads, MinHeads, Model, Out,
-                      Fraction, Overwrite, Positive, Ratio, ScorerOptions, Task, inputs_of,
-                      parse_options)
+from .options import (BatchSize, ClipSeconds, ConvScorer, ConvScores, Device, DryRun, FfnScorer, FfnScores, Fraction,
+                      Global, Heads, LayerScorer, LayerScores, MinHeads, Model, Out, Overwrite, Positive, Ratio,
+                      ScorerOptions, Task, inputs_of, parse_options, resume_hint)
 
 Opt = typer.Option
 ScoreFile = Annotated[Path | None, Opt("--scores", "-s", show_default=False,
@@ -264,7 +264,8 @@ def _decision(report: dict) -> None:
     if "auto" in report:
         for name, entry in report["auto"]["candidates"].items():
             if "chosen" in entry:
-                numbers = f"{entry['chosen']['heads_removed']} heads within budget, accuracy {entry['chosen']['accuracy']:.4f}"
+                chosen = entry["chosen"]
+                numbers = f"{chosen['heads_removed']} heads within budget, accuracy {chosen['accuracy']:.4f}"
             else:
                 numbers = f"mean accuracy up to the target {entry['area']:.4f}"
             mark = "  <- chosen" if name == report["auto"]["chosen"] else ""

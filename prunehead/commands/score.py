@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .options import (resume_hint, ClipSeconds, Device, DtypeName, Finite, OptionalData, Overwrite, ScorerOptions, Task, Workers, inputs_of,
-                      parse_options)
+from .options import (ClipSeconds, Device, DtypeName, Finite, OptionalData, Overwrite, ScorerOptions, Task, Workers,
+                      inputs_of, parse_options, resume_hint)
 
 Opt = typer.Option
 

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from .options import (ConvScorer, ConvScores, LayerScorer, LayerScores, FfnScorer, FfnScores, BatchSize, ClipSeconds, Data, Device, Dtype, DtypeName, Global, Model, Out,
-                      Overwrite, Positive, Split, Task, Workers, inputs_of)
+from .options import (BatchSize, ClipSeconds, ConvScorer, ConvScores, Data, Device, Dtype, DtypeName, FfnScorer,
+                      FfnScores, Global, LayerScorer, LayerScores, Model, Out, Overwrite, Positive, Split, Task,
+                      Workers, inputs_of)
 
 Opt = typer.Option
 ScoreFiles = Annotated[list[Path], Opt("--scores", "-s", help="Score files (repeat, or list them after the "

@@ -25,5 +25,5 @@ from .sources import (AUDIO_COLUMNS, BUILTIN_SETS, DIGITS, HUB_ALIASES, KS_LABEL
 
 __all__ = ["AUDIO_COLUMNS", "AUDIO_SUFFIXES", "BUILTIN_SETS", "CLIP_KEY", "DEFAULT_RATE", "DIGITS", "HUB_ALIASES",
            "KS_LABELS", "KS_WORDS", "SPLITS", "Item", "Source", "align_labels", "collate", "default_feature_extractor",
-           "fix_length", "label_names", "load_data", "model_label_names", "make_batches", "read_audio", "resample", "sampling_rate_of",
-           "shared_dir", "spec_paths", "split_exists", "split_processor"]
+           "fix_length", "label_names", "load_data", "model_label_names", "make_batches", "read_audio", "resample",
+           "sampling_rate_of", "shared_dir", "spec_paths", "split_exists", "split_processor"]

@@ -4,7 +4,8 @@ A model trained from random weights on a few hundred clips memorises them (wav2v
 26 % test accuracy on 12 synthesized keywords). Perturbing every training clip anew each epoch is the
 standard cure for keyword spotting (Ko et al. 2015, speed perturbation; Warden 2018, time shift and
 background noise). Each clip draws from its own generator (`prunehead.data.batches` seeds it by epoch,
-batch and position), so a run repeats exactly, in one process or several. Cost: one linear interpolation and a few vector operations per clip, on the CPU.
+batch and position), so a run repeats exactly, in one process or several. Cost: one linear interpolation and
+a few vector operations per clip, on the CPU.
 """
 
 from __future__ import annotations

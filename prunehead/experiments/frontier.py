@@ -97,8 +97,8 @@ def run_frontier(model: nn.Module, evaluate: Evaluate, scores: Mapping[str, torc
 
     Returns:
         {"format", "metric", "unpruned", "dense_macs", "latency", "points": [...]}; a point has head_ratio,
-        ffn_ratio, heads_removed, neurons_removed (with conv: conv_ratio, channels_removed), `metric`, macs, mac_fraction, params, latency_ms and
-        speedup ({str(batch): value}, None without `latency`), pareto (vs MACs) and pareto_speedup
+        ffn_ratio, heads_removed, neurons_removed (with conv: conv_ratio, channels_removed), `metric`, macs,
+        mac_fraction, params, latency_ms and speedup ({str(batch): value}, None without `latency`), pareto (vs MACs) and pareto_speedup
         ({str(batch): bool} vs speedup). Cost: one evaluation of the split and one MAC count per distinct
         plan; with `latency` one ONNX export per distinct plan and (3 + repeats) runs per model and batch.
     """

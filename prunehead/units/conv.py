@@ -30,8 +30,8 @@ from ..errors import InputError, UnsupportedModelError
 from ..families import family_of
 from ..portable.template import PRUNED_CONV_KEY  # config.json: {"<layer>": [original channel ids]}
 
-__all__ = ["PRUNED_CONV_KEY", "ChannelMacs", "ConvWiring", "channel_gating", "channel_macs", "conv_layers", "conv_plan_of", "conv_wiring",
-           "dense_config", "kept_channels", "original_widths", "prune_conv_", "pruned_conv_of"]
+__all__ = ["PRUNED_CONV_KEY", "ChannelMacs", "ConvWiring", "channel_gating", "channel_macs", "conv_layers",
+           "conv_plan_of", "conv_wiring", "dense_config", "kept_channels", "original_widths", "prune_conv_", "pruned_conv_of"]
 
 
 @dataclass(frozen=True)
