@@ -205,3 +205,28 @@ def test_the_smoke_json_feeds_every_block_it_measures():
         record = json.loads(file.read_text())
         assert set(record["figures"]) <= set(PARTS[record["step"]]), file
         assert record["figures"] or not PARTS[record["step"]], file
+
+
+def test_dry_run_counts_the_measured_wall_time_of_up_to_date_steps_only(tmp_path, monkeypatch, capsys):
+    """`run --dry-run` sums `wall_s` over the steps whose JSON matches their fingerprint; a stale one is
+    listed as 'would run' and left out of the sum."""
+    import bench.results.__main__ as cli
+    from bench.results.config import smoke
+    from bench.results.runner import fingerprint
+    from bench.results.steps import build, plan
+    from bench.results.store import new_record
+
+    settings = smoke(tmp_path / "smoke")
+    monkeypatch.setattr(cli, "_settings", lambda args: settings)
+    monkeypatch.chdir(ROOT)
+    (r1, n1), (r2, n2) = plan(settings)[:2]
+    fresh, stale = build(r1, n1), build(r2, n2)
+    for step, print_, wall in ((fresh, fingerprint(fresh), 120.0), (stale, "an older fingerprint", 999.0)):
+        record = new_record(step.model, step.name, fingerprint=print_)
+        record["wall_s"] = wall
+        write_step(settings.root, record)
+    assert main(["run", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"== {fresh.model}/{fresh.name}: up to date (measured 120 s)" in out
+    assert f"== {stale.model}/{stale.name}: would run" in out
+    assert "1 step(s) up to date, their commands measured 120 s (0.0 h)" in out

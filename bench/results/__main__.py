@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"run it from the checkout, {ROOT}: its paths (recipes/, runs/) are relative to it")
     models = _names(args.models, list(MODELS), "model")
     steps = _names(args.steps, list(BUILDERS), "step")
-    started, ran, spent = time.monotonic(), 0, 0.0
+    started, ran, spent, done, measured_s = time.monotonic(), 0, 0.0, 0, 0.0
     if settings.fsdd and not args.dry_run:
         from prunehead.data.sources import shared_dir
 
@@ -54,7 +54,10 @@ def run(args: argparse.Namespace) -> int:
         step = build(r, name)
         if args.dry_run:
             record = read_step(settings.root, step.model, name)
-            state = "up to date" if record and record.get("fingerprint") == fingerprint(step) else "would run"
+            current = bool(record) and record.get("fingerprint") == fingerprint(step)
+            measured = float(record.get("wall_s") or 0.0) if current else 0.0
+            done, measured_s = done + current, measured_s + measured
+            state = f"up to date (measured {measured:,.0f} s)" if current else "would run"
             print(f"== {step.model}/{name}: {state}")
             for cmd in step.commands:
                 print("   $ " + " ".join([*(f"{k}={v}" for k, v in cmd.env), *cmd.argv,
@@ -62,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
             continue
         did, seconds = run_step(step, settings.root, force=args.force)
         ran, spent = ran + did, spent + seconds
+    if args.dry_run:
+        print(f"{settings.name}: {done} step(s) up to date, their commands measured {measured_s:,.0f} s "
+              f"({measured_s / 3600:.1f} h) when they ran")
+        return 0
     wall = time.monotonic() - started
     print(f"{settings.name}: {ran} step(s) run ({spent:.0f} s of commands); wall time {wall:.0f} s "
           f"({wall / 3600:.1f} h); JSON in {settings.root}")
