@@ -1,7 +1,10 @@
-"""Progress bars only where someone watches: on a terminal, not in logs, pipes or CI.
+"""Progress bars where someone watches, a line every few minutes in logs.
 
-`bar(iterable, desc=...)` is tqdm with `disable` decided here once: shown when the caller asks for
-progress and stderr is a TTY. PRUNEHEAD_PROGRESS=1 forces bars on (e.g. `script` logs), =0 turns them off.
+`bar(iterable, desc=...)` is tqdm, decided here once: a live bar when the caller asks for progress and
+stderr is a TTY; otherwise (logs, pipes, CI) nothing for work shorter than `LOG_EVERY_S`, then one plain
+line per `LOG_EVERY_S` ("l0 epoch 1/2: 40/169 (24 %), 05:00 elapsed, about 16:07 left"), so a long run
+under nohup or a scheduler still says where it is. PRUNEHEAD_PROGRESS=1 forces live bars on, =0 turns
+every bar and line off.
 """
 
 from __future__ import annotations
@@ -14,24 +17,58 @@ from typing import Any
 from tqdm.auto import tqdm
 
 ENV = "PRUNEHEAD_PROGRESS"
+LOG_EVERY_S = 300.0  # without a terminal: seconds before the first progress line, and between lines
+_LOG_FORMAT = "{desc}: {n_fmt}/{total_fmt} ({percentage:.0f} %), {elapsed} elapsed, about {remaining} left"
+_LOG_FORMAT_OPEN = "{desc}: {n_fmt} done, {elapsed} elapsed"  # no total known
+
+
+def _forced() -> bool | None:
+    """PRUNEHEAD_PROGRESS as a switch: True (on), False (off) or None (unset / unrecognized)."""
+    value = os.environ.get(ENV, "").strip().lower()
+    return True if value in ("1", "true", "yes", "on") else False if value in ("0", "false", "no", "off") else None
 
 
 def enabled(wanted: bool = True) -> bool:
     """Whether a bar the caller `wanted` is shown: PRUNEHEAD_PROGRESS=1/0 wins, else stderr is a terminal."""
     if not wanted:
         return False
-    forced = os.environ.get(ENV, "").strip().lower()
-    if forced in ("1", "true", "yes", "on"):
-        return True
-    if forced in ("0", "false", "no", "off"):
-        return False
+    forced = _forced()
+    if forced is not None:
+        return forced
     stream = sys.stderr
     return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
 
 
+class _Lines:
+    """A file for tqdm that turns each status update into one plain stderr line (no carriage returns, no
+    blank clearing lines, no line twice in a row)."""
+
+    def __init__(self) -> None:
+        self.last = ""
+
+    def write(self, text: str) -> None:
+        for line in text.replace("\r", "\n").split("\n"):
+            line = line.strip()
+            if line and line != self.last:
+                print(line, file=sys.stderr)
+                self.last = line
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def bar(iterable: Iterable[Any] | None = None, *, enable: bool = True, **kwargs: Any) -> tqdm:
-    """A tqdm bar (same keyword arguments), disabled unless `enable` and `enabled()` say it is watched."""
-    return tqdm(iterable, disable=not enabled(enable), **kwargs)
+    """A tqdm bar (same keyword arguments): live when `enable` and `enabled()` say it is watched; when
+    `enable` but nobody watches, a line per `LOG_EVERY_S` on stderr (none for shorter work); else silent."""
+    if enabled(enable):
+        return tqdm(iterable, **kwargs)
+    if not enable or _forced() is False:
+        return tqdm(iterable, disable=True, **kwargs)
+    total = kwargs.get("total", len(iterable) if hasattr(iterable, "__len__") else None)  # type: ignore[arg-type]
+    kwargs.update(file=_Lines(), leave=True, delay=LOG_EVERY_S, mininterval=LOG_EVERY_S, maxinterval=max(LOG_EVERY_S, 10.0),
+                  bar_format=_LOG_FORMAT if total else _LOG_FORMAT_OPEN)
+    kwargs.setdefault("desc", "working")
+    return tqdm(iterable, **kwargs)
 
 
 def library_bars(enable: bool = True) -> bool:

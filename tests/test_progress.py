@@ -1,12 +1,16 @@
-"""Progress bars only on a terminal (PRUNEHEAD_PROGRESS=1/0 overrides)."""
+"""Progress bars only on a terminal, plain lines in a log once work runs long (PRUNEHEAD_PROGRESS=1/0
+overrides)."""
 
 from __future__ import annotations
 
 import io
+import re
 import sys
+import time
 
 import pytest
 
+import prunehead.progress as progress
 from prunehead.progress import ENV, bar, enabled
 
 
@@ -30,6 +34,31 @@ def test_bars_show_on_a_terminal_unless_overridden(monkeypatch, stream, env, sho
     assert enabled(False) is False  # a caller that asked for no bar never gets one
     assert list(bar(range(5), desc="work", file=err)) == list(range(5))  # the iterable passes through
     assert ("work" in err.getvalue()) is shown  # a log (not a terminal) gets no bar text at all
+
+
+@pytest.mark.parametrize(("env", "enable", "lines"), [(None, True, True), ("0", True, False), (None, False, False)])
+def test_long_work_in_a_log_says_where_it_is_in_plain_lines(monkeypatch, env, enable, lines):
+    """Without a terminal, work longer than LOG_EVERY_S gets one line per interval (no bar, no carriage
+    return), the last at 100 %; PRUNEHEAD_PROGRESS=0 or a caller that asked for no progress: nothing."""
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.05)
+    if env is None:
+        monkeypatch.delenv(ENV, raising=False)
+    else:
+        monkeypatch.setenv(ENV, env)
+    for _ in bar(range(10), desc="l0 epoch 1/2", enable=enable, leave=False):
+        time.sleep(0.02)
+    out = err.getvalue()
+    if not lines:
+        assert out == ""
+        return
+    assert "\r" not in out and out.endswith("\n")
+    found = out.splitlines()
+    assert len(found) >= 2 and len(set(found)) == len(found)  # several updates, none repeated
+    pattern = r"l0 epoch 1/2: (\d+)/10 \((\d+) %\), \d\d:\d\d elapsed, about \d\d:\d\d left"
+    counts = [int(re.fullmatch(pattern, line).group(1)) for line in found]
+    assert counts == sorted(counts) and counts[-1] == 10
 
 
 def test_a_training_log_has_no_bar(monkeypatch, tmp_path):
