@@ -10,7 +10,7 @@ import torch
 
 from prunehead.pruning.plan import PruningPlan
 from prunehead.plots import SCORE_UNIT, heatmap, heatmap_figure
-from prunehead.commands.formatting import format_ratio, format_speedup
+from prunehead.commands.formatting import format_ratio, format_speedup, model_label
 
 
 def red_pixels(path) -> int:
@@ -59,3 +59,12 @@ def test_format_speedup_says_slower_for_a_regression():
     assert format_speedup(10.0, 8.0) == "1.25x faster"
     assert format_speedup(0.94, 1.0) == "1.06x slower"
     assert format_speedup(1.0, 1.001) == "about as fast"
+
+
+@pytest.mark.parametrize(("model", "label"), [
+    ("runs/results/w2v2-12x12-ks/out/model", "w2v2-12x12-ks/out/model"),  # not a bare "model"
+    ("model/", "model"), ("./pruned", "pruned"), ("facebook/wav2vec2-base", "facebook/wav2vec2-base"),
+    ("arch:wav2vec2-small", "arch:wav2vec2-small"), ("C:\\runs\\a\\b\\model", "a/b/model"),
+])
+def test_plot_titles_name_the_model_by_its_last_three_path_parts(model, label):
+    assert model_label(model) == label

@@ -30,3 +30,10 @@ def format_speedup(before_s: float, after_s: float) -> str:
     if abs(speedup - 1) < SAME:
         return "about as fast"
     return f"{speedup:.2f}x faster" if speedup > 1 else f"{1 / speedup:.2f}x slower"
+
+
+def model_label(model: str) -> str:
+    """How plot titles name a model: a folder's last three path parts ("w2v2-12x12-ks/out/model", not a bare
+    "model"), a hub id or `arch:` name as given."""
+    parts = [p for p in str(model).replace("\\", "/").split("/") if p not in ("", ".")]
+    return "/".join(parts[-3:]) or str(model)

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from ..errors import InputError, Interrupted
+from .formatting import model_label
 from .options import (BatchSize, ClipSeconds, ConvScorer, ConvScores, Device, DryRun, FfnScorer, FfnScores, Fraction,
                       Global, Heads, LayerScorer, LayerScores, MinHeads, Model, Out, Overwrite, Positive, Ratio,
                       ScorerOptions, Task, inputs_of, parse_options, resume_hint)
@@ -223,7 +224,7 @@ def prune(model: Model, out: Out, scores: ScoreFile = None, plan: PlanFile = Non
         if "l0" in result.report:
             from ..plots import plot_learning
 
-            plot_learning(result.report["l0"]["history"], tmp / "l0.png", f"{Path(model).name}: --method l0")
+            plot_learning(result.report["l0"]["history"], tmp / "l0.png", f"{model_label(model)}: --method l0")
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     _summary(result.report)
@@ -256,7 +257,7 @@ def _picture(result, path: Path, model: str) -> None:
     which = "" if len(rounds) == 1 else f" of round {scored[-1]['round']} (the last that scored)"
     scores = scored[-1]["scores"]
     plan = result.plan if len(scores) == result.plan.num_layers else None  # the input had lost layers already
-    heatmap(scores, path, f"{Path(model).name}: head scores{which}", pruned=plan)
+    heatmap(scores, path, f"{model_label(model)}: head scores{which}", pruned=plan)
 
 
 def _decision(report: dict) -> None:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .formatting import model_label
 from .options import (ClipSeconds, Device, DtypeName, Finite, OptionalData, Overwrite, ScorerOptions, Task, Workers,
                       inputs_of, parse_options, resume_hint)
 
@@ -183,7 +184,7 @@ def _run(out: Path, settings: dict[str, Any], options: dict[str, Any], flags: di
             result.settings.update(model=settings["model"], data=settings["data"])
             with atomic_files([out, png], overwrite, inputs=inputs) as (tmp, image):
                 result.save(tmp)  # both files appear together, or neither
-                heatmap(result.scores, image, f"{settings['scorer']}: {Path(settings['model']).name} "
+                heatmap(result.scores, image, f"{settings['scorer']}: {model_label(settings['model'])} "
                                               f"({len(result.sample_paths)} samples)")
             for file in Checkpoint.files(checkpoint):
                 file.unlink(missing_ok=True)

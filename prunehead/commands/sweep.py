@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from .formatting import model_label
 from .options import (BatchSize, ClipSeconds, ConvScorer, ConvScores, Data, Device, Dtype, DtypeName, FfnScorer,
                       FfnScores, Global, LayerScorer, LayerScores, Model, Out, Overwrite, Positive, Split, Task,
                       Workers, inputs_of)
@@ -98,7 +99,7 @@ def sweep_cmd(model: Model, data: Data, out: Out, scores: ScoreFiles,
     from ..api import sweep
 
     _write(sweep(model, spec, files, **common), stem, getattr(plots, table_of), plot=getattr(plots, plot), out=out,
-           overwrite=overwrite, inputs=inputs, title=f"{Path(model).name} on {data} ({split})")
+           overwrite=overwrite, inputs=inputs, title=f"{model_label(model)} on {data} ({split})")
 
 
 def _write(result: dict, stem: str, table_of, plot, out: Path, overwrite: bool, inputs: list[Path],
