@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from prunehead.commands.formatting import model_label
 from prunehead.errors import DataError
 from tests.conftest import dead_head_workspace, run_main
 
@@ -35,7 +36,7 @@ def test_max_drop_on_the_evaluated_split_still_reports_metrics_with_their_split(
     assert report["metrics_before"]["accuracy"] == report["max_drop"]["unpruned"]["accuracy"]
     assert report["metrics_after"]["accuracy"] == report["max_drop"]["chosen"]["accuracy"]
     assert "accuracy (train): " in out
-    assert titles == ["model: head scores"]  # --max-drop draws the ranking that decided; one round: no "last round"
+    assert titles == [f"{model_label(str(root / 'model'))}: head scores"]  # --max-drop draws the ranking that decided; one round: no "last round"
 
 
 def test_iterative_pruning_names_the_round_of_its_picture(train_only, tmp_path, monkeypatch):
@@ -47,7 +48,7 @@ def test_iterative_pruning_names_the_round_of_its_picture(train_only, tmp_path, 
     code, out, err = run_main("prune", "-m", root / "model", "--scorer", "gradient", "--rounds", 2, "--ratio", 0.5,
                               "--samples", 4, "-d", root / "data", "--split", "train", "--out", tmp_path / "p")
     assert code == 0, out + err
-    assert titles == ["model: head scores of round 2 (the last that scored)"]
+    assert titles == [f"{model_label(str(root / 'model'))}: head scores of round 2 (the last that scored)"]
     assert "round 2: 4 heads removed, accuracy" in out and "(train)" in out
 
 
