@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 
 ENV = "PRUNEHEAD_PROGRESS"
 LOG_EVERY_S = 300.0  # without a terminal: seconds before the first progress line, and between lines
-_LOG_FORMAT = "{desc}: {n_fmt}/{total_fmt} ({percentage:.0f} %), {elapsed} elapsed, about {remaining} left"
-_LOG_FORMAT_OPEN = "{desc}: {n_fmt} done, {elapsed} elapsed"  # no total known
+_LOG_FORMAT = "{desc}: {n_fmt}/{total_fmt} ({percentage:.0f} %), {elapsed} elapsed, about {remaining} left{postfix}"
+_LOG_FORMAT_OPEN = "{desc}: {n_fmt} done, {elapsed} elapsed{postfix}"  # no total known
 
 
 def _forced() -> bool | None:
@@ -57,6 +57,14 @@ class _Lines:
         sys.stderr.flush()
 
 
+class _LogBar(tqdm):
+    """tqdm for logs: `set_postfix` never forces a line (callers set it every step); the postfix rides on the
+    next interval's line."""
+
+    def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+
 def bar(iterable: Iterable[Any] | None = None, *, enable: bool = True, **kwargs: Any) -> tqdm:
     """A tqdm bar (same keyword arguments): live when `enable` and `enabled()` say it is watched; when
     `enable` but nobody watches, a line per `LOG_EVERY_S` on stderr (none for shorter work); else silent."""
@@ -68,7 +76,7 @@ def bar(iterable: Iterable[Any] | None = None, *, enable: bool = True, **kwargs:
     kwargs.update(file=_Lines(), leave=True, delay=LOG_EVERY_S, mininterval=LOG_EVERY_S, maxinterval=max(LOG_EVERY_S, 10.0),
                   bar_format=_LOG_FORMAT if total else _LOG_FORMAT_OPEN)
     kwargs.setdefault("desc", "working")
-    return tqdm(iterable, **kwargs)
+    return _LogBar(iterable, **kwargs)
 
 
 def library_bars(enable: bool = True) -> bool:
