@@ -16,6 +16,7 @@ from .options import (BatchSize, ClipSeconds, ConvScorer, ConvScores, Device, Dr
                       ScorerOptions, Task, inputs_of, parse_options, resume_hint)
 
 Opt = typer.Option
+FAR_FROM_TARGET = 0.05  # a --method l0 ranking that cut more than this (of the dense MACs) gets a warning
 ScoreFile = Annotated[Path | None, Opt("--scores", "-s", show_default=False,
                                        help="Score file written by `prunehead score` (with --rounds > 1: the "
                                             "first round's scores).")]
@@ -277,6 +278,10 @@ def _decision(report: dict) -> None:
                    f"{info['target']})" + ("; the rest was cut in the order of the learned log_alpha, not by "
                                            "closed gates: more --l0-epochs let the gates reach the target"
                                            if info["ranked_to_budget"] else ""))
+        if info["ranked_to_budget"] and info["closed_mac_fraction"] - info["target"] > FAR_FROM_TARGET:
+            typer.echo(f"warning: the ranking removed {info['closed_mac_fraction'] - info['target']:.2f} of the "
+                       "dense MACs that training never took away: expect a large loss; train longer "
+                       "(--l0-epochs) or add --recover-epochs", err=True)
     if "target_macs" in report:
         info = report["target_macs"]
         typer.echo(f"target-macs {info['target']}: planned {info['planned_macs'] / info['dense_macs']:.3f} of the "

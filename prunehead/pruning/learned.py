@@ -1,20 +1,25 @@
 """Masks learned under a MAC budget (`prune --method l0`): hard concrete gates on every unit of the chosen
 kinds, trained jointly with the weights while distilling from the unpruned model, with a Lagrangian that
 drives the expected MACs to the target (Louizos et al. 2018 gates; the Lagrangian of Wang et al. 2020,
-"Structured Pruning of Large Language Models"; DPHuBERT, Peng et al. 2023, for speech). Every unit whose
-test-time gate is 0 is then removed.
+"Structured Pruning of Large Language Models"; DPHuBERT, Peng et al. 2023, for speech), its multiplier set
+by a PI controller (Sohrabi et al. 2024, "On PI Controllers for Updating Lagrange Multipliers in
+Constrained Optimization"). Every unit whose test-time gate is 0 is then removed.
 
 Per step: gates z ~ HardConcrete(log_alpha) are drawn per sample and applied through the kinds' gating
 (heads before the output projection, neurons before the FFN output, channels where they are read, layers
 as h + z (layer(h) - h)); the loss is the distillation loss (`prunehead.training.distill`) plus
 
-    lambda1 (e - t) + lambda2 (e - t)^2,    e = E[MACs] / dense MACs,
+    lambda (e - t),    e = E[MACs] / dense MACs,    lambda = KP (e - t) + KI sum over the steps so far of (e - t),
 
 where E[MACs] is exact in the open probabilities (independent gates; heads and neurons inside a layer
 count only while the layer is open; the front end's MACs are bilinear in neighbouring channel counts), and
 t is annealed linearly from the expected fraction at the initial gates to the target over the first half of the steps. The
-weights and log_alpha descend, lambda1 and lambda2 ascend. Kept heads and neurons fold their test-time gate
-into the output projection's columns (exact); kept channels and layers take gate 1.
+weights and log_alpha descend. The multiplier's proportional term reacts to the gap at once and its
+integral term finds the price the gates settle at; plain gradient ascent (the integral term alone, as Wang
+et al. and DPHuBERT use over tens of thousands of steps) winds up on runs of a few hundred steps and its
+swings grow (docs/results.md: 0.18-0.90 of the MACs around a target of 0.35, and a 0.84 left for the
+ranking to cut untrained). Kept heads and neurons fold their test-time gate into the output projection's
+columns (exact); kept channels and layers take gate 1.
 
 Cost: `epochs` passes over the train split, each step one student forward + backward and one teacher forward.
 """
@@ -41,8 +46,9 @@ from ..units.ffn import ffn_sites, neuron_gating
 from ..units.kinds import KINDS
 from .plan import PruningPlan
 
-__all__ = ["MaskLearner", "expected_macs"]
-LAMBDA_LR = 10.0  # gradient ascent on the multipliers; the MAC gap is a fraction (about 0.01 per step)
+__all__ = ["KI", "KP", "MaskLearner", "expected_macs"]
+KP = 2000.0  # the multiplier's proportional gain: a gap of 0.01 of the dense MACs pushes with 20
+KI = 1.0  # its integral gain per step (both tuned on a gated tiny wav2vec2: bench/bench_l0_controller.py)
 
 
 @contextlib.contextmanager
@@ -78,10 +84,12 @@ def expected_macs(order: Any, probs: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 class MaskLearner:
-    """Gates for `units` on `student`, their cost model and the Lagrangian; `step(loss_fn, batch)` trains."""
+    """Gates for `units` on `student`, their cost model and the Lagrangian; `step(loss_fn, batch)` trains.
+    `gains`: the multiplier's (proportional, integral) gains; (0, 10) is the plain gradient ascent of earlier
+    versions (bench/bench_l0_controller.py compares them)."""
 
     def __init__(self, student: nn.Module, units: tuple[str, ...], target: float, *, steps: int, lr: float,
-                 gate_lr: float, seed: int = 0):
+                 gate_lr: float, seed: int = 0, gains: tuple[float, float] = (KP, KI)):
         from .order import removal_order
 
         done = plan_of(student)
@@ -101,10 +109,9 @@ class MaskLearner:
         self.start = _value(expected_macs(self.order, self.probs())) / self.order.dense_macs  # at the initial gates
         if not math.isfinite(self.start):
             self.start = self.order.macs / self.order.dense_macs  # the meta device has no values
-        self.lambdas = nn.Parameter(torch.zeros(2, device=device))
+        self.gains, self.integral = gains, 0.0  # integral: KI x the summed gap, the multiplier's memory
         self.opt = torch.optim.Adam([{"params": [p for p in student.parameters() if p.requires_grad], "lr": lr},
                                      {"params": self.gates.parameters(), "lr": gate_lr}])
-        self.ascent = torch.optim.SGD([self.lambdas], lr=LAMBDA_LR)  # plain ascent: no momentum to overshoot
         self.generator = torch.Generator().manual_seed(seed)
         self.seed, self.done = seed, 0
         self.closed_fraction, self.ranked = float("nan"), False  # set by `plan`
@@ -116,18 +123,16 @@ class MaskLearner:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything the learning has changed (tensors and plain data: a `weights_only` checkpoint)."""
-        return {"student": self.student.state_dict(), "gates": self.gates.state_dict(), "lambdas": self.lambdas.detach(),
-                "opt": self.opt.state_dict(), "ascent": self.ascent.state_dict(),
+        return {"student": self.student.state_dict(), "gates": self.gates.state_dict(), "integral": self.integral,
+                "opt": self.opt.state_dict(),
                 "generator": self.generator.get_state(), "done": self.done, "history": self.history}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from `state_dict()`'s `state`: the next step is the one the saved run would have taken."""
         self.student.load_state_dict(state["student"])
         self.gates.load_state_dict(state["gates"])
-        with torch.no_grad():
-            self.lambdas.copy_(state["lambdas"])
+        self.integral = float(state["integral"])
         self.opt.load_state_dict(state["opt"])
-        self.ascent.load_state_dict(state["ascent"])
         self.generator.set_state(state["generator"].cpu())
         self.done, self.history = int(state["done"]), list(state["history"])
 
@@ -164,19 +169,17 @@ class MaskLearner:
             per_sample = per_sample * weight.to(per_sample.device)
         task = per_sample.sum() / batch_size  # this process's share of the batch's mean
         fraction = expected_macs(self.order, self.probs()) / self.order.dense_macs
-        gap = fraction.float() - self.target_now()
-        lagrangian = self.lambdas[0] * gap + self.lambdas[1] * gap * gap
+        gap = fraction.float() - self.target_now()  # the same in every process, as the gates are
+        multiplier = self.integral + self.gains[0] * _value(gap)  # PI: the integral so far and the gap now
         self.opt.zero_grad(set_to_none=True)
-        (task + lagrangian / world).backward()  # summed over the processes: the Lagrangian counts once
+        (task + multiplier * gap / world).backward()  # summed over the processes: the Lagrangian counts once
         if world > 1:
-            task = _sum_over_processes([*self.trainable(), self.lambdas], task.detach())
-        self.lambdas.grad.neg_()  # ascent: the multipliers grow while the budget is missed
+            task = _sum_over_processes(self.trainable(), task.detach())
         self.opt.step()
-        self.ascent.step()
-        self.ascent.zero_grad(set_to_none=True)
+        self.integral += self.gains[1] * _value(gap)
         self.done += 1
         record = {"step": self.done, "loss": _value(task), "expected_mac_fraction": _value(fraction),
-                  "target": self.target_now(), "lambda1": _value(self.lambdas[0]), "lambda2": _value(self.lambdas[1])}
+                  "target": self.target_now(), "multiplier": multiplier}
         self.history.append(record)
         return record
 
@@ -187,7 +190,8 @@ class MaskLearner:
         from .order import target_macs_plan
 
         closed = self._closed()
-        binary = {kind: KINDS[kind].keep_mask(closed, grid).to(self.lambdas.device) for kind, grid in self.grids.items()}
+        device = next(iter(self.gates.parameters())).device
+        binary = {kind: KINDS[kind].keep_mask(closed, grid).to(device) for kind, grid in self.grids.items()}
         self.closed_fraction = _value(expected_macs(self.order, binary)) / self.order.dense_macs
         self.ranked = not self.closed_fraction <= self.target  # the gates did not reach the budget (NaN on meta)
         if not self.ranked:

@@ -150,8 +150,8 @@ class MacBudget:
 class LearnedBudget:
     """Learn which units of `units` go (hard concrete masks trained with the weights, distilling from the
     unpruned model by `distill`, a Lagrangian holding the expected MACs at `fraction` of the dense model's),
-    for `epochs` passes over the train split; `lr` for the weights, `gate_lr` for the gates (the multipliers
-    ascend by plain SGD at `learned.LAMBDA_LR`; `prunehead.pruning.learned`)."""
+    for `epochs` passes over the train split; `lr` for the weights, `gate_lr` for the gates (the multiplier
+    is a PI controller of the MAC gap, `learned.KP` and `learned.KI`; `prunehead.pruning.learned`)."""
 
     fraction: float
     units: tuple[str, ...] = ("heads", "ffn")
