@@ -272,3 +272,31 @@ def test_a_ranking_cut_far_beyond_the_closed_gates_is_warned(capsys):
     assert "warning: the ranking removed 0.49 of the dense MACs" in capsys.readouterr().err
     _decision({"l0": {**info, "closed_mac_fraction": 0.364}})  # a rounding's worth: no warning
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_ranking_past_the_closed_gates_takes_the_least_open_units_over_every_kind():
+    """Known answer: closed FFN neurons in layer 0 leave 2.5 neurons' MACs above the target; the next least
+    open units are four neurons of layer 1 (log_alpha -1), every layer gate is open (1.0, below the rest's 3):
+    the plan is the closed neurons plus exactly three of those four, nothing else (the removal order's
+    per-kind quantile, used before, took a head here, and two of the four layers of a Whisper run whose
+    closed gates were 0.002 above the target: 0.228 of the MACs, test 1.00 -> 0.44)."""
+    from prunehead.pruning.learned import MaskLearner
+
+    model = tiny("wav2vec2-tiny", num_hidden_layers=3)
+    learner = MaskLearner(model, ("heads", "ffn", "layers"), 1.0, steps=1, lr=1e-4, gate_lr=0.1)
+    with torch.no_grad():
+        for gate in learner.gates.values():
+            gate.log_alpha.fill_(3.0)
+        learner.gates["layers"].log_alpha.fill_(1.0)
+        learner.gates["ffn"].log_alpha[0, :10] = -5.0  # test-time gate 0: closed
+        learner.gates["ffn"].log_alpha[1, :4] = -1.0  # open (gate 0.2), the least open of the rest
+    assert learner.plan().pruned_ffn == {0: tuple(range(10))} and not learner.ranked
+    neuron = learner.order.unit_macs["ffn"] / learner.order.dense_macs
+    learner.target = learner.closed_fraction - 2.5 * neuron
+    plan = learner.plan()
+    assert learner.ranked and not plan.pruned_layers and not plan.pruned_heads
+    assert plan.pruned_ffn[0] == tuple(range(10)) and len(plan.pruned_ffn[1]) == 3
+    assert set(plan.pruned_ffn[1]) <= {0, 1, 2, 3}
+    inputs = example_inputs(model)
+    ratio = count_macs(remove_all_(copy.deepcopy(model), plan), inputs)["total"] / count_macs(model, inputs)["total"]
+    assert learner.target - neuron < ratio <= learner.target

@@ -185,9 +185,9 @@ class MaskLearner:
 
     def plan(self) -> PruningPlan:
         """Every unit whose test-time gate is 0 (a conv layer keeps its most open channel); when those leave
-        more MACs than the target, also the units the MAC budget's removal order takes next with log_alpha as
-        their scores (`target_macs_plan`), so the plan is within the budget."""
-        from .order import target_macs_plan
+        more MACs than the target, then the other units by log_alpha, the least open first over every kind
+        (one scale: the gates'), until the plan is within the budget."""
+        from .order import prefix_plan, removal_order
 
         closed = self._closed()
         device = next(iter(self.gates.parameters())).device
@@ -196,10 +196,14 @@ class MaskLearner:
         self.ranked = not self.closed_fraction <= self.target  # the gates did not reach the budget (NaN on meta)
         if not self.ranked:
             return closed
-        scores = {kind: gate.log_alpha.detach().cpu().double() for kind, gate in self.gates.items()}
-        if "heads" not in scores:
-            scores["heads"] = torch.ones(*KINDS["heads"].grid(self.student))  # ranked but never reached first
-        budget, _ = target_macs_plan(self.student, scores, self.target, min_per_layer=dict.fromkeys(scores, 0))
+        alpha = {kind: gate.log_alpha.detach().cpu().double() for kind, gate in self.gates.items()}
+        if self.fixed is not None:
+            alpha["layers"][self.fixed] = math.inf  # never gated, never ranked out
+        gone = {(kind, l, i) for kind in alpha for l, ids in KINDS[kind].removed(closed).items() for i in ids}
+        order = removal_order(self.student, alpha, min_per_layer=dict.fromkeys(alpha, 0)).sorted_by(
+            lambda kind, l, i: ((kind, l, i) not in gone, float(alpha[kind][l, i])),
+            "the closed units, then by log_alpha (the least open first)")
+        budget, _ = prefix_plan(order, self.target, dict.fromkeys(alpha, 0))
         return closed.union(budget)
 
     def _closed(self) -> PruningPlan:

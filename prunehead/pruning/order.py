@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -73,6 +73,13 @@ class RemovalOrder:
             plan = KINDS[name].with_removed(plan, {l: tuple(sorted(ids)) for l, ids in layers.items()
                                                    if not (covered and l in gone)}, self.widths[name])
         return plan
+
+    def sorted_by(self, key: Callable[[str, int, int], Any], rule: str) -> RemovalOrder:
+        """The same units in the order of `key(kind, layer, id)` (stable), described by `rule`."""
+        from ..units.kinds import KINDS
+
+        kind = {KINDS[name].tag: name for name in self.unit_macs}
+        return replace(self, units=sorted(self.units, key=lambda u: key(kind[u[0]], u[1], u[2])), rule=rule)
 
     def macs_at(self, count: int) -> int:
         """The model's MACs once the first `count` units are gone, exactly: independent units (heads, neurons)
@@ -169,6 +176,12 @@ def target_macs_plan(model: nn.Module, scores: Mapping[str, torch.Tensor], targe
     if not math.isfinite(target) or not 0 < target <= 1:
         raise InputError(f"--target-macs must be within (0, 1], got {target}")
     order = removal_order(model, scores, min_per_layer=min_per_layer, seconds=seconds)
+    return prefix_plan(order, target, min_per_layer)
+
+
+def prefix_plan(order: RemovalOrder, target: float,
+                min_per_layer: Mapping[str, int] | None = None) -> tuple[PruningPlan, dict[str, Any]]:
+    """The shortest prefix of `order` that leaves at most `target` x the dense MACs, and its record."""
     macs_after = [order.macs - saved for saved in [0, *order.savings(len(order.units))]]  # by prefix length
     count = next((n for n, macs in enumerate(macs_after) if macs <= target * order.dense_macs), len(order.units))
     macs = macs_after[count]
