@@ -176,7 +176,7 @@ def decide_macs(ctx: Context, budget: MacBudget) -> Decision:
 def decide_learned(ctx: Context, budget: LearnedBudget) -> Decision:
     """Masks learned with the weights on the train split, distilling from the model as given, under the MAC
     budget; the units whose gates closed go (`prunehead.pruning.learned`)."""
-    from ..pruning.learned import KI, KP, MaskLearner, copy_for_training, steps_for
+    from ..pruning.learned import MaskLearner, copy_for_training, steps_for
     from ..pruning.learned_run import learn_
     from ..scorers.parallel import fingerprint, model_fingerprint, process_group
     from ..training.distill import DistillTask
@@ -193,7 +193,7 @@ def decide_learned(ctx: Context, budget: LearnedBudget) -> Decision:
     task = DistillTask(ws.task, teacher, budget.distill, student)
     key = fingerprint(weights=model_fingerprint(teacher), data=ctx.data.spec, rows=ws.dataset.num_rows, batch=batch,
                       clip_seconds=ctx.data.clip_seconds, target=target_json(budget),
-                      multiplier=("pi", KP, KI)) if ctx.checkpoint else ""
+                      multiplier=("pi", *learner.gains)) if ctx.checkpoint else ""
     with process_group(next(teacher.parameters()).device) as (_, world), deterministic(0):
         resumed = learn_(learner, task, ws, batch, budget.epochs, checkpoint=ctx.checkpoint, key=key, tell=_say(ctx),
                          progress=ctx.progress)
