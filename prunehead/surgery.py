@@ -1,6 +1,7 @@
 """Physical head removal, the only code that changes a model's structure, and save / load of the result.
 
-`prune_(model, plan)` slices the q/k/v rows and output-projection columns of the removed heads
+`prune_(model, plan)` removes every unit of a plan, kind by kind (heads, FFN neurons, conv channels, then
+whole layers). `prune_heads_` slices the q/k/v rows and output-projection columns of the removed heads
 (`transformers.pytorch_utils.prune_linear_layer`). A layer that loses every head becomes a bias-only
 block: its attention output is the output projection's bias, exactly what gating all heads to 0 gives.
 The removed heads are recorded in `config.prunehead_pruned_heads`, so `load()` can rebuild the layout.
@@ -43,11 +44,28 @@ PREPROCESSING_FILES = ("preprocessor_config.json", "processor_config.json", "tok
 
 
 def prune_(model: nn.Module, plan: PruningPlan) -> nn.Module:
-    """Remove the heads of `plan` (original ids) from `model` in place; heads already gone are skipped."""
+    """Remove every unit of `plan` from `model` in place: its heads, FFN neurons and conv channels (ids of
+    each layer's original units; units already gone are skipped), then its whole layers, then every layer
+    left with no heads and no neurons whose skip is exact. Layer ids are the model's current ones (a plan
+    made for this model). Cost: no forward pass (one traced forward when the plan removes conv channels)."""
+    from .units.kinds import remove_all_
+
+    _check_grid(model, plan)
+    return remove_all_(model, plan)
+
+
+def _check_grid(model: nn.Module, plan: PruningPlan) -> None:
     adapter = head_adapter(model)
     if (plan.num_layers, plan.num_heads) != (adapter.num_layers, adapter.num_heads):
         raise InputError(f"the plan is for {plan.num_layers} x {plan.num_heads} heads but the model has "
                          f"{adapter.num_layers} x {adapter.num_heads}; make the plan for this model")
+
+
+def prune_heads_(model: nn.Module, plan: PruningPlan) -> nn.Module:
+    """Remove the heads of `plan` (original ids) from `model` in place; heads already gone are skipped; the
+    plan's other kinds are left alone (`prune_` removes them)."""
+    _check_grid(model, plan)
+    adapter = head_adapter(model)
     kept_all = adapter.kept_heads(model)
     for site, kept in zip(adapter.sites, kept_all):
         remove = set(plan.pruned_heads.get(site.layer, ())) & set(kept)
@@ -260,8 +278,8 @@ def _load_pruned(cls: type, path: str, config: transformers.PretrainedConfig, pr
                  dtype: torch.dtype, pruned_ffn: dict | None = None, pruned_conv: dict | None = None) -> nn.Module:
     model = cls(config).to(dtype)
     adapter = head_adapter(model)
-    prune_(model, PruningPlan.from_json({"format": "prunehead.plan", "num_layers": adapter.num_layers,
-                                         "num_heads": adapter.num_heads, "pruned_heads": pruned}, path))
+    prune_heads_(model, PruningPlan.from_json({"format": "prunehead.plan", "num_layers": adapter.num_layers,
+                                               "num_heads": adapter.num_heads, "pruned_heads": pruned}, path))
     if pruned_ffn:  # per-layer FFN widths, after the heads
         prune_ffn_(model, PruningPlan.from_json({"format": "prunehead.plan", "num_layers": adapter.num_layers,
                                                  "num_heads": adapter.num_heads, "pruned_ffn": pruned_ffn,

@@ -270,3 +270,32 @@ def test_exported_folder_runs_with_onnxruntime_alone(tmp_path, w2v2):
         expected = pruned(**extractor(audio, sampling_rate=16_000, return_tensors="pt")).logits
     np.testing.assert_allclose(np.array(got["logits"]), expected.numpy(), atol=1e-4, rtol=0)
     assert got["label"] == pruned.config.id2label[int(expected.argmax(-1))]
+
+
+def test_timing_runs_in_a_process_of_its_own_with_one_shared_pool(tmp_path, w2v2):
+    """The timed sessions share one thread pool in a fresh interpreter without PyTorch (a pool per session in
+    this process let the waiting sessions' workers spin beside the running one: bench/bench_timing.py)."""
+    from prunehead.export import latency
+
+    _, path = w2v2
+    feeds = {"input_values": np.random.default_rng(0).standard_normal((2, 4000), dtype=np.float32),
+             "attention_mask": np.ones((2, 4000), dtype=np.int64)}
+    times = latency.time_in_turns({"a": path, "b": path}, feeds, repeats=3, warmup=1, threads=1)
+    assert sorted(times) == ["a", "b"] and all(len(t) == 3 and min(t) > 0 for t in times.values())
+    np.savez(tmp_path / "feeds.npz", **feeds)
+    (tmp_path / "request.json").write_text(json.dumps({"models": {"a": str(path)}, "repeats": 1, "warmup": 0,
+                                                       "threads": 2}))
+    subprocess.run([sys.executable, "-I", str(Path(latency.__file__).with_name("turns.py")), str(tmp_path)],
+                   check=True)
+    setup = json.loads((tmp_path / "times.json").read_text())["setup"]
+    assert setup == {"thread_pool": "shared", "threads": 2, "torch_loaded": False}
+
+
+def test_a_graph_that_cannot_be_timed_fails_in_one_line(tmp_path):
+    from prunehead.errors import PruneheadError
+    from prunehead.export.latency import time_in_turns
+
+    (tmp_path / "broken.onnx").write_bytes(b"not a graph")
+    with pytest.raises(PruneheadError, match=r"^timing with ONNX Runtime failed: .+") as err:
+        time_in_turns({"a": tmp_path / "broken.onnx"}, {"input_values": np.zeros((1, 10), np.float32)}, repeats=1)
+    assert "\n" not in str(err.value)

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+import prunehead
 from prunehead import head_adapter, load, plan_of, prune_, save_pretrained
 from prunehead.control import controlled
 from prunehead.cost import count_macs, count_params
@@ -89,3 +90,33 @@ def test_unsupported_architecture_names_the_supported_ones():
                                  intermediate_size=64, conv_dim=(32,) * 13))
     with pytest.raises(UnsupportedModelError, match="sew-d.*supported model types: wav2vec2, hubert.*wavlm"):
         head_adapter(model)
+
+
+def test_prune_removes_every_kind_of_the_plan_as_gating_does(tmp_path):
+    """`prunehead.prune_` is the one mutating verb: a plan with heads, neurons, channels and layers comes out
+    whole (earlier it removed the heads alone and kept the rest silently)."""
+    from prunehead.units.conv import conv_layers
+    from prunehead.units.kinds import evaluate_gated
+
+    model = tiny("wav2vec2-tiny", num_hidden_layers=3)
+    L, H = head_adapter(model).num_layers, head_adapter(model).num_heads
+    width, inner = model.config.conv_dim[0], model.config.intermediate_size
+    plan = PruningPlan(L, H, {0: (1,), 2: (0,)}, pruned_ffn={0: (0, 3, 5), 2: (1, 2)}, intermediate_size=inner,
+                       pruned_conv={0: (0, 2), 1: (1,)}, conv_width=width, pruned_layers=(1,))
+    inputs = inputs_for("wav2vec2-tiny")
+    with torch.no_grad():
+        gated = evaluate_gated(model, plan, lambda m: m(**inputs).logits)
+    pruned = prune_(copy.deepcopy(model), plan)
+    torch.testing.assert_close(logits(pruned, inputs), gated, atol=1e-5, rtol=1e-5)
+    assert head_adapter(pruned).num_layers == L - 1
+    assert [c.out_channels for c in conv_layers(pruned)][:2] == [width - 2, width - 1]
+    assert count_params(pruned) < count_params(model)
+    save_pretrained(pruned, tmp_path / "m")
+    torch.testing.assert_close(logits(load(tmp_path / "m"), inputs), gated, atol=1e-5, rtol=1e-5)
+
+
+def test_prune_refuses_a_plan_for_another_grid():
+    model = tiny("wav2vec2-tiny")
+    L, H = head_adapter(model).num_layers, head_adapter(model).num_heads
+    with pytest.raises(prunehead.InputError, match="make the plan for this model"):
+        prune_(model, PruningPlan(L + 1, H, pruned_layers=(0,)))

@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import InputError
 from ..heads import head_adapter
 from .plan import PruningPlan, select
-from ..surgery import plan_of, prune_
+from ..surgery import plan_of, prune_heads_
 
 ScoreFn = Callable[[nn.Module], torch.Tensor]  # model pruned so far -> (L, H) scores, higher = more important
 Evaluate = Callable[[nn.Module], dict[str, float]]
@@ -99,7 +99,7 @@ def prune_iteratively(model: nn.Module, score_fn: ScoreFn | None, target: Target
         if goal.plan(torch.zeros(L, H), done).num_pruned > done.num_pruned:  # counts do not depend on scores
             use_file = first_scores is not None and not any(h["scored_by"] for h in history)
             scores, source = (first_scores, "scores") if use_file else (score_fn(pruned), "scorer")
-            prune_(pruned, goal.plan(scores, done))
+            prune_heads_(pruned, goal.plan(scores, done))
         if evaluate is not None and (scores is not None or metrics is None):
             metrics = evaluate(pruned)
         history.append(_record(step, done, plan_of(pruned), scores, source, metrics))

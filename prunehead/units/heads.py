@@ -12,7 +12,7 @@ from torch import nn
 from ..control import controlled
 from ..heads import head_adapter
 from ..pruning.plan import PruningPlan, select
-from ..surgery import prune_
+from ..surgery import prune_heads_
 from ..specs import Ranking
 from .base import Amount, UnitKind
 
@@ -43,7 +43,7 @@ class Heads(UnitKind):
         stack.enter_context(ctl.gating(plan.keep_mask()))
 
     def remove_(self, model: nn.Module, plan: PruningPlan) -> None:
-        prune_(model, PruningPlan(plan.num_layers, plan.num_heads, plan.pruned_heads))
+        prune_heads_(model, PruningPlan(plan.num_layers, plan.num_heads, plan.pruned_heads))
 
     def score(self, model: nn.Module, batches: list[Any], objective: Any, ranking: Ranking, *,
               task: str | None = None, progress: bool = False) -> torch.Tensor:
