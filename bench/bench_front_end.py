@@ -36,7 +36,8 @@ def pruned(dense: torch.nn.Module, widths: tuple[int, ...]) -> torch.nn.Module:
     cfg = dense.config
     model = build_model("wav2vec2-12x12", "ks", num_labels=10).eval()
     model.load_state_dict(dense.state_dict())
-    plan = PruningPlan(cfg.num_hidden_layers, cfg.num_attention_heads, {0: (0, 1, 2, 3), 1: (0, 1, 2, 3, 4), 2: (0, 1, 2, 3)},
+    heads = {0: (0, 1, 2, 3), 1: (0, 1, 2, 3, 4), 2: (0, 1, 2, 3)}  # 13 of the 36 heads of layers 0-2
+    plan = PruningPlan(cfg.num_hidden_layers, cfg.num_attention_heads, heads,
                        pruned_ffn={l: tuple(range(695)) for l in range(3)}, intermediate_size=cfg.intermediate_size,
                        pruned_conv={l: tuple(range(w, FULL)) for l, w in enumerate(widths) if w < FULL},
                        conv_width=FULL, pruned_layers=tuple(range(3, cfg.num_hidden_layers)))

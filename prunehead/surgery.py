@@ -1,9 +1,10 @@
-"""Physical head removal, the only code that changes a model's structure, and save / load of the result.
+"""Physical removal, the one verb that changes a model's structure, and save / load of the result.
 
 `prune_(model, plan)` removes every unit of a plan, kind by kind (heads, FFN neurons, conv channels, then
-whole layers). `prune_heads_` slices the q/k/v rows and output-projection columns of the removed heads
-(`transformers.pytorch_utils.prune_linear_layer`). A layer that loses every head becomes a bias-only
-block: its attention output is the output projection's bias, exactly what gating all heads to 0 gives.
+whole layers; each kind's surgery lives with its unit kind). `units.heads.prune_heads_` slices the q/k/v
+rows and output-projection columns of the removed heads (`transformers.pytorch_utils.prune_linear_layer`).
+A layer that loses every head becomes a bias-only block: its attention output is the output projection's
+bias, exactly what gating all heads to 0 gives.
 The removed heads are recorded in `config.prunehead_pruned_heads`, so `load()` can rebuild the layout.
 """
 
@@ -29,6 +30,7 @@ from .families.base import BiasOnly, EmptyAttention  # noqa: F401 - re-exported 
 from .units.conv import PRUNED_CONV_KEY, conv_plan_of, dense_config, prune_conv_
 from .units.depth import original_layer_ids, removed_layers_of
 from .units.ffn import PRUNED_FFN_KEY, ffn_plan_of, ffn_sites, prune_ffn_
+from .units.heads import check_grid, prune_heads_
 from .heads import PRUNED_HEADS_KEY, head_adapter, pruned_heads_of
 from .pruning.plan import PruningPlan
 from .portable import checkpoint_dtype, read_config, read_state_dict, weight_files, write_remote_code
@@ -50,36 +52,8 @@ def prune_(model: nn.Module, plan: PruningPlan) -> nn.Module:
     made for this model). Cost: no forward pass (one traced forward when the plan removes conv channels)."""
     from .units.kinds import remove_all_
 
-    _check_grid(model, plan)
+    check_grid(model, plan)
     return remove_all_(model, plan)
-
-
-def _check_grid(model: nn.Module, plan: PruningPlan) -> None:
-    adapter = head_adapter(model)
-    if (plan.num_layers, plan.num_heads) != (adapter.num_layers, adapter.num_heads):
-        raise InputError(f"the plan is for {plan.num_layers} x {plan.num_heads} heads but the model has "
-                         f"{adapter.num_layers} x {adapter.num_heads}; make the plan for this model")
-
-
-def prune_heads_(model: nn.Module, plan: PruningPlan) -> nn.Module:
-    """Remove the heads of `plan` (original ids) from `model` in place; heads already gone are skipped; the
-    plan's other kinds are left alone (`prune_` removes them)."""
-    _check_grid(model, plan)
-    adapter = head_adapter(model)
-    kept_all = adapter.kept_heads(model)
-    for site, kept in zip(adapter.sites, kept_all):
-        remove = set(plan.pruned_heads.get(site.layer, ())) & set(kept)
-        if not remove:
-            continue
-        new_kept = [h for h in kept if h not in remove]
-        if new_kept:
-            adapter.family.slice_heads_(site, [kept.index(h) for h in new_kept], adapter.head_dim)
-        else:
-            adapter.family.empty_(site)
-    merged = PruningPlan(adapter.num_layers, adapter.num_heads,
-                         {l: tuple(h) for l, h in pruned_heads_of(model).items()}).union(plan)
-    setattr(model.config, PRUNED_HEADS_KEY, {str(l): list(h) for l, h in merged.pruned_heads.items()})
-    return model
 
 
 def plan_of(model: nn.Module) -> PruningPlan:

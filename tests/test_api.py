@@ -117,7 +117,7 @@ def test_dry_run_decides_without_surgery_and_plan_applies_it(setup, tmp_path, mo
 
     with monkeypatch.context() as patch:
         for module, name in ((surgery, "prune_"), (surgery, "prune_heads_"), (iterative, "prune_heads_"),
-                             (heads, "prune_heads_")):
+                             (heads, "prune_heads_"), (heads.HEADS, "remove_")):
             patch.setattr(module, name, no_surgery)
         _cli("prune", "-m", root / "model", "-s", root / "gradient.json", "--ratio", 0.5, "--dry-run",
              "--out", tmp_path / "plan")

@@ -23,7 +23,8 @@ from torch import nn
 from ..errors import InputError
 from ..heads import head_adapter
 from .plan import PruningPlan, select
-from ..surgery import plan_of, prune_heads_
+from ..surgery import plan_of
+from ..units.heads import prune_heads_
 
 ScoreFn = Callable[[nn.Module], torch.Tensor]  # model pruned so far -> (L, H) scores, higher = more important
 Evaluate = Callable[[nn.Module], dict[str, float]]

@@ -105,7 +105,7 @@ def prune_ffn_(model: nn.Module, plan: PruningPlan) -> nn.Module:
 
     Slices the rows of each intermediate projection and the matching columns of its output projection
     with torch-pruning's channel pruners (`tp.prune_linear_out_channels` / `tp.prune_linear_in_channels`).
-    Heads are not touched (`prune_heads_` removes them; `prunehead.prune_` removes every kind).
+    Heads are not touched (`units.heads.prune_heads_` removes them; `prunehead.prune_` removes every kind).
     """
     sites = ffn_sites(model)
     if plan.pruned_ffn and (plan.num_layers, plan.intermediate_size) != (len(sites), sites[0].intermediate_size):

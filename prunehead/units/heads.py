@@ -1,5 +1,6 @@
 """Attention heads as a unit kind: selection by `prunehead.select`, gating through `prunehead.controlled`,
-removal by `prunehead.prune_`, scores from the scorer registry (hib, attattr, gradient, ...)."""
+removal by `prune_heads_` (here; `prunehead.prune_` removes every kind), scores from the scorer registry
+(hib, attattr, gradient, ...)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,41 @@ import torch
 from torch import nn
 
 from ..control import controlled
-from ..heads import head_adapter
+from ..errors import InputError
+from ..heads import PRUNED_HEADS_KEY, head_adapter, pruned_heads_of
 from ..pruning.plan import PruningPlan, select
-from ..surgery import prune_heads_
 from ..specs import Ranking
 from .base import Amount, UnitKind
+
+
+def check_grid(model: nn.Module, plan: PruningPlan) -> None:
+    """InputError unless `plan` is made for the (layers, heads) grid `model` has now."""
+    adapter = head_adapter(model)
+    if (plan.num_layers, plan.num_heads) != (adapter.num_layers, adapter.num_heads):
+        raise InputError(f"the plan is for {plan.num_layers} x {plan.num_heads} heads but the model has "
+                         f"{adapter.num_layers} x {adapter.num_heads}; make the plan for this model")
+
+
+def prune_heads_(model: nn.Module, plan: PruningPlan) -> nn.Module:
+    """Remove the heads of `plan` (original ids) from `model` in place; heads already gone are skipped; the
+    plan's other kinds are left alone (`prune_` removes them)."""
+    check_grid(model, plan)
+    adapter = head_adapter(model)
+    kept_all = adapter.kept_heads(model)
+    for site, kept in zip(adapter.sites, kept_all):
+        remove = set(plan.pruned_heads.get(site.layer, ())) & set(kept)
+        if not remove:
+            continue
+        new_kept = [h for h in kept if h not in remove]
+        if new_kept:
+            adapter.family.slice_heads_(site, [kept.index(h) for h in new_kept], adapter.head_dim)
+        else:
+            adapter.family.empty_(site)
+    merged = PruningPlan(adapter.num_layers, adapter.num_heads,
+                         {l: tuple(h) for l, h in pruned_heads_of(model).items()}).union(plan)
+    setattr(model.config, PRUNED_HEADS_KEY, {str(l): list(h) for l, h in merged.pruned_heads.items()})
+    return model
+
 
 
 class Heads(UnitKind):
