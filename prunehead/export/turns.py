@@ -4,8 +4,8 @@ It reads FOLDER/request.json ({"models": {name: path}, "repeats", "warmup", "thr
 and writes FOLDER/times.json ({"times": {name: [seconds]}, "setup": {...}}). Only numpy and onnxruntime are
 imported: no PyTorch threads that spin after the parent's work, and one intra-op thread pool shared by every
 session. With a pool per session (ONNX Runtime's default), the idle workers of the sessions waiting their turn
-busy-wait on the same cores as the session running, which doubled batch-1 times on 2 cores and biased the
-ratios toward 1 (bench/bench_timing.py measures it).
+busy-wait on the same cores as the session running, which added 40-70 % to the times on 2 cores and moved
+the ratios by 0.2-0.4x either way (bench/bench_timing.py measures it).
 """
 
 from __future__ import annotations

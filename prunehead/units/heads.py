@@ -47,7 +47,6 @@ def prune_heads_(model: nn.Module, plan: PruningPlan) -> nn.Module:
     return model
 
 
-
 class Heads(UnitKind):
     name, tag, noun, plan_key = "heads", "head", "heads", "pruned_heads"
 
