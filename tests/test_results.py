@@ -47,15 +47,15 @@ def test_a_changed_figure_changes_its_cell_and_is_reported_beside_the_documented
         (root / file.relative_to(imported)).write_text(file.read_text())
     record = read_step(root, "whisper-tiny-fsdd-ks", "curves")
     row = next(r for r in record["figures"]["global"]["rows"] if r["key"] == "0.4")
-    row["hib"] = 0.5
+    documented, row["hib"] = row["hib"], 0.5  # the imported JSON holds the documented figure
     write_step(root, record)
     text = DOC.read_text()
     new, report = render(text, root)
     changed = [(a, b) for a, b in zip(text.split("\n"), new.split("\n")) if a != b]
     assert len(text.split("\n")) == len(new.split("\n")) and len(changed) == 1
     before, after = changed[0]
-    assert before.replace("**0.3833**", "**0.5000**") == after
-    assert "whisper-tiny-fsdd-ks/global hib@0.4: 0.5 (documented 0.3833)   <-- MOVED" in report
+    assert before.replace(f"**{documented:.4f}**", "**0.5000**") == after
+    assert f"whisper-tiny-fsdd-ks/global hib@0.4: 0.5 (documented {documented:.6g})   <-- MOVED" in report
     assert "whisper-tiny-fsdd-ks/global attention@0.4: 0.98 (documented 0.98)" in report
 
 
