@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch
 from prunehead.architectures import build_model
 from prunehead.export.latency import ort_session, time_in_turns
 from prunehead.export.onnx import export_onnx
+from prunehead.export.turns import take_turns
 from prunehead.pruning.plan import PruningPlan
 from prunehead.surgery import prune_
 
@@ -51,16 +51,7 @@ def graphs(folder: Path) -> dict[str, Path]:
 def per_session_turns(files: dict[str, Path], feeds: dict[str, np.ndarray], repeats: int, threads: int) -> dict:
     """The method before 2026-12-07: every session its own (spinning) pool, in this process."""
     sessions = {name: ort_session(path, threads) for name, path in files.items()}
-    for session in sessions.values():
-        for _ in range(3):
-            session.run(None, feeds)
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for r in range(repeats):
-        for name in list(sessions) if r % 2 == 0 else list(sessions)[::-1]:
-            start = time.perf_counter()
-            sessions[name].run(None, feeds)
-            times[name].append(time.perf_counter() - start)
-    return times
+    return take_turns(sessions, feeds, repeats, warmup=3)
 
 
 def alone(files: dict[str, Path], feeds: dict[str, np.ndarray], repeats: int, threads: int) -> dict:

@@ -16,6 +16,22 @@ import time
 from pathlib import Path
 
 
+def take_turns(sessions: dict, feeds: dict, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds of each of `repeats` runs per session on `feeds`: run r of every session back to back, the order
+    alternating between runs, after `warmup` untimed runs each. Cost: (warmup + repeats) runs per session."""
+    for session in sessions.values():
+        for _ in range(warmup):
+            session.run(None, feeds)
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    order = list(sessions)
+    for r in range(repeats):
+        for name in order if r % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            sessions[name].run(None, feeds)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def main(folder: Path) -> None:
     import numpy as np
     import onnxruntime as ort
@@ -32,16 +48,7 @@ def main(folder: Path) -> None:
     options.log_severity_level = 3  # the pool-size options of a shared pool are ignored: no warning for it
     sessions = {name: ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
                 for name, path in request["models"].items()}
-    for session in sessions.values():
-        for _ in range(int(request["warmup"])):
-            session.run(None, feeds)
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    order = list(sessions)
-    for r in range(int(request["repeats"])):
-        for name in order if r % 2 == 0 else order[::-1]:
-            start = time.perf_counter()
-            sessions[name].run(None, feeds)
-            times[name].append(time.perf_counter() - start)
+    times = take_turns(sessions, feeds, int(request["repeats"]), int(request["warmup"]))
     setup = {"thread_pool": "shared", "threads": int(request["threads"]), "torch_loaded": "torch" in sys.modules}
     (folder / "times.json").write_text(json.dumps({"times": times, "setup": setup}))
 
