@@ -73,7 +73,7 @@ class Heads(UnitKind):
         stack.enter_context(ctl.gating(plan.keep_mask()))
 
     def remove_(self, model: nn.Module, plan: PruningPlan) -> None:
-        prune_heads_(model, PruningPlan(plan.num_layers, plan.num_heads, plan.pruned_heads))
+        prune_heads_(model, plan)
 
     def score(self, model: nn.Module, batches: list[Any], objective: Any, ranking: Ranking, *,
               task: str | None = None, progress: bool = False) -> torch.Tensor:
