@@ -19,7 +19,7 @@ from transformers import Wav2Vec2FeatureExtractor
 import prunehead
 from prunehead.scorers import get_scorer
 from prunehead.workspace import open_workspace
-from tests.conftest import run_main, tiny
+from tests.conftest import run_main, same_metrics, tiny
 
 CLASS_COUNTS = (2, 10, 12, 35)
 RATE = 16000
@@ -70,15 +70,6 @@ def evaluated(model, data, split: str = "test") -> dict:
     return {k: v for k, v in json.loads(out.read_text()).items() if k not in ("model", "data", "split")}
 
 
-def same(fresh: dict, reported: dict) -> bool:
-    """The metrics agree: the same keys, counts and accuracy exactly, losses and rates to float rounding (a
-    model trained on one thread, or held with sliced weights, and re-read on two threads ends 1e-8 apart on
-    some CPUs: the last digits of a sum, not a label or a clip)."""
-    exact = {k: v for k, v in fresh.items() if k in ("accuracy", "samples")}
-    return fresh.keys() == reported.keys() and exact == {k: reported[k] for k in exact} \
-        and fresh == pytest.approx(reported, rel=1e-6, abs=0)
-
-
 def without_epoch(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k != "epoch"}
 
@@ -89,8 +80,8 @@ def test_a_pruned_folder_evaluates_to_the_reported_metric(saved):
         "-d", root / "data", "--out", root / "pruned", "--overwrite")
     report = json.loads((root / "pruned" / "report.json").read_text())
     assert report["data"]["split"] == "test"
-    assert same(evaluated(root / "pruned", root / "data"), report["metrics_after"])
-    assert same(evaluated(root / "model", root / "data"), report["metrics_before"])
+    assert same_metrics(evaluated(root / "pruned", root / "data"), report["metrics_after"])
+    assert same_metrics(evaluated(root / "model", root / "data"), report["metrics_before"])
     ids = json.loads((root / "pruned" / "config.json").read_text())["id2label"]
     assert list(ids) == [str(i) for i in range(len(ids))]  # written in id order, never string-sorted
 
@@ -120,7 +111,7 @@ def test_finetune_on_a_pruned_folder_round_trips(saved):
         "--out", root / "tuned")
     record = json.loads((root / "tuned" / "train.json").read_text())
     assert prunehead.plan_of(prunehead.load(root / "tuned")) == prunehead.plan_of(prunehead.load(root / "pruned-f"))
-    assert same(evaluated(root / "tuned", root / "data"), without_epoch(record["final"]))
+    assert same_metrics(evaluated(root / "tuned", root / "data"), without_epoch(record["final"]))
 
 
 def test_finetune_from_scratch_round_trips(saved):
@@ -128,7 +119,7 @@ def test_finetune_from_scratch_round_trips(saved):
     cli("finetune", "-m", "arch:wav2vec2-tiny", "-d", root / "data", "--epochs", 1, "--batch-size", 8,
         "--out", root / "scratch")
     record = json.loads((root / "scratch" / "train.json").read_text())
-    assert same(evaluated(root / "scratch", root / "data"), without_epoch(record["final"]))
+    assert same_metrics(evaluated(root / "scratch", root / "data"), without_epoch(record["final"]))
 
 
 def test_recovery_round_trips(saved):
@@ -136,7 +127,7 @@ def test_recovery_round_trips(saved):
     cli("prune", "-m", root / "model", "-s", root / "scores.json", "--ratio", 0.25, "-d", root / "data",
         "--recover-epochs", 1, "--batch-size", 4, "--out", root / "recovered", "--overwrite")
     report = json.loads((root / "recovered" / "report.json").read_text())
-    assert same(evaluated(root / "recovered", root / "data"), report["metrics_after_recovery"])
+    assert same_metrics(evaluated(root / "recovered", root / "data"), report["metrics_after_recovery"])
 
 
 def test_an_export_folder_evaluates_to_the_reported_metric(saved):
@@ -147,5 +138,5 @@ def test_an_export_folder_evaluates_to_the_reported_metric(saved):
         "--out", root / "onnx", "--overwrite")
     summary = json.loads((root / "onnx" / "export.json").read_text())
     reported = summary["checks"]["data"]["metrics"]
-    assert same(evaluated(root / "onnx", root / "data"), reported["export"])
+    assert same_metrics(evaluated(root / "onnx", root / "data"), reported["export"])
     assert evaluated(root / "pruned-x", root / "data")["accuracy"] == reported["pytorch"]["accuracy"]
